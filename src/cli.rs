@@ -1,0 +1,136 @@
+//! The command line: every role of sluice behind one binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sluice::config::LogFormat;
+use sluice::output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Log and event pipeline with analytics for Kubernetes platforms",
+    long_about = "Log and event pipeline with analytics for Kubernetes platforms.\n\n\
+        collector → Kafka → writer → Iceberg → query service; a tantivy index serves log search.\n\
+        With no configuration every role uses the embedded default under ./.sluice \
+        (SQLite Iceberg catalog, local warehouse).",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every role takes, each with its environment twin.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Configuration file [default: ./sluice.toml when present]
+    #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded default [default: ./.sluice]
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka bootstrap servers (host:port,…); without it roles run embedded
+    #[arg(long, global = true, env = "SLUICE_KAFKA", value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// Address of the role's HTTP server (API, /healthz, /readyz, /metrics)
+    #[arg(long, global = true, env = "SLUICE_HTTP", value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// Format of sluice's own logs [default: text]
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline in one process (collect → write → index → serve)
+    Up(PlannedArgs),
+    /// Collect pod logs, lifecycle events and platform events into Kafka
+    Collect(PlannedArgs),
+    /// Consume Kafka and append to the Iceberg tables, exactly once
+    Write(PlannedArgs),
+    /// Load history (NDJSON events, a /var/log/pods tree) straight into the tables
+    Import(PlannedArgs),
+    /// Follow the pod_logs table and maintain the log search index
+    Index(PlannedArgs),
+    /// Serve SQL, attribution, guardrails, log search and the console over HTTP
+    Serve(PlannedArgs),
+    /// Run a read-only SQL query
+    Sql(PlannedArgs),
+    /// Search pod logs across container restarts, or tail an instance
+    Logs(PlannedArgs),
+    /// Who drives API load: requests, share, success/failed, latency percentiles
+    Attribution(PlannedArgs),
+    /// Historical peaks per principal, cap simulation and export
+    Guardrails(PlannedArgs),
+    /// Generate a deterministic synthetic cluster: pod logs, API events, lifecycle events
+    Gen(GenArgs),
+    /// Print the effective configuration (defaults, file, environment, flags)
+    Config,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Up(_) => "up",
+            Command::Collect(_) => "collect",
+            Command::Write(_) => "write",
+            Command::Import(_) => "import",
+            Command::Index(_) => "index",
+            Command::Serve(_) => "serve",
+            Command::Sql(_) => "sql",
+            Command::Logs(_) => "logs",
+            Command::Attribution(_) => "attribution",
+            Command::Guardrails(_) => "guardrails",
+            Command::Gen(_) => "gen",
+            Command::Config => "config",
+        }
+    }
+}
+
+/// Arguments of a role that is not built yet.
+#[derive(Debug, Args)]
+pub struct PlannedArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Output directory
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of pods
+    #[arg(long, default_value_t = 20)]
+    pub pods: usize,
+    /// Number of platform API events in the whole window
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Days of history, ending at --until
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// End of the window (RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Random seed: the same seed and --until give the same bytes
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Cluster name written into lifecycle events
+    #[arg(long, default_value = "demo")]
+    pub cluster: String,
+    /// Average log lines per pod per day
+    #[arg(long, default_value_t = 2000)]
+    pub lines_per_pod_day: u64,
+    /// Rotate a container log file at this size, in bytes (kubelet's default is 10 MiB)
+    #[arg(long, default_value_t = 1 << 20)]
+    pub rotate_bytes: u64,
+    /// Replace generated data already in --out
+    #[arg(long)]
+    pub force: bool,
+    /// Summary format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}

@@ -1,0 +1,265 @@
+//! One configuration for every role: built-in defaults, then `sluice.toml`
+//! (or the file `--config`/`SLUICE_CONFIG` names), then `SLUICE_…`
+//! environment variables (`__` separates sections:
+//! `SLUICE_KAFKA__TOPICS__EVENTS=…`), then command-line flags. With nothing
+//! configured, everything points at the embedded default under `./.sluice`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for production log pipelines).
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Raw platform events (the public raw event contract).
+    pub events: String,
+    /// Pod log records from the collector.
+    pub podlogs: String,
+    /// Kubernetes lifecycle events.
+    pub k8s: String,
+    /// Records that failed validation, with the reason in headers.
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            events: "sluice.events".into(),
+            podlogs: "sluice.podlogs".into(),
+            k8s: "sluice.k8s".into(),
+            dlq: "sluice.dlq".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port,…`). Unset: the embedded in-process
+    /// pipeline is used instead of Kafka.
+    pub bootstrap: Option<String>,
+    /// Consumer group of the writers.
+    pub group_id: String,
+    pub topics: Topics,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: None,
+            group_id: "sluice-writer".into(),
+            topics: Topics::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the role's HTTP server (API, health, metrics) listens on.
+    pub addr: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:7878".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded catalog, warehouse, checkpoints and index live.
+    pub data_dir: PathBuf,
+    /// Name of the cluster this deployment collects from.
+    pub cluster: String,
+    /// Node name (the collector reads it from the downward API's env).
+    pub node: Option<String>,
+    pub log_format: LogFormat,
+    pub http: HttpConfig,
+    pub kafka: KafkaConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".sluice"),
+            cluster: "default".into(),
+            node: None,
+            log_format: LogFormat::Text,
+            http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+/// The common flags every role takes (each also read from its env twin by clap).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub kafka: Option<String>,
+    pub http: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Top-level settings that have a plain `SLUICE_<NAME>` variable of their own
+/// (besides the common flags' twins, which clap reads).
+const ENV_SETTINGS: [&str; 2] = ["CLUSTER", "NODE"];
+
+/// The file looked for when neither `--config` nor `SLUICE_CONFIG` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "sluice.toml";
+
+impl Config {
+    /// Resolves the configuration; `env` is the process environment (passed in
+    /// so tests need not mutate global state).
+    pub fn load(
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &overrides.config {
+            Some(path) => {
+                if !path.is_file() {
+                    anyhow::bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        // Nested settings come from SLUICE_SECTION__KEY variables; the flat
+        // ones (SLUICE_KAFKA, SLUICE_HTTP, …) are the flags' twins, read by clap.
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix("SLUICE_") else {
+                continue;
+            };
+            if !(key.contains("__") || ENV_SETTINGS.contains(&key)) {
+                continue;
+            }
+            let path = key.to_ascii_lowercase().replace("__", ".");
+            // Parsed like figment's own Env provider: numbers and booleans typed.
+            let value: figment::value::Value = raw
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(raw.clone()));
+            figment = figment.merge((path, value));
+        }
+        let mut config: Config = figment.extract().context("invalid configuration")?;
+        if let Some(d) = &overrides.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(k) = &overrides.kafka {
+            config.kafka.bootstrap = Some(k.clone());
+        }
+        if let Some(h) = &overrides.http {
+            config.http.addr = h.clone();
+        }
+        if let Some(f) = overrides.log_format {
+            config.log_format = f;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = Config::load(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.data_dir, PathBuf::from(".sluice"));
+        assert_eq!(c.kafka.bootstrap, None);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(
+            f,
+            "cluster = \"prod-eu\"\ndata_dir = \"/var/lib/sluice\"\n[kafka]\nbootstrap = \"k1:9092\"\n[kafka.topics]\nevents = \"gw.events\""
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = Config::load(&overrides, env(&[])).unwrap();
+        assert_eq!(c.cluster, "prod-eu");
+        assert_eq!(c.kafka.bootstrap.as_deref(), Some("k1:9092"));
+        assert_eq!(c.kafka.topics.events, "gw.events");
+        assert_eq!(c.kafka.topics.dlq, "sluice.dlq");
+
+        let vars = env(&[
+            ("SLUICE_KAFKA__TOPICS__EVENTS", "env.events"),
+            ("SLUICE_CLUSTER", "prod-us"),
+            ("SLUICE_TEST_KAFKA", "ignored:1"),
+            ("SLUICE_KAFKA", "read-by-clap-not-here"),
+        ]);
+        let c = Config::load(&overrides, vars.clone()).unwrap();
+        assert_eq!(c.kafka.topics.events, "env.events");
+        assert_eq!(c.cluster, "prod-us");
+        assert_eq!(c.kafka.bootstrap.as_deref(), Some("k1:9092"));
+
+        let flags = Overrides {
+            config: Some(path),
+            data_dir: Some("/tmp/x".into()),
+            kafka: Some("k9:9092".into()),
+            log_format: Some(LogFormat::Json),
+            ..Default::default()
+        };
+        let c = Config::load(&flags, vars).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.kafka.bootstrap.as_deref(), Some("k9:9092"));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn typos_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[kafka]\nbootstrp = \"x\"\n").unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Config::load(&o, env(&[])).unwrap_err());
+        assert!(err.contains("bootstrp"), "{err}");
+        let o = Overrides {
+            config: Some(dir.path().join("nope.toml")),
+            ..Default::default()
+        };
+        assert!(Config::load(&o, env(&[])).is_err());
+    }
+}

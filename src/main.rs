@@ -1,0 +1,130 @@
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use sluice::config::{Config, LogFormat, Overrides};
+use sluice::generator::{self, GenConfig};
+use sluice::output::{DataTable, Datum};
+use sluice::progress::Progress;
+
+use cli::{Cli, Command, GenArgs};
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with 2 (0 for --help/--version).
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        config: cli.common.config.clone(),
+        data_dir: cli.common.data_dir.clone(),
+        kafka: cli.common.kafka.clone(),
+        http: cli.common.http.clone(),
+        log_format: cli.common.log_format,
+    };
+    let config = match Config::load(&overrides, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    match run(cli.command, &config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("sluice: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(command: Command, config: &Config) -> anyhow::Result<()> {
+    match command {
+        Command::Gen(args) => gen_command(args),
+        Command::Config => {
+            let text = toml::to_string_pretty(config).context("rendering configuration")?;
+            print!("{text}");
+            Ok(())
+        }
+        other => anyhow::bail!(
+            "`sluice {}` is not available in this build yet",
+            other.name()
+        ),
+    }
+}
+
+fn gen_command(args: GenArgs) -> anyhow::Result<()> {
+    let until = match &args.until {
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--until {t:?} is not an RFC 3339 time"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let cfg = GenConfig {
+        out: args.out.clone(),
+        pods: args.pods,
+        events: args.events,
+        days: args.days,
+        until,
+        seed: args.seed,
+        cluster: args.cluster.clone(),
+        lines_per_pod_day: args.lines_per_pod_day,
+        rotate_bytes: args.rotate_bytes,
+        force: args.force,
+    };
+    let progress = Progress::new("lines+events");
+    let started = std::time::Instant::now();
+    let manifest = generator::generate(&cfg, &|n| progress.add(n), &|t| progress.set_total(t));
+    progress.finish();
+    let manifest = manifest?;
+    let t = &manifest.totals;
+    let mut table = DataTable::new(&["item", "count"]);
+    let rows: [(&str, Datum); 13] = [
+        ("pods", t.pods.into()),
+        ("container instances", t.instances.into()),
+        ("restarts", t.restarts.into()),
+        ("log files", t.log_files.into()),
+        (
+            "rotated files (gzipped)",
+            format!("{} ({})", t.rotated_files, t.gzipped_files).into(),
+        ),
+        ("log lines", t.log_lines.into()),
+        ("partial lines", t.partial_lines.into()),
+        ("log bytes", t.log_bytes.into()),
+        ("events", t.events.into()),
+        ("event bytes", t.event_bytes.into()),
+        ("lifecycle events", t.lifecycle_events.into()),
+        ("spikes", manifest.spikes.len().to_string().into()),
+        (
+            "seconds",
+            format!("{:.1}", started.elapsed().as_secs_f64()).into(),
+        ),
+    ];
+    for (item, count) in rows {
+        table.push(vec![item.into(), count]);
+    }
+    table.print(args.format)?;
+    if args.format == sluice::output::OutputFormat::Table {
+        eprintln!(
+            "window {} .. {}; wrote {}",
+            manifest.window_start,
+            manifest.until,
+            args.out.join("manifest.json").display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Helpers for integration tests that talk to real services.
+//!
+//! The test command (`scripts/test`) starts the services and exports where
+//! they are. A test that needs a service it cannot find fails with the reason:
+//! a missing service is a broken test run, never a skipped test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+/// Environment variable holding the test broker's bootstrap address.
+pub const KAFKA_ENV: &str = "SLUICE_TEST_KAFKA";
+/// Environment variable holding the interop venv's Python interpreter.
+pub const PYTHON_ENV: &str = "SLUICE_TEST_PYTHON";
+
+fn required_env(name: &str, what: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: this test needs {what}. Run the test suite with \
+             `scripts/test`, which starts it (or export {name} yourself)."
+        ),
+    }
+}
+
+/// The running test broker's bootstrap servers.
+pub fn kafka_bootstrap() -> String {
+    required_env(KAFKA_ENV, "a running Kafka-protocol broker")
+}
+
+/// The interop venv's Python (with pyiceberg, duckdb, jsonschema, confluent-kafka).
+pub fn python() -> PathBuf {
+    PathBuf::from(required_env(PYTHON_ENV, "the interop Python venv"))
+}
+
+/// A topic that exists only for the calling test.
+#[derive(Debug, Clone)]
+pub struct TestTopic {
+    pub bootstrap: String,
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl TestTopic {
+    /// Creates `<prefix>-<uuid>` with `partitions` partitions on the test broker.
+    pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
+        let bootstrap = kafka_bootstrap();
+        let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap_or_else(|e| panic!("admin client for {bootstrap}: {e}"));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .unwrap_or_else(|e| panic!("create topic {name} on {bootstrap}: {e}"));
+        for r in results {
+            if let Err((t, code)) = r {
+                panic!("create topic {t} on {bootstrap}: {code}");
+            }
+        }
+        TestTopic {
+            bootstrap,
+            name,
+            partitions,
+        }
+    }
+
+    /// A client config pointed at the test broker.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c
+    }
+}
