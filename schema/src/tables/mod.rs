@@ -1,8 +1,12 @@
 //! The three tables of namespace `platform`, each declared once.
 //!
 //! Field ids are part of the contract: Iceberg resolves columns by id, so an id
-//! once shipped is never reused or renumbered. New columns take new ids and are
-//! optional, so older tables evolve instead of breaking.
+//! once shipped is never reused or renumbered. Ids follow the order Iceberg
+//! assigns them when it creates a table (top-level columns 1..N in order, then
+//! nested fields such as map keys and values), so a table created fresh and a
+//! table evolved from an older release agree. A new column goes at the end
+//! with the next id, and is optional, so older tables evolve instead of
+//! breaking.
 
 mod event_logs;
 mod platform_events;
@@ -234,6 +238,26 @@ mod tests {
         );
     }
 
+    /// A catalog creating the table assigns exactly the declared ids.
+    #[test]
+    fn declared_ids_survive_table_creation() {
+        for table in ALL_TABLES {
+            let mut creation = table.table_creation(HashMap::new()).unwrap();
+            creation.location = Some(format!("file:///tmp/{}", table.name));
+            let built = iceberg::spec::TableMetadataBuilder::from_table_creation(creation)
+                .unwrap()
+                .build()
+                .unwrap();
+            let schema = built.metadata.current_schema();
+            assert_eq!(
+                schema.as_struct(),
+                table.iceberg_schema().unwrap().as_struct(),
+                "{}: the catalog would renumber the declared ids",
+                table.name
+            );
+        }
+    }
+
     /// Field ids are forever: this pins them. Changing an id here means every
     /// existing table in the field reads the wrong column.
     #[test]
@@ -249,8 +273,8 @@ mod tests {
             ids(&EVENT_LOGS),
             "event_id=1,occurred_at=2,service=3,action=4,success=5,user_id=6,method=7,path=8,\
              status_code=9,latency_ms=10,client_ip=11,user_agent=12,service_account=13,\
-             request_id=14,trace_id=15,bytes_in=16,bytes_out=17,attributes=18,endpoint=21,\
-             caller_type=22,team=23,domain=24,ingested_at=25"
+             request_id=14,trace_id=15,bytes_in=16,bytes_out=17,attributes=18,endpoint=19,\
+             caller_type=20,team=21,domain=22,ingested_at=23"
         );
         assert_eq!(
             ids(&POD_LOGS),
