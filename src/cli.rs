@@ -53,7 +53,7 @@ pub enum Command {
     /// Consume Kafka and append to the Iceberg tables, exactly once
     Write(PlannedArgs),
     /// Load history (NDJSON events, a /var/log/pods tree) straight into the tables
-    Import(PlannedArgs),
+    Import(ImportArgs),
     /// Follow the pod_logs table and maintain the log search index
     Index(PlannedArgs),
     /// Serve SQL, attribution, guardrails, log search and the console over HTTP
@@ -130,6 +130,18 @@ pub struct GenArgs {
     /// Replace generated data already in --out
     #[arg(long)]
     pub force: bool,
+    /// Summary format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Directory to import: events/*.ndjson, var/log/pods/…, k8s-events.ndjson (as `sluice gen` writes)
+    pub dir: PathBuf,
+    /// Principal directory for team/domain enrichment [default: DIR/directory.yaml when present, else [enrich] directory]
+    #[arg(long, value_name = "FILE")]
+    pub directory: Option<PathBuf>,
     /// Summary format
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,

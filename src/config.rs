@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
+use sluice_ingest::catalog::{CatalogConfig, WarehouseConfig};
+use sluice_ingest::enrich::EnrichConfig;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,6 +95,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub http: HttpConfig,
     pub kafka: KafkaConfig,
+    pub catalog: CatalogConfig,
+    pub warehouse: WarehouseConfig,
+    pub enrich: EnrichConfig,
 }
 
 impl Default for Config {
@@ -104,6 +109,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
+            catalog: CatalogConfig::default(),
+            warehouse: WarehouseConfig::default(),
+            enrich: EnrichConfig::default(),
         }
     }
 }
@@ -132,7 +140,9 @@ impl Config {
         overrides: &Overrides,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // No defaults layer: every section is `#[serde(default)]`, and merging
+        // a default `[catalog]` into a configured one would mix variants.
+        let mut figment = Figment::new();
         match &overrides.config {
             Some(path) => {
                 if !path.is_file() {
@@ -243,6 +253,36 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.kafka.bootstrap.as_deref(), Some("k9:9092"));
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn catalog_and_warehouse_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[catalog]\nkind = \"postgres\"\nuri = \"postgres://u@h/db\"\n[warehouse]\nlocation = \"s3://wh/sluice\"\n[warehouse.s3]\nendpoint = \"http://127.0.0.1:8333\"\npath_style = true\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let vars = env(&[("SLUICE_WAREHOUSE__S3__SECRET_ACCESS_KEY", "shh")]);
+        let c = Config::load(&o, vars).unwrap();
+        assert_eq!(
+            c.catalog,
+            CatalogConfig::Postgres {
+                uri: "postgres://u@h/db".into()
+            }
+        );
+        assert_eq!(c.warehouse.location.as_deref(), Some("s3://wh/sluice"));
+        assert!(c.warehouse.s3.path_style);
+        assert_eq!(c.warehouse.s3.secret_access_key.as_deref(), Some("shh"));
+        assert_eq!(
+            Config::default().catalog,
+            CatalogConfig::Sqlite { path: None }
+        );
     }
 
     #[test]

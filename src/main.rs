@@ -11,6 +11,7 @@ use sluice::output::{DataTable, Datum};
 use sluice::progress::Progress;
 
 use cli::{Cli, Command, GenArgs};
+use sluice::commands;
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2 (0 for --help/--version).
@@ -55,6 +56,14 @@ fn init_tracing(format: LogFormat) {
 fn run(command: Command, config: &Config) -> anyhow::Result<()> {
     match command {
         Command::Gen(args) => gen_command(args),
+        Command::Import(args) => runtime()?.block_on(commands::import::run(
+            config,
+            commands::import::ImportOptions {
+                dir: args.dir,
+                directory: args.directory,
+                format: args.format,
+            },
+        )),
         Command::Config => {
             let text = toml::to_string_pretty(config).context("rendering configuration")?;
             print!("{text}");
@@ -65,6 +74,13 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             other.name()
         ),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn gen_command(args: GenArgs) -> anyhow::Result<()> {

@@ -30,7 +30,11 @@ impl CallerClassifier {
     pub fn new<S: AsRef<str>>(networks: &[S]) -> Result<Self, BadNetwork> {
         let internal = networks
             .iter()
-            .map(|n| n.as_ref().parse().map_err(|_| BadNetwork(n.as_ref().to_string())))
+            .map(|n| {
+                n.as_ref()
+                    .parse()
+                    .map_err(|_| BadNetwork(n.as_ref().to_string()))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { internal })
     }

@@ -28,7 +28,10 @@ pub fn load(path: &Path) -> Result<PrincipalDirectory, LoadError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let parsed = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+    let parsed = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
         PrincipalDirectory::from_csv(&text)
     } else {
         PrincipalDirectory::from_yaml(&text)
@@ -128,11 +131,19 @@ mod tests {
         assert_eq!(w.current().lookup("u1").unwrap().team, "a");
         assert!(w.current().lookup("u2").is_none());
 
-        std::fs::write(&path, "teams:\n  b: { domain: y }\nusers:\n  u1: b\n  u2: b\n").unwrap();
+        std::fs::write(
+            &path,
+            "teams:\n  b: { domain: y }\nusers:\n  u1: b\n  u2: b\n",
+        )
+        .unwrap();
         assert_eq!(w.current().lookup("u2").unwrap().team, "b");
 
         std::fs::write(&path, "users: [this is: not a map").unwrap();
-        assert_eq!(w.current().lookup("u2").unwrap().team, "b", "broken file keeps the last good directory");
+        assert_eq!(
+            w.current().lookup("u2").unwrap().team,
+            "b",
+            "broken file keeps the last good directory"
+        );
 
         assert!(WatchedDirectory::open(&dir.path().join("missing.yaml"), Duration::ZERO).is_err());
     }

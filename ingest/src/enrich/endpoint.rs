@@ -75,10 +75,7 @@ impl EndpointTemplater {
 
     /// The endpoint template of a raw path.
     pub fn template(&self, raw_path: &str) -> String {
-        let path = raw_path
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default();
+        let path = raw_path.split(['?', '#']).next().unwrap_or_default();
         let path = strip_version_prefix(path).trim_end_matches('/');
         let mut out = String::with_capacity(path.len());
         for (i, seg) in path.split('/').enumerate() {
@@ -103,7 +100,10 @@ mod tests {
     #[test]
     fn ids_uuids_and_hashes_become_id() {
         let t = EndpointTemplater::new(&[]).unwrap();
-        assert_eq!(t.template("/api/v1/spark/jobs/8812/runs"), "spark/jobs/{id}/runs");
+        assert_eq!(
+            t.template("/api/v1/spark/jobs/8812/runs"),
+            "spark/jobs/{id}/runs"
+        );
         assert_eq!(
             t.template("/api/v2/sql/queries/7f1c9a2e-3b4d-4c5e-8f90-a1b2c3d4e5f6/results?page=2"),
             "sql/queries/{id}/results"
@@ -113,7 +113,10 @@ mod tests {
             "artifacts/{id}"
         );
         assert_eq!(t.template("/healthz"), "healthz");
-        assert_eq!(t.template("/api/v1/catalogs/lakehouse/tables/"), "catalogs/lakehouse/tables");
+        assert_eq!(
+            t.template("/api/v1/catalogs/lakehouse/tables/"),
+            "catalogs/lakehouse/tables"
+        );
         // Short hex words and names stay: they are names, not ids.
         assert_eq!(t.template("/api/v1/cafe/beef"), "cafe/beef");
         assert_eq!(t.template("/apiv1/x/12"), "apiv1/x/{id}");
@@ -135,6 +138,10 @@ mod tests {
             pattern: "(".into(),
             replace: String::new(),
         }]);
-        assert!(bad.unwrap_err().to_string().contains("not a valid regular expression"));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("not a valid regular expression")
+        );
     }
 }

@@ -35,7 +35,10 @@ impl Default for EnrichConfig {
         Self {
             directory: None,
             directory_check_secs: 5,
-            internal_networks: DEFAULT_INTERNAL_NETWORKS.iter().map(|s| s.to_string()).collect(),
+            internal_networks: DEFAULT_INTERNAL_NETWORKS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             endpoint_rules: Vec::new(),
         }
     }
@@ -88,11 +91,14 @@ impl Enricher {
                     (Some(d), Some(user)) => d.lookup(user),
                     _ => None,
                 };
-                let service_account = e.service_account == Some(true)
-                    || principal.is_some_and(|p| p.service_account);
+                let service_account =
+                    e.service_account == Some(true) || principal.is_some_and(|p| p.service_account);
                 Enrichment {
                     endpoint: e.path.as_deref().map(|p| self.endpoints.template(p)),
-                    caller_type: Some(self.callers.classify(e.client_ip.as_deref(), service_account)),
+                    caller_type: Some(
+                        self.callers
+                            .classify(e.client_ip.as_deref(), service_account),
+                    ),
                     team: principal.map(|p| p.team.to_string()),
                     domain: principal.and_then(|p| p.domain.map(str::to_string)),
                     ingested_at: Some(ingested_at),
@@ -125,13 +131,21 @@ mod tests {
             }))
             .unwrap()
         };
-        let events = [ev(Some("alice"), Some("203.0.113.5")), ev(Some("svc-x"), None), ev(Some("mallory"), None)];
+        let events = [
+            ev(Some("alice"), Some("203.0.113.5")),
+            ev(Some("svc-x"), None),
+            ev(Some("mallory"), None),
+        ];
         let out = e.enrich_all(events.iter(), 42);
         assert_eq!(out[0].team.as_deref(), Some("data-eng"));
         assert_eq!(out[0].domain.as_deref(), Some("data"));
         assert_eq!(out[0].caller_type, Some("external"));
         assert_eq!(out[0].endpoint.as_deref(), Some("jobs/{id}"));
-        assert_eq!(out[1].caller_type, Some("internal"), "directory service account");
+        assert_eq!(
+            out[1].caller_type,
+            Some("internal"),
+            "directory service account"
+        );
         assert_eq!(out[2].team, None);
         assert_eq!(out[2].caller_type, Some("unknown"));
         assert_eq!(out[2].ingested_at, Some(42));

@@ -1,4 +1,6 @@
 //! Readers of the inputs sluice collects.
 
 pub mod cri;
+pub mod level;
+pub mod pod_log_file;
 pub mod pod_log_path;

@@ -1,0 +1,444 @@
+//! Appending to an Iceberg table exactly once.
+//!
+//! Every commit records, in its snapshot summary (`sluice.positions`), how far
+//! each source it consumed has been written: `kafka:<topic>:<partition>` → the
+//! next offset, `file:<key>` → 1 once an imported file is in. The map is
+//! merged with the previous snapshot's, so the table itself is the only
+//! checkpoint that matters: a restarted writer resumes from it, and a batch
+//! whose start does not match it (a zombie after a rebalance, a replay of an
+//! imported file) is refused instead of appended.
+//!
+//! iceberg-rust 0.10.1 rebases a transaction onto whatever snapshot is current
+//! when it commits, so a check made before `commit()` would not fence. The
+//! check here runs against a table we load, and the commit goes through
+//! [`PinnedCatalog`], which hands the transaction that very table: the
+//! catalog's own `main`-ref requirement then refuses the commit if anyone
+//! committed in between, and we re-load, re-check and retry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_ord::sort::{SortColumn, lexsort_to_indices};
+use arrow_schema::SortOptions;
+use arrow_select::concat::concat_batches;
+use arrow_select::take::take_record_batch;
+use async_trait::async_trait;
+use iceberg::arrow::RecordBatchPartitionSplitter;
+use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::{
+    Catalog, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
+};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use sluice_schema::tables::TableContract;
+
+/// Snapshot summary property holding the merged source positions (JSON).
+pub const POSITIONS_PROPERTY: &str = "sluice.positions";
+/// Snapshot summary property naming the writer that made the snapshot.
+pub const WRITER_PROPERTY: &str = "sluice.writer";
+
+/// How far each source has been written: source key → next position.
+pub type Positions = BTreeMap<String, i64>;
+
+/// Source key of a Kafka partition.
+pub fn kafka_source(topic: &str, partition: i32) -> String {
+    format!("kafka:{topic}:{partition}")
+}
+
+/// Source key of an imported file.
+pub fn file_source(key: &str) -> String {
+    format!("file:{key}")
+}
+
+/// One source's progress in a commit: the batch covers `[from, to)`. `from`
+/// must be what the table holds (`None`: the table must not know the source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    pub source: String,
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Committed {
+        snapshot_id: i64,
+        data_files: usize,
+        rows: u64,
+    },
+    /// The table already holds a different position for `source`: another
+    /// writer advanced it, or this data was written before. Nothing appended.
+    Fenced {
+        source: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{table}: {context}: {source}")]
+    Iceberg {
+        table: &'static str,
+        context: &'static str,
+        source: Box<iceberg::Error>,
+    },
+    #[error("{table}: {context}: {source}")]
+    Arrow {
+        table: &'static str,
+        context: &'static str,
+        source: arrow_schema::ArrowError,
+    },
+    #[error("{table}: snapshot {snapshot} has an unreadable {POSITIONS_PROPERTY}: {source}")]
+    Positions {
+        table: &'static str,
+        snapshot: i64,
+        source: serde_json::Error,
+    },
+    #[error("{table}: commit kept conflicting with other writers after {attempts} attempts")]
+    Contended { table: &'static str, attempts: u32 },
+}
+
+/// The positions recorded by the newest snapshot that carries them.
+/// Snapshots made by other engines (compaction, Spark) carry none and are
+/// skipped.
+pub fn positions(table: &Table, name: &'static str) -> Result<Positions, SinkError> {
+    let metadata = table.metadata();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        if let Some(json) = s.summary().additional_properties.get(POSITIONS_PROPERTY) {
+            return serde_json::from_str(json).map_err(|source| SinkError::Positions {
+                table: name,
+                snapshot: s.snapshot_id(),
+                source,
+            });
+        }
+        snapshot = s
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id).cloned());
+    }
+    Ok(Positions::new())
+}
+
+/// Parquet settings, set explicitly: iceberg-rust does not apply the table's
+/// `write.parquet.*` properties, and parquet-rs defaults to no compression.
+pub fn parquet_properties(row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        // Page-level statistics give readers the column and offset indexes.
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// Writes data files for one table and commits them with source positions.
+#[derive(Debug, Clone)]
+pub struct TableSink {
+    catalog: Arc<dyn Catalog>,
+    contract: &'static TableContract,
+    writer_id: String,
+    properties: WriterProperties,
+    target_file_size: usize,
+    max_attempts: u32,
+}
+
+impl TableSink {
+    /// `writer_id` names this process in file names and snapshot summaries;
+    /// it must be unique among concurrent writers (a UUID is).
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        contract: &'static TableContract,
+        writer_id: &str,
+    ) -> Self {
+        Self {
+            catalog,
+            contract,
+            writer_id: writer_id.to_string(),
+            properties: parquet_properties(256 * 1024),
+            target_file_size: 256 * 1024 * 1024,
+            max_attempts: 20,
+        }
+    }
+
+    pub fn contract(&self) -> &'static TableContract {
+        self.contract
+    }
+
+    fn iceberg_err(&self, context: &'static str) -> impl Fn(iceberg::Error) -> SinkError + '_ {
+        move |source| SinkError::Iceberg {
+            table: self.contract.name,
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    fn arrow_err(
+        &self,
+        context: &'static str,
+    ) -> impl Fn(arrow_schema::ArrowError) -> SinkError + '_ {
+        move |source| SinkError::Arrow {
+            table: self.contract.name,
+            context,
+            source,
+        }
+    }
+
+    pub async fn load(&self) -> Result<Table, SinkError> {
+        self.catalog
+            .load_table(&self.contract.ident())
+            .await
+            .map_err(self.iceberg_err("loading the table"))
+    }
+
+    /// The positions the table holds now.
+    pub async fn current_positions(&self) -> Result<Positions, SinkError> {
+        positions(&self.load().await?, self.contract.name)
+    }
+
+    /// Sorts the rows by the table's sort order.
+    fn sorted(&self, batches: &[RecordBatch]) -> Result<Option<RecordBatch>, SinkError> {
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        let all = concat_batches(&first.schema(), batches)
+            .map_err(self.arrow_err("concatenating batches"))?;
+        if all.num_rows() == 0 {
+            return Ok(None);
+        }
+        let columns = self
+            .contract
+            .sort_columns
+            .iter()
+            .filter_map(|name| all.column_by_name(name))
+            .map(|values| SortColumn {
+                values: values.clone(),
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                }),
+            })
+            .collect::<Vec<_>>();
+        let indices = lexsort_to_indices(&columns, None).map_err(self.arrow_err("sorting"))?;
+        Ok(Some(
+            take_record_batch(&all, &indices).map_err(self.arrow_err("sorting"))?,
+        ))
+    }
+
+    /// Writes `batches` as Parquet data files of `table`, partitioned by day and
+    /// sorted within each file. Files are named `<writer>-<commit uuid>-NNNNN`,
+    /// unique across writers and commits.
+    pub async fn write_files(
+        &self,
+        table: &Table,
+        batches: &[RecordBatch],
+    ) -> Result<(Vec<DataFile>, u64), SinkError> {
+        let Some(batch) = self.sorted(batches)? else {
+            return Ok((Vec::new(), 0));
+        };
+        let rows = batch.num_rows() as u64;
+        let metadata = table.metadata();
+        let schema = metadata.current_schema().clone();
+        let spec = metadata.default_partition_spec().clone();
+        let names = DefaultFileNameGenerator::new(
+            format!("{}-{}", self.writer_id, uuid::Uuid::now_v7()),
+            None,
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(self.properties.clone(), schema.clone()),
+            self.target_file_size,
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(metadata).map_err(self.iceberg_err("data location"))?,
+            names,
+        );
+        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
+            .map_err(self.iceberg_err("partitioning"))?;
+        let mut writer = FanoutWriter::new(DataFileWriterBuilder::new(rolling));
+        for (key, part) in splitter
+            .split(&batch)
+            .map_err(self.iceberg_err("partitioning"))?
+        {
+            writer
+                .write(key, part)
+                .await
+                .map_err(self.iceberg_err("writing data files"))?;
+        }
+        let files = writer
+            .close()
+            .await
+            .map_err(self.iceberg_err("closing data files"))?;
+        Ok((files, rows))
+    }
+
+    /// Appends `batches` and advances the sources in one snapshot, or refuses
+    /// if the table disagrees about where a source stands.
+    pub async fn commit(
+        &self,
+        advances: &[Advance],
+        batches: &[RecordBatch],
+    ) -> Result<Outcome, SinkError> {
+        let mut files: Option<(Vec<DataFile>, u64)> = None;
+        let mut backoff = Duration::from_millis(20);
+        for attempt in 1..=self.max_attempts {
+            let table = self.load().await?;
+            let mut merged = positions(&table, self.contract.name)?;
+            for a in advances {
+                let found = merged.get(&a.source).copied();
+                if found != a.from {
+                    return Ok(Outcome::Fenced {
+                        source: a.source.clone(),
+                        expected: a.from,
+                        found,
+                    });
+                }
+            }
+            for a in advances {
+                merged.insert(a.source.clone(), a.to);
+            }
+            // Data files are written once and reused if the commit is retried.
+            if files.is_none() {
+                files = Some(self.write_files(&table, batches).await?);
+            }
+            let (data_files, rows) = files.clone().unwrap_or_default();
+            let json = serde_json::to_string(&merged).map_err(|source| SinkError::Positions {
+                table: self.contract.name,
+                snapshot: table.metadata().current_snapshot_id().unwrap_or(-1),
+                source,
+            })?;
+            let summary = HashMap::from([
+                (POSITIONS_PROPERTY.to_string(), json),
+                (WRITER_PROPERTY.to_string(), self.writer_id.clone()),
+            ]);
+            let n_files = data_files.len();
+            let tx = Transaction::new(&table);
+            let tx = tx
+                .fast_append()
+                .with_check_duplicate(false)
+                .set_snapshot_properties(summary)
+                .add_data_files(data_files)
+                .apply(tx)
+                .map_err(self.iceberg_err("preparing the append"))?;
+            let pinned = PinnedCatalog {
+                inner: self.catalog.clone(),
+                pinned: table,
+            };
+            match tx.commit(&pinned).await {
+                Ok(t) => {
+                    let snapshot_id = t.metadata().current_snapshot_id().unwrap_or(-1);
+                    return Ok(Outcome::Committed {
+                        snapshot_id,
+                        data_files: n_files,
+                        rows,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                    tracing::debug!(
+                        table = self.contract.name,
+                        attempt,
+                        "commit conflict, re-checking positions"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(self.iceberg_err("committing")(e)),
+            }
+        }
+        Err(SinkError::Contended {
+            table: self.contract.name,
+            attempts: self.max_attempts,
+        })
+    }
+}
+
+/// A catalog view whose `load_table` returns the table a commit was checked
+/// against, so the transaction's `main`-ref requirement names that snapshot and
+/// the real catalog refuses the commit if `main` moved since. Conflicts are
+/// made non-retryable: the caller re-checks positions before trying again.
+#[derive(Debug)]
+pub struct PinnedCatalog {
+    inner: Arc<dyn Catalog>,
+    pinned: Table,
+}
+
+#[async_trait]
+impl Catalog for PinnedCatalog {
+    async fn load_table(&self, t: &TableIdent) -> iceberg::Result<Table> {
+        if t == self.pinned.identifier() {
+            Ok(self.pinned.clone())
+        } else {
+            self.inner.load_table(t).await
+        }
+    }
+    async fn update_table(&self, c: TableCommit) -> iceberg::Result<Table> {
+        self.inner.update_table(c).await.map_err(|e| {
+            if e.kind() == ErrorKind::CatalogCommitConflicts {
+                e.with_retryable(false)
+            } else {
+                e
+            }
+        })
+    }
+    async fn list_namespaces(
+        &self,
+        p: Option<&NamespaceIdent>,
+    ) -> iceberg::Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(p).await
+    }
+    async fn create_namespace(
+        &self,
+        n: &NamespaceIdent,
+        p: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        self.inner.create_namespace(n, p).await
+    }
+    async fn get_namespace(&self, n: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        self.inner.get_namespace(n).await
+    }
+    async fn namespace_exists(&self, n: &NamespaceIdent) -> iceberg::Result<bool> {
+        self.inner.namespace_exists(n).await
+    }
+    async fn update_namespace(
+        &self,
+        n: &NamespaceIdent,
+        p: HashMap<String, String>,
+    ) -> iceberg::Result<()> {
+        self.inner.update_namespace(n, p).await
+    }
+    async fn drop_namespace(&self, n: &NamespaceIdent) -> iceberg::Result<()> {
+        self.inner.drop_namespace(n).await
+    }
+    async fn list_tables(&self, n: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        self.inner.list_tables(n).await
+    }
+    async fn create_table(&self, n: &NamespaceIdent, c: TableCreation) -> iceberg::Result<Table> {
+        self.inner.create_table(n, c).await
+    }
+    async fn drop_table(&self, t: &TableIdent) -> iceberg::Result<()> {
+        self.inner.drop_table(t).await
+    }
+    async fn purge_table(&self, t: &TableIdent) -> iceberg::Result<()> {
+        self.inner.purge_table(t).await
+    }
+    async fn table_exists(&self, t: &TableIdent) -> iceberg::Result<bool> {
+        self.inner.table_exists(t).await
+    }
+    async fn rename_table(&self, s: &TableIdent, d: &TableIdent) -> iceberg::Result<()> {
+        self.inner.rename_table(s, d).await
+    }
+    async fn register_table(&self, t: &TableIdent, m: String) -> iceberg::Result<Table> {
+        self.inner.register_table(t, m).await
+    }
+}

@@ -1,0 +1,3 @@
+//! Where collected records end up.
+
+pub mod iceberg;

@@ -1,0 +1,3 @@
+//! The CLI's commands that do more than parse arguments.
+
+pub mod import;
