@@ -51,7 +51,7 @@ pub enum Command {
     /// Collect pod logs, lifecycle events and platform events into Kafka
     Collect(PlannedArgs),
     /// Consume Kafka and append to the Iceberg tables, exactly once
-    Write(PlannedArgs),
+    Write,
     /// Load history (NDJSON events, a /var/log/pods tree) straight into the tables
     Import(ImportArgs),
     /// Follow the pod_logs table and maintain the log search index
@@ -77,7 +77,7 @@ impl Command {
         match self {
             Command::Up(_) => "up",
             Command::Collect(_) => "collect",
-            Command::Write(_) => "write",
+            Command::Write => "write",
             Command::Import(_) => "import",
             Command::Index(_) => "index",
             Command::Serve(_) => "serve",

@@ -83,6 +83,28 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[writer]`: how `sluice write` batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Commit a table's batch at this many rows…
+    pub max_rows: usize,
+    /// …or when its oldest record has waited this long (end-to-end freshness).
+    pub max_age_ms: u64,
+    /// Committed record ids remembered per table to drop replays.
+    pub dedup_window: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000,
+            max_age_ms: 2000,
+            dedup_window: 1_000_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -98,6 +120,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub warehouse: WarehouseConfig,
     pub enrich: EnrichConfig,
+    pub writer: WriterConfig,
 }
 
 impl Default for Config {
@@ -112,6 +135,7 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             warehouse: WarehouseConfig::default(),
             enrich: EnrichConfig::default(),
+            writer: WriterConfig::default(),
         }
     }
 }

@@ -4,5 +4,6 @@
 pub mod commands;
 pub mod config;
 pub mod generator;
+pub mod health;
 pub mod output;
 pub mod progress;

@@ -56,6 +56,7 @@ fn init_tracing(format: LogFormat) {
 fn run(command: Command, config: &Config) -> anyhow::Result<()> {
     match command {
         Command::Gen(args) => gen_command(args),
+        Command::Write => runtime()?.block_on(commands::write::run(config)),
         Command::Import(args) => runtime()?.block_on(commands::import::run(
             config,
             commands::import::ImportOptions {

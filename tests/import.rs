@@ -10,6 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sluice::generator::{self, GenConfig, Manifest};
 
+mod common;
+use common::read_tables;
+
 fn sluice(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("--data-dir")
@@ -33,33 +36,6 @@ fn summary(o: &Output) -> Value {
         m.insert(r["item"].as_str().unwrap().to_string(), r["count"].clone());
     }
     Value::Object(m)
-}
-
-fn read_tables(data_dir: &Path, gen_dir: &Path) -> Value {
-    let directory = sluice_schema::directory::PrincipalDirectory::from_yaml(
-        &std::fs::read_to_string(gen_dir.join("directory.yaml")).unwrap(),
-    )
-    .unwrap();
-    let dir_json = data_dir.join("directory.json");
-    let as_json = serde_json::json!({
-        "teams": directory.teams.iter().map(|(k, t)| (k.clone(), serde_json::json!({"domain": t.domain}))).collect::<serde_json::Map<_, _>>(),
-        "users": directory.users,
-        "service_accounts": directory.service_accounts,
-    });
-    std::fs::write(&dir_json, as_json.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/read_tables.py");
-    let out = Command::new(sluice_testkit::python())
-        .arg(script)
-        .arg(data_dir)
-        .arg(&dir_json)
-        .output()
-        .expect("run pyiceberg reader");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

@@ -7,3 +7,4 @@ pub mod enrich;
 pub mod import;
 pub mod sinks;
 pub mod sources;
+pub mod writer;

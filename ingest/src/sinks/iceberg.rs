@@ -44,6 +44,28 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use sluice_schema::tables::TableContract;
 
+/// Failpoint for crash tests: when set to N, the process aborts (as a
+/// `kill -9` would stop it) after writing the data files of its N-th commit
+/// attempt and before committing them — the window where a crash leaves
+/// orphan files but must not lose or duplicate rows.
+pub const ABORT_BEFORE_COMMIT_ENV: &str = "SLUICE_FAILPOINT_ABORT_BEFORE_COMMIT";
+
+fn failpoint_abort_before_commit() {
+    static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(n) = std::env::var(ABORT_BEFORE_COMMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n {
+        tracing::warn!(
+            "failpoint {ABORT_BEFORE_COMMIT_ENV}={n}: aborting between data files and commit"
+        );
+        std::process::abort();
+    }
+}
+
 /// Snapshot summary property holding the merged source positions (JSON).
 pub const POSITIONS_PROPERTY: &str = "sluice.positions";
 /// Snapshot summary property naming the writer that made the snapshot.
@@ -311,6 +333,7 @@ impl TableSink {
             // Data files are written once and reused if the commit is retried.
             if files.is_none() {
                 files = Some(self.write_files(&table, batches).await?);
+                failpoint_abort_before_commit();
             }
             let (data_files, rows) = files.clone().unwrap_or_default();
             let json = serde_json::to_string(&merged).map_err(|source| SinkError::Positions {

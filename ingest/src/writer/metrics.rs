@@ -1,0 +1,105 @@
+//! The writer's Prometheus metrics, named in the spirit of the platform's
+//! metrics catalog (`…_events_consumed_total`, `…_dlq_total`, …).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DlqLabel {
+    pub topic: String,
+    /// The first field that failed, e.g. `occurred_at`, or `json`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriterMetrics {
+    pub events_consumed: Family<TopicLabel, Counter>,
+    pub duplicates_dropped: Family<TableLabel, Counter>,
+    pub dlq: Family<DlqLabel, Counter>,
+    pub append_errors: Family<TableLabel, Counter>,
+    pub fenced_batches: Family<TableLabel, Counter>,
+    pub rows_committed: Family<TableLabel, Counter>,
+    pub batch_flush_seconds: Family<TableLabel, Histogram>,
+    pub buffer_rows: Family<TableLabel, Gauge>,
+    /// Seconds between now and the oldest buffered record's arrival.
+    pub commit_lag_seconds: Family<TableLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl WriterMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            events_consumed: Family::default(),
+            duplicates_dropped: Family::default(),
+            dlq: Family::default(),
+            append_errors: Family::default(),
+            fenced_batches: Family::default(),
+            rows_committed: Family::default(),
+            batch_flush_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 12))
+            }),
+            buffer_rows: Family::default(),
+            commit_lag_seconds: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sluice_writer");
+        r.register(
+            "events_consumed",
+            "Records consumed from Kafka",
+            m.events_consumed.clone(),
+        );
+        r.register(
+            "duplicates_dropped",
+            "Records dropped as replays of committed ids",
+            m.duplicates_dropped.clone(),
+        );
+        r.register(
+            "events_dlq",
+            "Records sent to the dead-letter topic, by first failing field",
+            m.dlq.clone(),
+        );
+        r.register(
+            "iceberg_append_errors",
+            "Failed Iceberg appends",
+            m.append_errors.clone(),
+        );
+        r.register(
+            "fenced_batches",
+            "Batches refused because the table had moved past them",
+            m.fenced_batches.clone(),
+        );
+        r.register(
+            "rows_committed",
+            "Rows committed to Iceberg",
+            m.rows_committed.clone(),
+        );
+        r.register(
+            "batch_flush_seconds",
+            "Time to write and commit one batch",
+            m.batch_flush_seconds.clone(),
+        );
+        r.register(
+            "buffer_rows",
+            "Rows buffered, not yet committed",
+            m.buffer_rows.clone(),
+        );
+        r.register(
+            "commit_lag_seconds",
+            "Age of the oldest buffered record",
+            m.commit_lag_seconds.clone(),
+        );
+        m
+    }
+}

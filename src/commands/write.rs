@@ -1,0 +1,90 @@
+//! `sluice write`: the Kafka → Iceberg writer role.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use sluice_ingest::catalog;
+use sluice_ingest::enrich::Enricher;
+use sluice_ingest::sinks::iceberg::TableSink;
+use sluice_ingest::writer::metrics::WriterMetrics;
+use sluice_ingest::writer::{RecordKind, Route, Writer, WriterSettings, WriterStatus};
+use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
+
+use crate::config::Config;
+use crate::health;
+
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let Some(bootstrap) = config.kafka.bootstrap.clone() else {
+        anyhow::bail!(
+            "sluice write consumes Kafka: pass --kafka BROKERS (or SLUICE_KAFKA, or [kafka] bootstrap)"
+        );
+    };
+    let catalog = catalog::open(&config.catalog, &config.warehouse, &config.data_dir).await?;
+    catalog::ensure_tables(catalog.as_ref()).await?;
+    let enricher = Enricher::new(&config.enrich).context("setting up enrichment")?;
+
+    // Unique per process: a restarted pod keeps its name but is a new writer.
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "writer".into());
+    let writer_id = format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let topics = &config.kafka.topics;
+    let routes = vec![
+        Route {
+            topic: topics.events.clone(),
+            kind: RecordKind::Events,
+            sink: TableSink::new(catalog.clone(), &EVENT_LOGS, &writer_id),
+        },
+        Route {
+            topic: topics.podlogs.clone(),
+            kind: RecordKind::PodLogs,
+            sink: TableSink::new(catalog.clone(), &POD_LOGS, &writer_id),
+        },
+        Route {
+            topic: topics.k8s.clone(),
+            kind: RecordKind::Lifecycle,
+            sink: TableSink::new(catalog.clone(), &PLATFORM_EVENTS, &writer_id),
+        },
+    ];
+
+    let mut registry = Registry::default();
+    let metrics = WriterMetrics::register(&mut registry);
+    let status = Arc::new(WriterStatus::default());
+    let ready: health::ReadyCheck = {
+        let status = status.clone();
+        let catalog = catalog.clone();
+        Arc::new(move || {
+            let status = status.clone();
+            let catalog = catalog.clone();
+            Box::pin(async move {
+                if status.assigned_partitions.load(Ordering::Relaxed) == 0 {
+                    return Err(
+                        "no partitions assigned (broker unreachable or group rebalancing)".into(),
+                    );
+                }
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    catalog.load_table(&EVENT_LOGS.ident()),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("catalog: {e}")),
+                    Err(_) => Err("catalog did not answer within 2 s".into()),
+                }
+            })
+        })
+    };
+    let addr = health::spawn(&config.http.addr, health::routes(Arc::new(registry), ready)).await?;
+    tracing::info!(%addr, writer = %writer_id, "writer serving /healthz, /readyz, /metrics");
+
+    let mut settings = WriterSettings::new(&bootstrap, &config.kafka.group_id, &topics.dlq);
+    settings.max_rows = config.writer.max_rows.max(1);
+    settings.max_age = Duration::from_millis(config.writer.max_age_ms);
+    settings.dedup_window = config.writer.dedup_window;
+    Writer::new(routes, settings, enricher, metrics, status)
+        .run(health::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Helpers shared by the end-to-end tests: talking to the `sluice` binary,
+//! its HTTP endpoints, the interop Python and the tables.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_ingest::sinks::iceberg::TableSink;
+use sluice_schema::tables::TableContract;
+
+/// A plain HTTP/1.1 GET: (status, whole response).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let status = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Produces each line of `files` as a message with the independent client.
+pub fn produce_lines(bootstrap: &str, topic: &str, files: &[PathBuf]) -> u64 {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/produce_lines.py"
+    );
+    let out = Command::new(sluice_testkit::python())
+        .arg(script)
+        .arg(bootstrap)
+        .arg(topic)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves
+/// nothing running.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.0.wait().unwrap()
+    }
+}
+
+/// Opens the embedded catalog of `data_dir` once a writer has created it.
+pub async fn open_catalog(data_dir: &Path) -> Arc<dyn iceberg::Catalog> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if data_dir.join("catalog.db").exists()
+            && let Ok(c) = catalog::open(
+                &CatalogConfig::default(),
+                &WarehouseConfig::default(),
+                data_dir,
+            )
+            .await
+            && catalog::ensure_tables(c.as_ref()).await.is_ok()
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "catalog never appeared in {}",
+            data_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sum of the Kafka positions a table holds (= messages consumed when every
+/// partition started at offset 0).
+pub async fn positions_sum(
+    catalog: &Arc<dyn iceberg::Catalog>,
+    table: &'static TableContract,
+) -> i64 {
+    let sink = TableSink::new(catalog.clone(), table, "probe");
+    match sink.current_positions().await {
+        Ok(p) => p
+            .iter()
+            .filter(|(k, _)| k.starts_with("kafka:"))
+            .map(|(_, v)| v)
+            .sum(),
+        Err(_) => 0,
+    }
+}
+
+/// Reads the tables with PyIceberg, recomputing enrichment from the
+/// generator's directory.
+pub fn read_tables(data_dir: &Path, gen_dir: &Path) -> Value {
+    let directory = sluice_schema::directory::PrincipalDirectory::from_yaml(
+        &std::fs::read_to_string(gen_dir.join("directory.yaml")).unwrap(),
+    )
+    .unwrap();
+    let dir_json = data_dir.join("directory.json");
+    let as_json = serde_json::json!({
+        "teams": directory.teams.iter().map(|(k, t)| (k.clone(), serde_json::json!({"domain": t.domain}))).collect::<serde_json::Map<_, _>>(),
+        "users": directory.users,
+        "service_accounts": directory.service_accounts,
+    });
+    std::fs::write(&dir_json, as_json.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/read_tables.py");
+    let out = Command::new(sluice_testkit::python())
+        .arg(script)
+        .arg(data_dir)
+        .arg(&dir_json)
+        .output()
+        .expect("run the PyIceberg reader");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

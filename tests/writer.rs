@@ -1,0 +1,267 @@
+//! `sluice write` end to end against a real broker and a real catalog: an
+//! independent client produces events (some malformed), pod log records (one
+//! batch replayed) and lifecycle events; the writer runs as a real process;
+//! PyIceberg reads the tables back and recomputes the enrichment; the DLQ
+//! holds exactly the bad records, with their source and reasons.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use sluice::generator::{self, GenConfig};
+use sluice_ingest::sources::pod_log_file::{self, Origin};
+use sluice_ingest::sources::pod_log_path::PodLogPath;
+use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
+use sluice_testkit::TestTopic;
+
+mod common;
+use common::{Proc, free_port, http_get, open_catalog, positions_sum, produce_lines, read_tables};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen_dir = tmp.path().join("gen");
+    let data_dir = tmp.path().join("data");
+    let manifest = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: 3,
+            events: 4000,
+            days: 1,
+            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            seed: 5,
+            cluster: "it".into(),
+            lines_per_pod_day: 400,
+            rotate_bytes: 1 << 20,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )
+    .unwrap();
+
+    let events = TestTopic::create("w-events", 2).await;
+    let podlogs = TestTopic::create("w-podlogs", 1).await;
+    let k8s = TestTopic::create("w-k8s", 1).await;
+    let dlq = TestTopic::create("w-dlq", 1).await;
+    let bootstrap = events.bootstrap.clone();
+
+    // Events: the generated ones, then three bad records.
+    let event_files: Vec<PathBuf> = manifest
+        .event_files
+        .iter()
+        .map(|f| gen_dir.join(&f.path))
+        .collect();
+    let bad = tmp.path().join("bad.ndjson");
+    std::fs::write(
+        &bad,
+        "{\"event_id\":\"b1\",\"occurred_at\":\"yesterday\",\"service\":\"s\",\"action\":\"a\",\"success\":true}\n\
+         {\"event_id\":\"b2\",\"service\":\"s\"}\n\
+         this is not json\n",
+    )
+    .unwrap();
+    let mut all_event_files = event_files.clone();
+    all_event_files.push(bad.clone());
+    let produced_events = produce_lines(&bootstrap, &events.name, &all_event_files);
+    assert_eq!(produced_events, 4003);
+    let produced_k8s = produce_lines(&bootstrap, &k8s.name, &[gen_dir.join("k8s-events.ndjson")]);
+
+    // Pod logs as the collector sends them: arrays of one container's records,
+    // the first array sent twice (a replay the writer must drop).
+    let producer: FutureProducer = podlogs.client_config().set("acks", "all").create().unwrap();
+    let mut lines = 0u64;
+    let mut messages = 0u64;
+    let mut first: Option<String> = None;
+    for pod in &manifest.pods {
+        for c in &pod.containers {
+            for inst in &c.instances {
+                for f in &inst.files {
+                    let path = gen_dir.join(&c.dir).join(f);
+                    let meta = PodLogPath::parse(&path).unwrap();
+                    let content = std::fs::read(&path).unwrap();
+                    let (records, _) = pod_log_file::read_cri(
+                        &meta,
+                        &content,
+                        &Origin {
+                            cluster: "it",
+                            node: Some("n1"),
+                        },
+                        1 << 20,
+                    );
+                    lines += records.len() as u64;
+                    for chunk in records.chunks(200) {
+                        let payload =
+                            Value::Array(chunk.iter().map(|r| r.to_json()).collect()).to_string();
+                        first.get_or_insert_with(|| payload.clone());
+                        let key = format!("{}/{}/{}", meta.pod_uid, meta.container, meta.restart);
+                        producer
+                            .send(
+                                FutureRecord::to(&podlogs.name).key(&key).payload(&payload),
+                                Duration::from_secs(30),
+                            )
+                            .await
+                            .unwrap();
+                        messages += 1;
+                    }
+                }
+            }
+        }
+    }
+    producer
+        .send(
+            FutureRecord::to(&podlogs.name)
+                .key("replay")
+                .payload(first.as_deref().unwrap()),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    messages += 1;
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--kafka",
+            &bootstrap,
+            "--http",
+            &addr,
+            "write",
+        ])
+        .env("SLUICE_KAFKA__TOPICS__EVENTS", &events.name)
+        .env("SLUICE_KAFKA__TOPICS__PODLOGS", &podlogs.name)
+        .env("SLUICE_KAFKA__TOPICS__K8S", &k8s.name)
+        .env("SLUICE_KAFKA__TOPICS__DLQ", &dlq.name)
+        .env("SLUICE_KAFKA__GROUP_ID", format!("g-{}", events.name))
+        .env("SLUICE_ENRICH__DIRECTORY", gen_dir.join("directory.yaml"))
+        .env_remove("SLUICE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut writer = Proc(child);
+
+    // Wait until the tables' positions cover every produced message.
+    let wanted = [
+        (&EVENT_LOGS, produced_events),
+        (&POD_LOGS, messages),
+        (&PLATFORM_EVENTS, produced_k8s),
+    ];
+    let catalog = open_catalog(&data_dir).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut done = true;
+        for (table, want) in &wanted {
+            done &= positions_sum(&catalog, table).await == *want as i64;
+        }
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writer did not catch up within 120 s"
+        );
+        assert!(
+            writer.0.try_wait().unwrap().is_none(),
+            "writer exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("sluice_writer_events_consumed_total"),
+        "{body}"
+    );
+    assert!(
+        body.contains("sluice_writer_duplicates_dropped_total"),
+        "{body}"
+    );
+    assert!(
+        body.contains("reason=\"occurred_at\""),
+        "DLQ counted by reason: {body}"
+    );
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+
+    // A graceful stop (SIGTERM) exits 0.
+    let pid = writer.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let code = writer.0.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+
+    let tables = read_tables(&data_dir, &gen_dir);
+    let ev = &tables["tables"]["platform_event_logs"];
+    assert_eq!(ev["rows"], 4000);
+    assert_eq!(ev["distinct_ids"], 4000);
+    assert_eq!(ev["enrichment_mismatches"], serde_json::json!([]), "{ev}");
+    assert_eq!(
+        tables["tables"]["pod_logs"]["rows"], lines,
+        "the replayed batch was dropped"
+    );
+    assert_eq!(tables["tables"]["pod_logs"]["distinct_ids"], lines);
+    assert_eq!(
+        tables["tables"]["platform_events"]["rows"],
+        manifest.totals.lifecycle_events
+    );
+
+    // The DLQ holds exactly the three bad records, with source and reasons.
+    let consumer: StreamConsumer = dlq
+        .client_config()
+        .set("group.id", format!("read-{}", dlq.name))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dlq.name]).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("DLQ message")
+            .unwrap();
+        let headers: std::collections::HashMap<String, String> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(headers["source.topic"], events.name);
+        assert!(headers.contains_key("source.offset") && headers.contains_key("source.partition"));
+        seen.push(headers["error"].clone());
+    }
+    seen.sort();
+    assert!(
+        seen.iter()
+            .any(|e| e.contains("occurred_at: not a timestamp")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| e.contains("action: required field is missing")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|e| e.contains("not JSON")), "{seen:?}");
+}
