@@ -15,6 +15,14 @@ use rdkafka::client::DefaultClientContext;
 pub const KAFKA_ENV: &str = "SLUICE_TEST_KAFKA";
 /// Environment variable holding the interop venv's Python interpreter.
 pub const PYTHON_ENV: &str = "SLUICE_TEST_PYTHON";
+/// Environment variable holding a Postgres URI (a superuser database URI).
+pub const POSTGRES_ENV: &str = "SLUICE_TEST_POSTGRES";
+/// Environment variables describing the S3-compatible store.
+pub const S3_ENDPOINT_ENV: &str = "SLUICE_TEST_S3_ENDPOINT";
+pub const S3_ACCESS_KEY_ENV: &str = "SLUICE_TEST_S3_ACCESS_KEY";
+pub const S3_SECRET_KEY_ENV: &str = "SLUICE_TEST_S3_SECRET_KEY";
+/// Environment variable holding the Iceberg REST catalog URI.
+pub const ICEBERG_REST_ENV: &str = "SLUICE_TEST_ICEBERG_REST";
 
 fn required_env(name: &str, what: &str) -> String {
     match std::env::var(name) {
@@ -34,6 +42,40 @@ pub fn kafka_bootstrap() -> String {
 /// The interop venv's Python (with pyiceberg, duckdb, jsonschema, confluent-kafka).
 pub fn python() -> PathBuf {
     PathBuf::from(required_env(PYTHON_ENV, "the interop Python venv"))
+}
+
+/// The running Postgres server's URI.
+pub fn postgres_uri() -> String {
+    required_env(POSTGRES_ENV, "a running Postgres server")
+}
+
+/// The running S3-compatible store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn s3() -> S3Store {
+    S3Store {
+        endpoint: required_env(S3_ENDPOINT_ENV, "a running S3-compatible store"),
+        access_key: required_env(S3_ACCESS_KEY_ENV, "the S3 store's access key"),
+        secret_key: required_env(S3_SECRET_KEY_ENV, "the S3 store's secret key"),
+    }
+}
+
+/// The running Iceberg REST catalog's URI.
+pub fn iceberg_rest_uri() -> String {
+    required_env(ICEBERG_REST_ENV, "a running Iceberg REST catalog")
+}
+
+/// A name no other test uses (lowercase letters and digits).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
 }
 
 /// A topic that exists only for the calling test.
