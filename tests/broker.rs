@@ -158,10 +158,11 @@ where
 #[tokio::test]
 async fn an_independent_client_produces_what_rdkafka_consumes() {
     let topic = TestTopic::create("broker-interop", 2).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/produce.py");
+    let script = sluice_testkit::source_path("tests/interop/produce.py");
     let n = 500;
     let out = Command::new(sluice_testkit::python())
-        .args([script, &topic.bootstrap, &topic.name, &n.to_string()])
+        .arg(&script)
+        .args([&topic.bootstrap, &topic.name, &n.to_string()])
         .output()
         .expect("run confluent-kafka producer");
     assert!(

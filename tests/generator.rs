@@ -371,8 +371,8 @@ fn an_independent_json_schema_validator_agrees() {
     let cases_file = dir.path().join("contract-cases.ndjson");
     let body: String = cases.iter().map(|c| format!("{c}\n")).collect();
     fs::write(&cases_file, body).unwrap();
-    let schema_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/contracts");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/validate_contracts.py");
+    let schema_dir = sluice_testkit::source_path("schema/contracts");
+    let script = sluice_testkit::source_path("tests/interop/validate_contracts.py");
     let out = Command::new(sluice_testkit::python())
         .arg(&script)
         .arg(&schema_dir)

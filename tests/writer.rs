@@ -195,15 +195,7 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
     // A graceful stop (SIGTERM) exits 0.
-    let pid = writer.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let code = writer.0.wait().unwrap();
+    let code = writer.terminate();
     assert!(code.success(), "{code:?}");
 
     let tables = read_tables(&data_dir, &gen_dir);

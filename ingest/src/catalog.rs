@@ -181,34 +181,17 @@ pub async fn open(
             // One connection: SQLite serialises writers anyway, and a single
             // connection avoids "database is locked" between our own commits.
             props.insert("pool.max-connections".into(), "1".into());
-            let catalog = SqlCatalogBuilder::default()
-                .uri(format!("sqlite://{}?mode=rwc", path.display()))
-                .warehouse_location(location)
-                .sql_bind_style(SqlBindStyle::DollarNumeric)
-                .props(props)
-                .with_storage_factory(factory)
-                .load("sluice", HashMap::new())
-                .await
-                .map_err(|source| CatalogError::Open {
-                    kind: "sqlite",
-                    source: Box::new(source),
-                })?;
-            Ok(Arc::new(catalog))
+            sql_catalog(
+                "sqlite",
+                format!("sqlite://{}?mode=rwc", path.display()),
+                location,
+                props,
+                factory,
+            )
+            .await
         }
         CatalogConfig::Postgres { uri } => {
-            let catalog = SqlCatalogBuilder::default()
-                .uri(uri.clone())
-                .warehouse_location(location)
-                .sql_bind_style(SqlBindStyle::DollarNumeric)
-                .props(props)
-                .with_storage_factory(factory)
-                .load("sluice", HashMap::new())
-                .await
-                .map_err(|source| CatalogError::Open {
-                    kind: "postgres",
-                    source: Box::new(source),
-                })?;
-            Ok(Arc::new(catalog))
+            sql_catalog("postgres", uri.clone(), location, props, factory).await
         }
         CatalogConfig::Rest {
             uri,
@@ -238,6 +221,28 @@ pub async fn open(
             Ok(Arc::new(catalog))
         }
     }
+}
+
+async fn sql_catalog(
+    kind: &'static str,
+    uri: String,
+    location: String,
+    props: HashMap<String, String>,
+    factory: Arc<dyn StorageFactory>,
+) -> Result<Arc<dyn Catalog>, CatalogError> {
+    let catalog = SqlCatalogBuilder::default()
+        .uri(uri)
+        .warehouse_location(location)
+        .sql_bind_style(SqlBindStyle::DollarNumeric)
+        .props(props)
+        .with_storage_factory(factory)
+        .load("sluice", HashMap::new())
+        .await
+        .map_err(|source| CatalogError::Open {
+            kind,
+            source: Box::new(source),
+        })?;
+    Ok(Arc::new(catalog))
 }
 
 fn table_err(table: &TableContract) -> impl Fn(iceberg::Error) -> CatalogError + '_ {

@@ -5,31 +5,15 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 use iceberg::Catalog;
-use serde_json::json;
 use sluice_ingest::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
 use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, kafka_source};
-use sluice_schema::batch;
-use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::EVENT_LOGS;
 use sqlx::Connection;
 
-fn events(n: usize) -> RecordBatch {
-    let rows: Vec<(RawEvent, Enrichment)> = (0..n)
-        .map(|i| {
-            let e = RawEvent::from_json(&json!({
-                "event_id": format!("e-{i}"),
-                "occurred_at": 1_795_264_328_500_i64 + i as i64 * 7_200_000,
-                "service": "iom-core", "action": "a", "success": i % 3 != 0,
-            }))
-            .unwrap();
-            (e, Enrichment::default())
-        })
-        .collect();
-    batch::event_logs_batch(&Arc::new(EVENT_LOGS.arrow_schema().unwrap()), &rows).unwrap()
-}
+mod common;
+use common::{events, rows};
 
 fn s3_warehouse(bucket: &str) -> WarehouseConfig {
     let store = sluice_testkit::s3();
@@ -57,7 +41,7 @@ async fn exercise(catalog: Arc<dyn Catalog>) -> Vec<String> {
                 from: None,
                 to: 24,
             }],
-            &[events(24)],
+            &[events("e", 24)],
         )
         .await
         .unwrap();
@@ -72,7 +56,7 @@ async fn exercise(catalog: Arc<dyn Catalog>) -> Vec<String> {
                 from: None,
                 to: 24,
             }],
-            &[events(24)],
+            &[events("e", 24)],
         )
         .await
         .unwrap();
@@ -87,19 +71,8 @@ async fn exercise(catalog: Arc<dyn Catalog>) -> Vec<String> {
         "{stale:?}"
     );
 
+    assert_eq!(rows(&sink).await, 24);
     let table = sink.load().await.unwrap();
-    let batches: Vec<RecordBatch> = table
-        .scan()
-        .select(["event_id"])
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 24);
     let tasks: Vec<_> = table
         .scan()
         .build()

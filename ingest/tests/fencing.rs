@@ -2,47 +2,12 @@
 //! warehouse): positions ride in the snapshot summary, a stale writer is
 //! refused, and of two writers racing from the same position exactly one wins.
 
-use std::sync::Arc;
-
-use arrow_array::RecordBatch;
-use futures::TryStreamExt;
-use serde_json::json;
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, kafka_source, positions};
-use sluice_schema::batch;
-use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::EVENT_LOGS;
 
-fn events(prefix: &str, n: usize) -> RecordBatch {
-    let rows: Vec<(RawEvent, Enrichment)> = (0..n)
-        .map(|i| {
-            let e = RawEvent::from_json(&json!({
-                "event_id": format!("{prefix}-{i}"),
-                "occurred_at": 1_795_264_328_500_i64 + i as i64 * 3_600_000,
-                "service": "iom-core", "action": "a", "success": true,
-            }))
-            .unwrap();
-            (e, Enrichment::default())
-        })
-        .collect();
-    batch::event_logs_batch(&Arc::new(EVENT_LOGS.arrow_schema().unwrap()), &rows).unwrap()
-}
-
-async fn rows(sink: &TableSink) -> usize {
-    let table = sink.load().await.unwrap();
-    let batches: Vec<RecordBatch> = table
-        .scan()
-        .select(["event_id"])
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
-}
+mod common;
+use common::{events, rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_writers_are_refused_and_races_have_one_winner() {

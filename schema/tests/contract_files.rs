@@ -7,7 +7,9 @@ use sluice_schema::raw::{RAW_EVENT_FIELDS, RAW_EVENT_REQUIRED};
 use sluice_schema::tables::{PLATFORM_EVENTS, POD_LOGS, TableContract};
 
 fn schema(name: &str) -> Value {
-    let path = format!("{}/contracts/{name}", env!("CARGO_MANIFEST_DIR"));
+    // Found at run time: a cached test binary may come from another checkout.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("run under cargo test");
+    let path = format!("{dir}/contracts/{name}");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 

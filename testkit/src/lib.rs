@@ -39,6 +39,13 @@ pub fn kafka_bootstrap() -> String {
     required_env(KAFKA_ENV, "a running Kafka-protocol broker")
 }
 
+/// A file of the package under test, found at run time: cargo sets
+/// `CARGO_MANIFEST_DIR` for test processes. The compile-time `env!` form would
+/// bake in the path of whichever checkout first built a cached test binary.
+pub fn source_path(relative: &str) -> PathBuf {
+    PathBuf::from(required_env("CARGO_MANIFEST_DIR", "cargo test")).join(relative)
+}
+
 /// The interop venv's Python (with pyiceberg, duckdb, jsonschema, confluent-kafka).
 pub fn python() -> PathBuf {
     PathBuf::from(required_env(PYTHON_ENV, "the interop Python venv"))

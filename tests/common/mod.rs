@@ -43,10 +43,7 @@ pub fn free_port() -> u16 {
 
 /// Produces each line of `files` as a message with the independent client.
 pub fn produce_lines(bootstrap: &str, topic: &str, files: &[PathBuf]) -> u64 {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/produce_lines.py"
-    );
+    let script = sluice_testkit::source_path("tests/interop/produce_lines.py");
     let out = Command::new(sluice_testkit::python())
         .arg(script)
         .arg(bootstrap)
@@ -143,7 +140,7 @@ pub fn read_tables(data_dir: &Path, gen_dir: &Path) -> Value {
         "service_accounts": directory.service_accounts,
     });
     std::fs::write(&dir_json, as_json.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/read_tables.py");
+    let script = sluice_testkit::source_path("tests/interop/read_tables.py");
     let out = Command::new(sluice_testkit::python())
         .arg(script)
         .arg(data_dir)

@@ -1,0 +1,149 @@
+//! The writer's own cost, side by side with its ceiling, in one run:
+//!
+//! - sluice: raw JSON events (from memory) → decode → validate → enrich →
+//!   Arrow → sorted, day-partitioned zstd Parquet → Iceberg commit (embedded
+//!   catalog, local warehouse), in batches of `SLUICE_BENCH_BATCH` rows;
+//! - ceiling: the same rows, already as Arrow batches, written by a bare
+//!   parquet `ArrowWriter` with the same writer properties.
+//!
+//! `cargo bench --bench writer` (SLUICE_BENCH_EVENTS, default 400000).
+//! Machines here are noisy: read the ratio, not the absolute numbers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use sluice::generator::{self, GenConfig};
+use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_ingest::enrich::{EnrichConfig, Enricher};
+use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, file_source, parquet_properties};
+use sluice_schema::batch;
+use sluice_schema::raw::RawEvent;
+use sluice_schema::tables::EVENT_LOGS;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let events = env_usize("SLUICE_BENCH_EVENTS", 400_000);
+    let batch_rows = env_usize("SLUICE_BENCH_BATCH", 100_000);
+    let tmp = tempfile::tempdir()?;
+    let gen_dir = tmp.path().join("gen");
+    let manifest = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: 1,
+            events: events as u64,
+            days: 2,
+            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc),
+            seed: 1,
+            cluster: "bench".into(),
+            lines_per_pod_day: 10,
+            rotate_bytes: 1 << 30,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )?;
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events);
+    for f in &manifest.event_files {
+        for l in std::fs::read(gen_dir.join(&f.path))?.split(|b| *b == b'\n') {
+            if !l.is_empty() {
+                lines.push(l.to_vec());
+            }
+        }
+    }
+    let input_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let enricher = Enricher::new(&EnrichConfig {
+        directory: Some(gen_dir.join("directory.yaml")),
+        ..Default::default()
+    })?;
+    let schema = Arc::new(EVENT_LOGS.arrow_schema()?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    // sluice: the whole writer path, committing every batch.
+    let data_dir = tmp.path().join("data");
+    let catalog = rt.block_on(catalog::open(
+        &CatalogConfig::default(),
+        &WarehouseConfig::default(),
+        &data_dir,
+    ))?;
+    rt.block_on(catalog::ensure_tables(catalog.as_ref()))?;
+    let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "bench");
+    let started = Instant::now();
+    let mut prebuilt = Vec::new();
+    // Where the time goes, so a regression names its phase.
+    let (mut decode, mut build, mut commit) = (0.0, 0.0, 0.0);
+    for (i, chunk) in lines.chunks(batch_rows).enumerate() {
+        let t = Instant::now();
+        let raw: Vec<RawEvent> = chunk
+            .iter()
+            .filter_map(|l| RawEvent::from_json_bytes(l).ok())
+            .collect();
+        decode += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let enrichment = enricher.enrich_all(raw.iter(), 0);
+        let rows: Vec<_> = raw.into_iter().zip(enrichment).collect();
+        let b = batch::event_logs_batch(&schema, &rows)?;
+        build += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let advance = Advance {
+            source: file_source(&format!("bench-{i}")),
+            from: None,
+            to: 1,
+        };
+        match rt.block_on(sink.commit(&[advance], std::slice::from_ref(&b)))? {
+            Outcome::Committed { .. } => {}
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+        commit += t.elapsed().as_secs_f64();
+        prebuilt.push(b);
+    }
+    let sluice_secs = started.elapsed().as_secs_f64();
+
+    // Ceiling: the same Arrow rows straight into Parquet files.
+    let out = tmp.path().join("bare");
+    std::fs::create_dir_all(&out)?;
+    let started = Instant::now();
+    for (i, b) in prebuilt.iter().enumerate() {
+        let file = std::fs::File::create(out.join(format!("{i}.parquet")))?;
+        let mut w = ArrowWriter::try_new(file, b.schema(), Some(parquet_properties(256 * 1024)))?;
+        w.write(b)?;
+        w.close()?;
+    }
+    let bare_secs = started.elapsed().as_secs_f64();
+
+    let rate = |s: f64| events as f64 / s;
+    println!(
+        "writer benchmark: {events} events, {:.1} MB of JSON, batches of {batch_rows}",
+        input_bytes as f64 / 1e6
+    );
+    println!("{:<58} {:>12} {:>10}", "path", "events/s", "seconds");
+    println!(
+        "{:<58} {:>12.0} {:>10.2}",
+        "sluice: JSON→validate→enrich→sorted Parquet→Iceberg commit",
+        rate(sluice_secs),
+        sluice_secs
+    );
+    println!(
+        "{:<58} {:>12.0} {:>10.2}",
+        "ceiling: bare Arrow→Parquet (same rows, same properties)",
+        rate(bare_secs),
+        bare_secs
+    );
+    println!(
+        "  sluice phases: decode+validate {decode:.2}s, enrich+Arrow {build:.2}s, sort+Parquet+commit {commit:.2}s"
+    );
+    println!(
+        "ratio sluice/ceiling: {:.0}%",
+        100.0 * bare_secs / sluice_secs
+    );
+    Ok(())
+}
