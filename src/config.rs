@@ -89,6 +89,8 @@ impl Default for HttpConfig {
 pub struct WriterConfig {
     /// Commit a table's batch at this many rows…
     pub max_rows: usize,
+    /// …or this many bytes of buffered input (bounds memory for large records)…
+    pub max_bytes: usize,
     /// …or when its oldest record has waited this long (end-to-end freshness).
     pub max_age_ms: u64,
     /// Committed record ids remembered per table to drop replays.
@@ -98,7 +100,8 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
-            max_rows: 100_000,
+            max_rows: 250_000,
+            max_bytes: 128 << 20,
             max_age_ms: 2000,
             dedup_window: 1_000_000,
         }

@@ -257,3 +257,105 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
     );
     assert!(seen.iter().any(|e| e.contains("not JSON")), "{seen:?}");
 }
+
+/// A batch is cut when its buffered input reaches `max_bytes`, long before
+/// the row or age limits; a graceful stop commits the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_by_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen_dir = tmp.path().join("gen");
+    let data_dir = tmp.path().join("data");
+    let manifest = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: 1,
+            events: 400,
+            days: 1,
+            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            seed: 9,
+            cluster: "it".into(),
+            lines_per_pod_day: 10,
+            rotate_bytes: 1 << 20,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )
+    .unwrap();
+    let files: Vec<PathBuf> = manifest
+        .event_files
+        .iter()
+        .map(|f| gen_dir.join(&f.path))
+        .collect();
+    let input_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let events = TestTopic::create("bytes-events", 1).await;
+    assert_eq!(produce_lines(&events.bootstrap, &events.name, &files), 400);
+
+    let max_bytes = 16 * 1024;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--kafka",
+            &events.bootstrap,
+            "--http",
+            &addr,
+            "write",
+        ])
+        .env("SLUICE_KAFKA__TOPICS__EVENTS", &events.name)
+        .env("SLUICE_KAFKA__GROUP_ID", format!("g-{}", events.name))
+        .env("SLUICE_WRITER__MAX_BYTES", max_bytes.to_string())
+        .env("SLUICE_WRITER__MAX_ROWS", "1000000")
+        .env("SLUICE_WRITER__MAX_AGE_MS", "3600000")
+        .env_remove("SLUICE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut writer = Proc(child);
+
+    // Neither the row limit nor the age (an hour) can cut a batch here.
+    let catalog = open_catalog(&data_dir).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let expected_cuts = input_bytes / max_bytes as u64;
+    loop {
+        let table = catalog.load_table(&EVENT_LOGS.ident()).await;
+        let snapshots = table
+            .as_ref()
+            .map(|t| t.metadata().snapshots().count() as u64)
+            .unwrap_or(0);
+        if snapshots >= expected_cuts {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {snapshots} of {expected_cuts} byte-sized commits after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let committed = positions_sum(&catalog, &EVENT_LOGS).await;
+    assert!(
+        committed > 0 && committed < 400,
+        "byte-sized batches, the tail still buffered: {committed}"
+    );
+    let table = catalog.load_table(&EVENT_LOGS.ident()).await.unwrap();
+    for s in table.metadata().snapshots() {
+        let added: u64 = s.summary().additional_properties["added-records"]
+            .parse()
+            .unwrap();
+        // A batch is cut by the record that crosses the limit.
+        assert!(
+            added * 300 <= (max_bytes as u64) * 2,
+            "{added} rows in one commit"
+        );
+    }
+
+    assert!(writer.terminate().success());
+    assert_eq!(positions_sum(&catalog, &EVENT_LOGS).await, 400);
+}

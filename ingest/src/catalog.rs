@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
-use iceberg::spec::Schema;
+use iceberg::spec::{Schema, Type};
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent};
@@ -300,6 +300,42 @@ async fn ensure_table(
     evolve(catalog, contract, table).await
 }
 
+/// Same types, nested names and nullability, whatever the field ids: a
+/// catalog may assign nested ids in its own order (SeaweedFS's, built on
+/// iceberg-go, numbers a map's key and value right after the map), and the
+/// writer stamps the table's ids on every batch it writes.
+fn same_shape(a: &Type, b: &Type) -> bool {
+    match (a, b) {
+        (Type::Primitive(x), Type::Primitive(y)) => x == y,
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len()
+                && x.fields().iter().zip(y.fields()).all(|(f, g)| {
+                    f.name == g.name
+                        && f.required == g.required
+                        && same_shape(&f.field_type, &g.field_type)
+                })
+        }
+        (Type::List(x), Type::List(y)) => {
+            x.element_field.required == y.element_field.required
+                && same_shape(&x.element_field.field_type, &y.element_field.field_type)
+        }
+        (Type::Map(x), Type::Map(y)) => {
+            x.value_field.required == y.value_field.required
+                && same_shape(&x.key_field.field_type, &y.key_field.field_type)
+                && same_shape(&x.value_field.field_type, &y.value_field.field_type)
+        }
+        _ => false,
+    }
+}
+
+/// `int`, `string`…; nested types in full, since their Display is only `map`.
+fn describe(t: &Type) -> String {
+    match t {
+        Type::Primitive(p) => p.to_string(),
+        nested => format!("{nested:?}"),
+    }
+}
+
 /// Adds the contract's columns the table lacks.
 async fn evolve(
     catalog: &dyn Catalog,
@@ -312,12 +348,12 @@ async fn evolve(
     let mut missing = Vec::new();
     for field in wanted.as_struct().fields() {
         match current.field_by_name(&field.name) {
-            Some(have) if have.field_type != field.field_type => {
+            Some(have) if !same_shape(&have.field_type, &field.field_type) => {
                 return Err(CatalogError::Incompatible {
                     table: contract.name.into(),
                     column: field.name.clone(),
-                    found: have.field_type.to_string(),
-                    expected: field.field_type.to_string(),
+                    found: describe(&have.field_type),
+                    expected: describe(&field.field_type),
                 });
             }
             Some(_) => {}

@@ -18,7 +18,7 @@ use arrow_schema::SchemaRef;
 use flate2::read::GzDecoder;
 use serde_json::json;
 use sluice_schema::batch;
-use sluice_schema::raw::{LifecycleEvent, PodLogRecord, RawEvent};
+use sluice_schema::raw::{LifecycleEvent, PodLogRecord};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS, TableContract};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -74,6 +74,8 @@ pub enum ImportError {
         table: &'static str,
         source: arrow_schema::ArrowError,
     },
+    #[error("a background commit did not finish: {0}")]
+    CommitTask(#[from] tokio::task::JoinError),
     #[error("{table}: {file} was imported by another import running at the same time")]
     Raced { table: &'static str, file: String },
 }
@@ -171,6 +173,12 @@ struct Pending {
     files: u64,
 }
 
+/// A commit running in the background.
+struct InFlight {
+    task: tokio::task::JoinHandle<(&'static str, Result<Outcome, SinkError>)>,
+    files: u64,
+}
+
 impl Importer {
     fn sink_index(kind: FileKind) -> usize {
         match kind {
@@ -203,6 +211,7 @@ impl Importer {
             done[i] = sink.current_positions().await?;
         }
         let mut pending: [Option<Pending>; 3] = Default::default();
+        let mut in_flight: Option<InFlight> = None;
         for file in files {
             let index = Self::sink_index(file.kind);
             let content = read_content(&file.path)?;
@@ -240,26 +249,50 @@ impl Importer {
             if (p.rows >= COMMIT_ROWS || p.advances.len() >= 256)
                 && let Some(p) = pending[index].take()
             {
-                self.flush(p, &mut report).await?;
+                self.flush(p, &mut in_flight, &mut report).await?;
             }
             observer.progress(file.bytes);
         }
         for p in pending.into_iter().flatten() {
-            self.flush(p, &mut report).await?;
+            self.flush(p, &mut in_flight, &mut report).await?;
+        }
+        if let Some(commit) = in_flight.take() {
+            Self::settle(commit, &mut report).await?;
         }
         Ok(report)
     }
 
-    async fn flush(&self, p: Pending, report: &mut ImportReport) -> Result<(), ImportError> {
-        let sink = &self.sinks[p.sink_index];
-        match sink.commit(&p.advances, &p.batches).await? {
+    /// Starts committing `p` in the background, so the next files are parsed
+    /// while this one is written; at most one commit is in flight.
+    async fn flush(
+        &self,
+        p: Pending,
+        in_flight: &mut Option<InFlight>,
+        report: &mut ImportReport,
+    ) -> Result<(), ImportError> {
+        if let Some(commit) = in_flight.take() {
+            Self::settle(commit, report).await?;
+        }
+        let sink = self.sinks[p.sink_index].clone();
+        let files = p.files;
+        let task = tokio::spawn(async move {
+            let outcome = sink.commit(&p.advances, &p.batches).await;
+            (sink.contract().name, outcome)
+        });
+        *in_flight = Some(InFlight { task, files });
+        Ok(())
+    }
+
+    async fn settle(commit: InFlight, report: &mut ImportReport) -> Result<(), ImportError> {
+        let (table, outcome) = commit.task.await?;
+        match outcome? {
             Outcome::Committed { .. } => {
                 report.commits += 1;
-                report.files_imported += p.files;
+                report.files_imported += commit.files;
                 Ok(())
             }
             Outcome::Fenced { source, .. } => Err(ImportError::Raced {
-                table: sink.contract().name,
+                table,
                 file: source,
             }),
         }
@@ -285,18 +318,14 @@ impl Importer {
         };
         match file.kind {
             FileKind::Events => {
-                let mut events = Vec::new();
-                for (n, line) in ndjson_lines(content) {
-                    match RawEvent::from_json_bytes(line) {
-                        Ok(e) => events.push(e),
-                        Err(err) => reject(format!("line {n}"), err.to_string()),
-                    }
-                }
+                let lines: Vec<_> = ndjson_lines(content).collect();
                 let now = chrono::Utc::now().timestamp_micros();
-                let enrichment = self.enricher.enrich_all(events.iter(), now);
-                let rows: Vec<_> = events.into_iter().zip(enrichment).collect();
-                let b = batch::event_logs_batch(schema, &rows).map_err(batch_err)?;
-                Ok((b, rows.len(), rejected))
+                let decoded = self.enricher.decode_events(&lines, now);
+                for (n, err) in decoded.rejected {
+                    reject(format!("line {n}"), err.to_string());
+                }
+                let b = batch::event_logs_batch(schema, &decoded.rows).map_err(batch_err)?;
+                Ok((b, decoded.rows.len(), rejected))
             }
             FileKind::Lifecycle => {
                 let mut events = Vec::new();

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod tables;
 pub mod time;
 pub mod validation;
+pub mod wire;
 
 pub use tables::{NAMESPACE, TableContract};
 pub use validation::{FieldProblem, ValidationErrors};

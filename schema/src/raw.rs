@@ -156,9 +156,13 @@ impl RawEvent {
         }
     }
 
-    /// Parses one NDJSON line / one Kafka message payload.
+    /// Parses one NDJSON line / one Kafka message payload. Valid records take
+    /// the borrowing fast path; the rest get the full problem report.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ValidationErrors> {
-        Self::from_json(&parse_json(bytes)?)
+        match crate::wire::decode_event(bytes) {
+            Some(event) => Ok(event),
+            None => Self::from_json(&parse_json(bytes)?),
+        }
     }
 
     /// The event in the raw contract's JSON form (timestamps as RFC 3339).

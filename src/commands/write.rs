@@ -81,6 +81,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 
     let mut settings = WriterSettings::new(&bootstrap, &config.kafka.group_id, &topics.dlq);
     settings.max_rows = config.writer.max_rows.max(1);
+    settings.max_bytes = config.writer.max_bytes.max(1);
     settings.max_age = Duration::from_millis(config.writer.max_age_ms);
     settings.dedup_window = config.writer.dedup_window;
     Writer::new(routes, settings, enricher, metrics, status)

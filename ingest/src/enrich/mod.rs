@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sluice_schema::raw::{Enrichment, RawEvent};
+use sluice_schema::validation::ValidationErrors;
 
 pub use caller::{CallerClassifier, DEFAULT_INTERNAL_NETWORKS};
 pub use directory::WatchedDirectory;
@@ -86,26 +88,73 @@ impl Enricher {
         let directory = self.directory.as_ref().map(|d| d.current());
         events
             .into_iter()
-            .map(|e| {
-                let principal = match (&directory, &e.user_id) {
-                    (Some(d), Some(user)) => d.lookup(user),
-                    _ => None,
-                };
-                let service_account =
-                    e.service_account == Some(true) || principal.is_some_and(|p| p.service_account);
-                Enrichment {
-                    endpoint: e.path.as_deref().map(|p| self.endpoints.template(p)),
-                    caller_type: Some(
-                        self.callers
-                            .classify(e.client_ip.as_deref(), service_account),
-                    ),
-                    team: principal.map(|p| p.team.to_string()),
-                    domain: principal.and_then(|p| p.domain.map(str::to_string)),
-                    ingested_at: Some(ingested_at),
-                }
-            })
+            .map(|e| self.enrich_one(directory.as_deref(), e, ingested_at))
             .collect()
     }
+
+    fn enrich_one(
+        &self,
+        directory: Option<&sluice_schema::directory::PrincipalDirectory>,
+        e: &RawEvent,
+        ingested_at: i64,
+    ) -> Enrichment {
+        let principal = match (directory, &e.user_id) {
+            (Some(d), Some(user)) => d.lookup(user),
+            _ => None,
+        };
+        let service_account =
+            e.service_account == Some(true) || principal.is_some_and(|p| p.service_account);
+        Enrichment {
+            endpoint: e.path.as_deref().map(|p| self.endpoints.template(p)),
+            caller_type: Some(
+                self.callers
+                    .classify(e.client_ip.as_deref(), service_account),
+            ),
+            team: principal.map(|p| p.team.to_string()),
+            domain: principal.and_then(|p| p.domain.map(str::to_string)),
+            ingested_at: Some(ingested_at),
+        }
+    }
+
+    /// Decodes, validates and enriches raw event payloads on every core,
+    /// keeping their order. Each payload comes with a caller's tag (a line
+    /// number, a Kafka offset) that rejected ones are reported under.
+    pub fn decode_events<T: Copy + Send + Sync>(
+        &self,
+        payloads: &[(T, &[u8])],
+        ingested_at: i64,
+    ) -> DecodedEvents<T> {
+        let directory = self.directory.as_ref().map(|d| d.current());
+        let decoded: Vec<_> = payloads
+            .par_iter()
+            .with_min_len(1024)
+            .map(|(tag, bytes)| match RawEvent::from_json_bytes(bytes) {
+                Ok(e) => {
+                    let x = self.enrich_one(directory.as_deref(), &e, ingested_at);
+                    Ok((e, x))
+                }
+                Err(errors) => Err((*tag, errors)),
+            })
+            .collect();
+        let mut out = DecodedEvents {
+            rows: Vec::with_capacity(decoded.len()),
+            rejected: Vec::new(),
+        };
+        for d in decoded {
+            match d {
+                Ok(row) => out.rows.push(row),
+                Err(r) => out.rejected.push(r),
+            }
+        }
+        out
+    }
+}
+
+/// Raw events through validation and enrichment, in input order.
+#[derive(Debug)]
+pub struct DecodedEvents<T> {
+    pub rows: Vec<(RawEvent, Enrichment)>,
+    pub rejected: Vec<(T, ValidationErrors)>,
 }
 
 #[cfg(test)]

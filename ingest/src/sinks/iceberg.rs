@@ -259,6 +259,37 @@ impl TableSink {
         ))
     }
 
+    /// The batch with the table's own field ids (the catalog may have
+    /// assigned them differently from the contract), columns the table gained
+    /// from a newer writer as NULL, and nested types cast to the table's.
+    fn in_table_schema(
+        &self,
+        batch: &RecordBatch,
+        schema: &iceberg::spec::Schema,
+    ) -> Result<RecordBatch, SinkError> {
+        let target = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(schema)
+                .map_err(self.iceberg_err("the table's Arrow schema"))?,
+        );
+        if target.as_ref() == batch.schema().as_ref() {
+            return Ok(batch.clone());
+        }
+        let columns = target
+            .fields()
+            .iter()
+            .map(|field| match batch.column_by_name(field.name()) {
+                Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
+                Some(c) => arrow_cast::cast(c, field.data_type())
+                    .map_err(self.arrow_err("matching the table's column types")),
+                None => Ok(arrow_array::new_null_array(
+                    field.data_type(),
+                    batch.num_rows(),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(target, columns).map_err(self.arrow_err("matching the table's schema"))
+    }
+
     /// Writes `batches` as Parquet data files of `table`, partitioned by day and
     /// sorted within each file. Files are named `<writer>-<commit uuid>-NNNNN`,
     /// unique across writers and commits.
@@ -273,6 +304,7 @@ impl TableSink {
         let rows = batch.num_rows() as u64;
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
+        let batch = self.in_table_schema(&batch, &schema)?;
         let spec = metadata.default_partition_spec().clone();
         let names = DefaultFileNameGenerator::new(
             format!("{}-{}", self.writer_id, uuid::Uuid::now_v7()),

@@ -64,6 +64,8 @@ pub struct WriterSettings {
     pub dlq_topic: String,
     /// Flush a table's batch at this many rows…
     pub max_rows: usize,
+    /// …or this many bytes of input payload (bounds memory for big records)…
+    pub max_bytes: usize,
     /// …or once its oldest record waited this long.
     pub max_age: Duration,
     /// Committed ids remembered per table to drop replays.
@@ -76,7 +78,8 @@ impl WriterSettings {
             bootstrap: bootstrap.to_string(),
             group_id: group_id.to_string(),
             dlq_topic: dlq_topic.to_string(),
-            max_rows: 100_000,
+            max_rows: 250_000,
+            max_bytes: 128 << 20,
             max_age: Duration::from_secs(2),
             dedup_window: 1_000_000,
         }
@@ -189,6 +192,8 @@ struct Buffer {
     pod_logs: Vec<PodLogRecord>,
     lifecycle: Vec<LifecycleEvent>,
     ids: HashSet<String>,
+    /// Input payload bytes behind the buffered rows.
+    bytes: usize,
     partitions: HashSet<i32>,
     oldest: Option<Instant>,
     dlq: Vec<DeadLetter>,
@@ -324,7 +329,8 @@ impl Writer {
                     self.metrics.events_consumed.get_or_create(&TopicLabel { topic: topic.clone() }).inc();
                     let payload = msg.payload().unwrap_or_default();
                     self.accept(i, &producer, &msg, payload, &mut buffers[i], &windows[i]);
-                    if buffers[i].rows() >= self.settings.max_rows {
+                    buffers[i].bytes += payload.len();
+                    if buffers[i].rows() >= self.settings.max_rows || buffers[i].bytes >= self.settings.max_bytes {
                         self.flush(i, &consumer, &mut state, &mut buffers[i], &mut windows[i]).await;
                     }
                 }

@@ -1,0 +1,229 @@
+//! Through the broker, side by side in one run: the same topic of raw events
+//! drained by
+//!
+//! - a bare rdkafka consumer loop (poll, count, nothing else): the baseline;
+//! - `sluice write` (the release binary, as an operator runs it): consume →
+//!   validate → enrich → Parquet → Iceberg commit, timed until the table's
+//!   positions cover every message.
+//!
+//! Both clocks start at the first message consumed (after the group join,
+//! which both pay and which says nothing about throughput); sluice's stops
+//! when the table holds everything, its last batch cut by the default
+//! `max_age` like in production. Needs a Kafka-protocol broker:
+//! `scripts/test --bench broker` starts one (SLUICE_TEST_KAFKA).
+//! SLUICE_BENCH_EVENTS sets the size (default 1000000).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice::generator::{self, GenConfig};
+use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_ingest::sinks::iceberg::TableSink;
+use sluice_schema::tables::EVENT_LOGS;
+use sluice_testkit::TestTopic;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let events = env_usize("SLUICE_BENCH_EVENTS", 1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let tmp = tempfile::tempdir()?;
+    let gen_dir = tmp.path().join("gen");
+    let manifest = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: 1,
+            events: events as u64,
+            days: 2,
+            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc),
+            seed: 3,
+            cluster: "bench".into(),
+            lines_per_pod_day: 10,
+            rotate_bytes: 1 << 30,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )?;
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events);
+    for f in &manifest.event_files {
+        for l in std::fs::read(gen_dir.join(&f.path))?.split(|b| *b == b'\n') {
+            if !l.is_empty() {
+                lines.push(l.to_vec());
+            }
+        }
+    }
+    let input_bytes: usize = lines.iter().map(|l| l.len()).sum();
+
+    let topic = rt.block_on(TestTopic::create("bench-broker", 2));
+    eprintln!("producing {} events to {}", lines.len(), topic.name);
+    rt.block_on(async {
+        let producer: FutureProducer = topic
+            .client_config()
+            .set("linger.ms", "20")
+            .set("compression.type", "zstd")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()?;
+        let mut pending = Vec::with_capacity(10_000);
+        for l in &lines {
+            pending
+                .push(producer.send_result(FutureRecord::<(), [u8]>::to(&topic.name).payload(l)));
+            if pending.len() == 10_000 {
+                for p in pending.drain(..) {
+                    p.map_err(|(e, _)| e)?.await?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+        for p in pending.drain(..) {
+            p.map_err(|(e, _)| e)?.await?.map_err(|(e, _)| e)?;
+        }
+        anyhow::Ok(())
+    })?;
+
+    // Baseline: a bare consumer loop.
+    let mut started = Instant::now();
+    let consumer: BaseConsumer = topic
+        .client_config()
+        .set("group.id", format!("bare-{}", topic.name))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[&topic.name])?;
+    let mut seen = 0usize;
+    let mut bytes = 0usize;
+    while seen < lines.len() {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            if seen == 0 {
+                started = Instant::now();
+            }
+            bytes += rdkafka::Message::payload(&m?).map_or(0, <[u8]>::len);
+            seen += 1;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "bare consumer stalled"
+        );
+    }
+    let bare_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        bytes == input_bytes,
+        "bare consumer saw {bytes} of {input_bytes} bytes"
+    );
+    drop(consumer);
+
+    // sluice write, until the table's positions cover every message.
+    let data_dir = tmp.path().join("data");
+    let http = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let mut started = Instant::now();
+    let mut consuming = false;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap_or_default(),
+            "--kafka",
+            &topic.bootstrap,
+            "--http",
+            &http,
+            "write",
+        ])
+        .env("SLUICE_KAFKA__TOPICS__EVENTS", &topic.name)
+        .env("SLUICE_KAFKA__GROUP_ID", format!("sluice-{}", topic.name))
+        .env("SLUICE_ENRICH__DIRECTORY", gen_dir.join("directory.yaml"))
+        .env("RUST_LOG", "warn")
+        .env_remove("SLUICE_CONFIG")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let committed = rt.block_on(async {
+        let mut sink: Option<TableSink> = None;
+        loop {
+            if sink.is_none() && data_dir.join("catalog.db").exists() {
+                let catalog = catalog::open(
+                    &CatalogConfig::default(),
+                    &WarehouseConfig::default(),
+                    &data_dir,
+                )
+                .await?;
+                sink = Some(TableSink::new(Arc::clone(&catalog), &EVENT_LOGS, "probe"));
+            }
+            if !consuming && consumed(&http) > 0 {
+                consuming = true;
+                started = Instant::now();
+            }
+            if let Some(s) = &sink
+                && let Ok(p) = s.current_positions().await
+            {
+                let n: i64 = p.values().sum();
+                if n as usize >= lines.len() {
+                    return anyhow::Ok(n);
+                }
+            }
+            anyhow::ensure!(child.try_wait()?.is_none(), "sluice write exited early");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "sluice write stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })?;
+    let sluice_secs = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::ensure!(committed as usize == lines.len(), "committed {committed}");
+
+    let rate = |s: f64| lines.len() as f64 / s;
+    println!(
+        "broker benchmark: {} events, {:.1} MB, topic with 2 partitions",
+        lines.len(),
+        input_bytes as f64 / 1e6
+    );
+    println!("{:<58} {:>12} {:>10}", "path", "events/s", "seconds");
+    println!(
+        "{:<58} {:>12.0} {:>10.2}",
+        "sluice write: Kafka → committed Iceberg rows",
+        rate(sluice_secs),
+        sluice_secs
+    );
+    println!(
+        "{:<58} {:>12.0} {:>10.2}",
+        "baseline: bare rdkafka consumer loop",
+        rate(bare_secs),
+        bare_secs
+    );
+    println!(
+        "ratio sluice/bare consumer: {:.0}%",
+        100.0 * bare_secs / sluice_secs
+    );
+    Ok(())
+}
+
+/// `sluice_writer_events_consumed_total` from the writer's `/metrics`.
+fn consumed(addr: &str) -> u64 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("sluice_writer_events_consumed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

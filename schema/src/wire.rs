@@ -1,0 +1,339 @@
+//! The fast path for decoding a raw event: JSON bytes straight into a
+//! [`RawEvent`], borrowing strings from the input instead of building a
+//! `serde_json::Value` tree and copying out of it.
+//!
+//! It only ever answers for records that are valid; anything it does not
+//! like (a wrong type, a missing field, a bad value) makes it step aside, and
+//! the field-by-field validator in [`crate::raw`] reports every problem.
+//! A valid record decodes to the same [`RawEvent`] either way (checked by a
+//! differential test below), so the fast path changes speed, never results.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::raw::{MAX_ATTRIBUTES, RawEvent};
+use crate::time::{MAX_EPOCH_MILLIS, MIN_EPOCH_MILLIS, parse_rfc3339_micros};
+use crate::validation::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
+
+/// A string borrowed from the input when it holds no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A contract timestamp: RFC 3339 text or integer epoch milliseconds.
+enum Timestamp<'a> {
+    Text(Str<'a>),
+    Millis(i64),
+}
+
+impl<'de> de::Deserialize<'de> for Timestamp<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Timestamp<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a timestamp")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Timestamp::Text(Str(Cow::Borrowed(s))))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Timestamp::Text(Str(Cow::Owned(s.to_owned()))))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Timestamp::Millis(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                i64::try_from(n)
+                    .map(Timestamp::Millis)
+                    .map_err(|_| E::custom("out of range"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Timestamp<'_> {
+    fn micros(&self) -> Option<i64> {
+        match self {
+            Timestamp::Text(s) => parse_rfc3339_micros(&s.0).ok(),
+            Timestamp::Millis(ms) if (MIN_EPOCH_MILLIS..MAX_EPOCH_MILLIS).contains(ms) => {
+                Some(ms * 1000)
+            }
+            Timestamp::Millis(_) => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Wire<'a> {
+    event_id: Option<Str<'a>>,
+    occurred_at: Option<Timestamp<'a>>,
+    service: Option<Str<'a>>,
+    action: Option<Str<'a>>,
+    success: Option<bool>,
+    user_id: Option<Str<'a>>,
+    method: Option<Str<'a>>,
+    path: Option<Str<'a>>,
+    status_code: Option<i64>,
+    latency_ms: Option<f64>,
+    client_ip: Option<Str<'a>>,
+    user_agent: Option<Str<'a>>,
+    service_account: Option<bool>,
+    request_id: Option<Str<'a>>,
+    trace_id: Option<Str<'a>>,
+    bytes_in: Option<i64>,
+    bytes_out: Option<i64>,
+    attributes: BTreeMap<String, String>,
+}
+
+impl<'de> de::Deserialize<'de> for Wire<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Wire<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'de>, A::Error> {
+                let mut w = Wire::default();
+                // A later duplicate key replaces an earlier one, as in a
+                // `serde_json::Map`, so both paths agree on such input.
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match key.0.as_ref() {
+                        "event_id" => w.event_id = map.next_value()?,
+                        "occurred_at" => w.occurred_at = map.next_value()?,
+                        "service" => w.service = map.next_value()?,
+                        "action" => w.action = map.next_value()?,
+                        "success" => w.success = map.next_value()?,
+                        "user_id" => w.user_id = map.next_value()?,
+                        "method" => w.method = map.next_value()?,
+                        "path" => w.path = map.next_value()?,
+                        "status_code" => w.status_code = map.next_value()?,
+                        "latency_ms" => w.latency_ms = map.next_value()?,
+                        "client_ip" => w.client_ip = map.next_value()?,
+                        "user_agent" => w.user_agent = map.next_value()?,
+                        "service_account" => w.service_account = map.next_value()?,
+                        "request_id" => w.request_id = map.next_value()?,
+                        "trace_id" => w.trace_id = map.next_value()?,
+                        "bytes_in" => w.bytes_in = map.next_value()?,
+                        "bytes_out" => w.bytes_out = map.next_value()?,
+                        other => match map.next_value::<Value>()? {
+                            Value::Null => {
+                                w.attributes.remove(other);
+                            }
+                            Value::String(s) => {
+                                w.attributes.insert(other.to_owned(), s);
+                            }
+                            v => {
+                                w.attributes.insert(other.to_owned(), v.to_string());
+                            }
+                        },
+                    }
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn name(s: Option<Str<'_>>, required: bool) -> Result<Option<String>, ()> {
+    text(s, required, MAX_NAME_BYTES)
+}
+
+fn text(s: Option<Str<'_>>, required: bool, max: usize) -> Result<Option<String>, ()> {
+    match s {
+        None if required => Err(()),
+        None => Ok(None),
+        Some(Str(s)) if (required && s.is_empty()) || s.len() > max => Err(()),
+        Some(Str(s)) => Ok(Some(s.into_owned())),
+    }
+}
+
+fn within(n: Option<i64>, min: i64, max: i64) -> Result<Option<i64>, ()> {
+    match n {
+        Some(n) if !(min..=max).contains(&n) => Err(()),
+        n => Ok(n),
+    }
+}
+
+/// Decodes a valid raw event, or `None` for anything the validator must see.
+pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let w: Wire<'_> = de::Deserialize::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    build(w).ok()
+}
+
+fn build(w: Wire<'_>) -> Result<RawEvent, ()> {
+    let client_ip = match name(w.client_ip, false)? {
+        Some(text) => Some(text.parse::<IpAddr>().map_err(|_| ())?.to_string()),
+        None => None,
+    };
+    let latency_ms = match w.latency_ms {
+        Some(n) if !(n.is_finite() && (0.0..=1e9).contains(&n)) => return Err(()),
+        n => n,
+    };
+    if w.attributes.len() > MAX_ATTRIBUTES {
+        return Err(());
+    }
+    Ok(RawEvent {
+        event_id: name(w.event_id, true)?.ok_or(())?,
+        occurred_at: w.occurred_at.ok_or(())?.micros().ok_or(())?,
+        service: name(w.service, true)?.ok_or(())?,
+        action: name(w.action, true)?.ok_or(())?,
+        success: w.success.ok_or(())?,
+        user_id: name(w.user_id, false)?,
+        method: name(w.method, false)?,
+        path: text(w.path, false, MAX_TEXT_BYTES)?,
+        status_code: within(w.status_code, 100, 599)?.map(|n| n as i32),
+        latency_ms,
+        client_ip,
+        user_agent: text(w.user_agent, false, MAX_TEXT_BYTES)?,
+        service_account: w.service_account,
+        request_id: name(w.request_id, false)?,
+        trace_id: name(w.trace_id, false)?,
+        bytes_in: within(w.bytes_in, 0, i64::MAX)?,
+        bytes_out: within(w.bytes_out, 0, i64::MAX)?,
+        attributes: w.attributes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::RAW_EVENT_FIELDS;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn slow(bytes: &[u8]) -> Option<RawEvent> {
+        serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| RawEvent::from_json(&v).ok())
+    }
+
+    fn base() -> Value {
+        json!({
+            "event_id": "e-1", "occurred_at": "2026-11-21T12:00:00.25+01:00",
+            "service": "iom-cluster", "action": "list", "success": true,
+            "user_id": "alice", "method": "GET", "path": "/v1/x/12?y=1",
+            "status_code": 200, "latency_ms": 12.5, "client_ip": "::ffff:10.0.0.1",
+            "user_agent": "curl/8", "service_account": false, "request_id": "r\u{e9}q",
+            "trace_id": "t", "bytes_in": 1, "bytes_out": 2,
+            "region": "eu", "retries": 3, "tags": ["a"], "nothing": null
+        })
+    }
+
+    /// Values that exercise every branch: wrong types, bounds, escapes, nulls.
+    fn variant() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            Just(json!("")),
+            Just(json!("plain")),
+            Just(json!("esc\"aped\n")),
+            Just(json!("x".repeat(MAX_NAME_BYTES + 1))),
+            Just(json!("2026-11-21T12:00:00Z")),
+            Just(json!("1999-01-01T00:00:00Z")),
+            Just(json!("10.1.2.3")),
+            Just(json!("not-an-ip")),
+            Just(json!(true)),
+            Just(json!(0)),
+            Just(json!(-1)),
+            Just(json!(99)),
+            Just(json!(404)),
+            Just(json!(1_795_264_328_500_i64)),
+            Just(json!(1_795_264_328_i64)),
+            Just(json!(u64::MAX)),
+            Just(json!(2.5)),
+            Just(json!(200.0)),
+            Just(json!(1e10)),
+            Just(json!([1, 2])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    /// The contract's fields and two attribute keys.
+    fn keys() -> Vec<&'static str> {
+        RAW_EVENT_FIELDS
+            .iter()
+            .copied()
+            .chain(["region", "extra"])
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Whatever the fast path accepts, the validator accepts identically;
+        /// whatever the validator accepts, the fast path accepts too.
+        #[test]
+        fn fast_path_agrees_with_the_validator(
+            edits in proptest::collection::vec((0..keys().len(), variant()), 0..4),
+            removals in proptest::collection::vec(0..keys().len(), 0..2),
+        ) {
+            let mut v = base();
+            let Value::Object(m) = &mut v else { unreachable!() };
+            let keys = keys();
+            for (k, value) in edits {
+                m.insert(keys[k].to_string(), value);
+            }
+            for k in removals {
+                m.remove(keys[k]);
+            }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            prop_assert_eq!(decode_event(&bytes), slow(&bytes));
+        }
+    }
+
+    #[test]
+    fn borrowed_and_escaped_strings_decode_alike() {
+        let bytes = serde_json::to_vec(&base()).unwrap();
+        let fast = decode_event(&bytes).expect("valid");
+        assert_eq!(Some(fast.clone()), slow(&bytes));
+        assert_eq!(fast.request_id.as_deref(), Some("r\u{e9}q"));
+        assert_eq!(fast.client_ip.as_deref(), Some("::ffff:10.0.0.1"));
+        assert_eq!(
+            fast.attributes.get("tags").map(String::as_str),
+            Some("[\"a\"]")
+        );
+        assert!(!fast.attributes.contains_key("nothing"));
+    }
+
+    #[test]
+    fn steps_aside_for_what_it_does_not_accept() {
+        for bad in [
+            &b"[1]"[..],
+            b"{\"event_id\": 1}",
+            b"{} trailing",
+            b"not json",
+            b"{\"event_id\":\"a\",\"event_id\":null}",
+        ] {
+            assert_eq!(decode_event(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
