@@ -19,21 +19,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sluice::generator::{self, GenConfig};
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_testkit::TestTopic;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{env_usize, generated_events};
 
 fn main() -> anyhow::Result<()> {
     let events = env_usize("SLUICE_BENCH_EVENTS", 1_000_000);
@@ -41,31 +35,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let tmp = tempfile::tempdir()?;
-    let gen_dir = tmp.path().join("gen");
-    let manifest = generator::generate(
-        &GenConfig {
-            out: gen_dir.clone(),
-            pods: 1,
-            events: events as u64,
-            days: 2,
-            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc),
-            seed: 3,
-            cluster: "bench".into(),
-            lines_per_pod_day: 10,
-            rotate_bytes: 1 << 30,
-            force: false,
-        },
-        &|_| {},
-        &|_| {},
-    )?;
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events);
-    for f in &manifest.event_files {
-        for l in std::fs::read(gen_dir.join(&f.path))?.split(|b| *b == b'\n') {
-            if !l.is_empty() {
-                lines.push(l.to_vec());
-            }
-        }
-    }
+    let (gen_dir, lines) = generated_events(tmp.path(), events, 3)?;
     let input_bytes: usize = lines.iter().map(|l| l.len()).sum();
 
     let topic = rt.block_on(TestTopic::create("bench-broker", 2));

@@ -13,51 +13,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
-use sluice::generator::{self, GenConfig};
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_ingest::enrich::{EnrichConfig, Enricher};
 use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, file_source, parquet_properties};
 use sluice_schema::batch;
 use sluice_schema::tables::EVENT_LOGS;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{env_usize, generated_events};
 
 fn main() -> anyhow::Result<()> {
     let events = env_usize("SLUICE_BENCH_EVENTS", 400_000);
     let batch_rows = env_usize("SLUICE_BENCH_BATCH", 100_000);
     let tmp = tempfile::tempdir()?;
-    let gen_dir = tmp.path().join("gen");
-    let manifest = generator::generate(
-        &GenConfig {
-            out: gen_dir.clone(),
-            pods: 1,
-            events: events as u64,
-            days: 2,
-            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc),
-            seed: 1,
-            cluster: "bench".into(),
-            lines_per_pod_day: 10,
-            rotate_bytes: 1 << 30,
-            force: false,
-        },
-        &|_| {},
-        &|_| {},
-    )?;
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events);
-    for f in &manifest.event_files {
-        for l in std::fs::read(gen_dir.join(&f.path))?.split(|b| *b == b'\n') {
-            if !l.is_empty() {
-                lines.push(l.to_vec());
-            }
-        }
-    }
+    let (gen_dir, lines) = generated_events(tmp.path(), events, 1)?;
     let input_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     let enricher = Enricher::new(&EnrichConfig {
         directory: Some(gen_dir.join("directory.yaml")),

@@ -5,7 +5,6 @@
 //! holds exactly the bad records, with their source and reasons.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -20,7 +19,7 @@ use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_testkit::TestTopic;
 
 mod common;
-use common::{Proc, free_port, http_get, open_catalog, positions_sum, produce_lines, read_tables};
+use common::{http_get, open_catalog, positions_sum, produce_lines, read_tables, spawn_writer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
@@ -125,29 +124,21 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
         .unwrap();
     messages += 1;
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--kafka",
-            &bootstrap,
-            "--http",
-            &addr,
-            "write",
-        ])
-        .env("SLUICE_KAFKA__TOPICS__EVENTS", &events.name)
-        .env("SLUICE_KAFKA__TOPICS__PODLOGS", &podlogs.name)
-        .env("SLUICE_KAFKA__TOPICS__K8S", &k8s.name)
-        .env("SLUICE_KAFKA__TOPICS__DLQ", &dlq.name)
-        .env("SLUICE_KAFKA__GROUP_ID", format!("g-{}", events.name))
-        .env("SLUICE_ENRICH__DIRECTORY", gen_dir.join("directory.yaml"))
-        .env_remove("SLUICE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut writer = Proc(child);
+    let (mut writer, addr) = spawn_writer(
+        &data_dir,
+        &bootstrap,
+        &[
+            ("SLUICE_KAFKA__TOPICS__EVENTS", events.name.clone()),
+            ("SLUICE_KAFKA__TOPICS__PODLOGS", podlogs.name.clone()),
+            ("SLUICE_KAFKA__TOPICS__K8S", k8s.name.clone()),
+            ("SLUICE_KAFKA__TOPICS__DLQ", dlq.name.clone()),
+            ("SLUICE_KAFKA__GROUP_ID", format!("g-{}", events.name)),
+            (
+                "SLUICE_ENRICH__DIRECTORY",
+                gen_dir.join("directory.yaml").display().to_string(),
+            ),
+        ],
+    );
 
     // Wait until the tables' positions cover every produced message.
     let wanted = [
@@ -297,28 +288,17 @@ async fn batches_are_cut_by_bytes() {
     assert_eq!(produce_lines(&events.bootstrap, &events.name, &files), 400);
 
     let max_bytes = 16 * 1024;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--kafka",
-            &events.bootstrap,
-            "--http",
-            &addr,
-            "write",
-        ])
-        .env("SLUICE_KAFKA__TOPICS__EVENTS", &events.name)
-        .env("SLUICE_KAFKA__GROUP_ID", format!("g-{}", events.name))
-        .env("SLUICE_WRITER__MAX_BYTES", max_bytes.to_string())
-        .env("SLUICE_WRITER__MAX_ROWS", "1000000")
-        .env("SLUICE_WRITER__MAX_AGE_MS", "3600000")
-        .env_remove("SLUICE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut writer = Proc(child);
+    let (mut writer, _) = spawn_writer(
+        &data_dir,
+        &events.bootstrap,
+        &[
+            ("SLUICE_KAFKA__TOPICS__EVENTS", events.name.clone()),
+            ("SLUICE_KAFKA__GROUP_ID", format!("g-{}", events.name)),
+            ("SLUICE_WRITER__MAX_BYTES", max_bytes.to_string()),
+            ("SLUICE_WRITER__MAX_ROWS", "1000000".into()),
+            ("SLUICE_WRITER__MAX_AGE_MS", "3600000".into()),
+        ],
+    );
 
     // Neither the row limit nor the age (an hour) can cut a batch here.
     let catalog = open_catalog(&data_dir).await;

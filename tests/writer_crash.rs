@@ -3,7 +3,6 @@
 //! committing them, and not when partitions move between two writers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -13,7 +12,9 @@ use sluice_schema::tables::EVENT_LOGS;
 use sluice_testkit::TestTopic;
 
 mod common;
-use common::{Proc, free_port, http_get, open_catalog, positions_sum, produce_lines, read_tables};
+use common::{
+    Proc, http_get, open_catalog, positions_sum, produce_lines, read_tables, spawn_writer,
+};
 
 struct Topics {
     events: TestTopic,
@@ -63,36 +64,25 @@ fn start_writer(
     gen_dir: &Path,
     extra: &[(&str, &str)],
 ) -> (Proc, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.args([
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--kafka",
-        &topics.events.bootstrap,
-        "--http",
-        &addr,
-        "write",
-    ])
-    .env("SLUICE_KAFKA__TOPICS__EVENTS", &topics.events.name)
-    .env("SLUICE_KAFKA__TOPICS__PODLOGS", &topics.podlogs.name)
-    .env("SLUICE_KAFKA__TOPICS__K8S", &topics.k8s.name)
-    .env("SLUICE_KAFKA__TOPICS__DLQ", &topics.dlq.name)
-    .env("SLUICE_KAFKA__GROUP_ID", group)
-    .env("SLUICE_WRITER__MAX_ROWS", "400")
-    .env("SLUICE_WRITER__MAX_AGE_MS", "150")
-    .env("SLUICE_ENRICH__DIRECTORY", gen_dir.join("directory.yaml"))
-    .env(
-        "SLUICE_LOG",
-        std::env::var("SLUICE_TEST_WRITER_LOG").unwrap_or_else(|_| "warn".into()),
-    )
-    .env_remove("SLUICE_CONFIG")
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    (Proc(cmd.spawn().unwrap()), addr)
+    let mut env = vec![
+        ("SLUICE_KAFKA__TOPICS__EVENTS", topics.events.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__PODLOGS", topics.podlogs.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__K8S", topics.k8s.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__DLQ", topics.dlq.name.clone()),
+        ("SLUICE_KAFKA__GROUP_ID", group.to_string()),
+        ("SLUICE_WRITER__MAX_ROWS", "400".into()),
+        ("SLUICE_WRITER__MAX_AGE_MS", "150".into()),
+        (
+            "SLUICE_ENRICH__DIRECTORY",
+            gen_dir.join("directory.yaml").display().to_string(),
+        ),
+        (
+            "SLUICE_LOG",
+            std::env::var("SLUICE_TEST_WRITER_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    spawn_writer(data_dir, &topics.events.bootstrap, &env)
 }
 
 async fn wait_for_positions(data_dir: &Path, want: i64, writers: &mut [&mut Proc]) {

@@ -29,13 +29,21 @@ pub fn parse_json_timestamp(value: &Value) -> Result<i64, String> {
     match value {
         Value::String(s) => parse_rfc3339_micros(s),
         Value::Number(n) => match n.as_i64() {
-            Some(ms) if (MIN_EPOCH_MILLIS..MAX_EPOCH_MILLIS).contains(&ms) => Ok(ms * 1000),
-            Some(ms) => Err(format!(
-                "epoch milliseconds {ms} are outside 2000..2100 (seconds sent as milliseconds?)"
-            )),
+            Some(ms) => epoch_millis_micros(ms),
             None => Err(format!("epoch milliseconds must be an integer, got {n}")),
         },
         other => Err(format!("not a timestamp: {}", show(other))),
+    }
+}
+
+/// Epoch milliseconds (within 2000..2100) as epoch microseconds.
+pub fn epoch_millis_micros(ms: i64) -> Result<i64, String> {
+    if (MIN_EPOCH_MILLIS..MAX_EPOCH_MILLIS).contains(&ms) {
+        Ok(ms * 1000)
+    } else {
+        Err(format!(
+            "epoch milliseconds {ms} are outside 2000..2100 (seconds sent as milliseconds?)"
+        ))
     }
 }
 

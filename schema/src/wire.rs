@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::raw::{MAX_ATTRIBUTES, RawEvent};
-use crate::time::{MAX_EPOCH_MILLIS, MIN_EPOCH_MILLIS, parse_rfc3339_micros};
+use crate::time::{epoch_millis_micros, parse_rfc3339_micros};
 use crate::validation::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
 
 /// A string borrowed from the input when it holds no escapes.
@@ -82,10 +82,7 @@ impl Timestamp<'_> {
     fn micros(&self) -> Option<i64> {
         match self {
             Timestamp::Text(s) => parse_rfc3339_micros(&s.0).ok(),
-            Timestamp::Millis(ms) if (MIN_EPOCH_MILLIS..MAX_EPOCH_MILLIS).contains(ms) => {
-                Some(ms * 1000)
-            }
-            Timestamp::Millis(_) => None,
+            Timestamp::Millis(ms) => epoch_millis_micros(*ms).ok(),
         }
     }
 }

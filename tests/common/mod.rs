@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,30 @@ impl Proc {
         );
         self.0.wait().unwrap()
     }
+}
+
+/// Starts `sluice write` on `data_dir` against `bootstrap`, configured by
+/// `env` (`SLUICE_*` settings), its logs on the test's stderr. Returns the
+/// process and its HTTP address.
+pub fn spawn_writer(data_dir: &Path, bootstrap: &str, env: &[(&str, String)]) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args([
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--kafka",
+        bootstrap,
+        "--http",
+        &addr,
+        "write",
+    ])
+    .env_remove("SLUICE_CONFIG")
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (Proc(cmd.spawn().expect("start sluice write")), addr)
 }
 
 /// Opens the embedded catalog of `data_dir` once a writer has created it.

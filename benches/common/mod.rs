@@ -1,0 +1,48 @@
+//! What the benchmarks share: their size knobs and the generated input.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use sluice::generator::{self, GenConfig};
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `events` generated raw events (two days, one pod) under `dir/gen`: the
+/// generator's output directory (with `directory.yaml`) and the NDJSON lines.
+pub fn generated_events(
+    dir: &Path,
+    events: usize,
+    seed: u64,
+) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
+    let gen_dir = dir.join("gen");
+    let manifest = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: 1,
+            events: events as u64,
+            days: 2,
+            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc),
+            seed,
+            cluster: "bench".into(),
+            lines_per_pod_day: 10,
+            rotate_bytes: 1 << 30,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )?;
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events);
+    for f in &manifest.event_files {
+        for l in std::fs::read(gen_dir.join(&f.path))?.split(|b| *b == b'\n') {
+            if !l.is_empty() {
+                lines.push(l.to_vec());
+            }
+        }
+    }
+    Ok((gen_dir, lines))
+}
