@@ -57,15 +57,15 @@ pub enum Command {
     /// Follow the pod_logs table and maintain the log search index
     Index(PlannedArgs),
     /// Serve SQL, attribution, guardrails, log search and the console over HTTP
-    Serve(PlannedArgs),
+    Serve,
     /// Run a read-only SQL query
-    Sql(PlannedArgs),
+    Sql(SqlArgs),
     /// Search pod logs across container restarts, or tail an instance
     Logs(PlannedArgs),
     /// Who drives API load: requests, share, success/failed, latency percentiles
-    Attribution(PlannedArgs),
+    Attribution(AttributionArgs),
     /// Historical peaks per principal, cap simulation and export
-    Guardrails(PlannedArgs),
+    Guardrails(GuardrailsArgs),
     /// Generate a deterministic synthetic cluster: pod logs, API events, lifecycle events
     Gen(GenArgs),
     /// Print the effective configuration (defaults, file, environment, flags)
@@ -80,7 +80,7 @@ impl Command {
             Command::Write => "write",
             Command::Import(_) => "import",
             Command::Index(_) => "index",
-            Command::Serve(_) => "serve",
+            Command::Serve => "serve",
             Command::Sql(_) => "sql",
             Command::Logs(_) => "logs",
             Command::Attribution(_) => "attribution",
@@ -145,4 +145,155 @@ pub struct ImportArgs {
     /// Summary format
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// Where a query command runs.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// URL of a running `sluice serve`; without it the configured catalog is opened directly
+    #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for --server
+    #[arg(
+        long,
+        env = "SLUICE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// A read-only statement, e.g. "SELECT count(*) FROM platform_event_logs"
+    pub sql: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// The time range and service every analytics command takes.
+#[derive(Debug, Args)]
+pub struct RangeArgs {
+    /// Start: RFC 3339 or a span back from now (24h, 7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// End: RFC 3339 or a span back from now [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only requests handled by this service
+    #[arg(long)]
+    pub service: Option<String>,
+}
+
+impl RangeArgs {
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        push(&mut p, "since", &self.since);
+        push(&mut p, "to", &self.to);
+        push(&mut p, "service", &self.service);
+        p
+    }
+}
+
+/// Adds `name=value` when the value is given.
+pub fn push(pairs: &mut Vec<(String, String)>, name: &str, value: &Option<String>) {
+    if let Some(v) = value {
+        pairs.push((name.to_string(), v.clone()));
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AttributionArgs {
+    /// Group by: user, team, domain, endpoint, caller_type, service
+    #[arg(long, default_value = "user")]
+    pub by: String,
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Only this action, e.g. spark.jobs.runs.list
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only this endpoint template, e.g. spark/jobs/{id}/runs
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Only internal, external or unknown callers
+    #[arg(long)]
+    pub caller_type: Option<String>,
+    /// Rows to show
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Print the SQL that ran (to stderr)
+    #[arg(long)]
+    pub show_sql: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardrailsArgs {
+    #[command(subcommand)]
+    pub action: GuardrailsAction,
+}
+
+/// What is counted: per whom, in which windows.
+#[derive(Debug, Args)]
+pub struct PeaksScopeArgs {
+    /// Per: user, team, domain, endpoint
+    #[arg(long, default_value = "user")]
+    pub by: String,
+    /// Window length: 1m, 5m, 1h
+    #[arg(long, default_value = "1m")]
+    pub window: String,
+    #[command(flatten)]
+    pub range: RangeArgs,
+}
+
+impl PeaksScopeArgs {
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut p = vec![
+            ("by".to_string(), self.by.clone()),
+            ("window".to_string(), self.window.clone()),
+        ];
+        p.extend(self.range.pairs());
+        p
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuardrailsAction {
+    /// Peak requests per window per principal, with recommended caps
+    Peaks {
+        #[command(flatten)]
+        scope: PeaksScopeArgs,
+        /// Rows to show
+        #[arg(long)]
+        limit: Option<String>,
+        /// Print the SQL that ran (to stderr)
+        #[arg(long)]
+        show_sql: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// What candidate caps would have limited over the history (monitor mode)
+    Simulate {
+        #[command(flatten)]
+        scope: PeaksScopeArgs,
+        /// A cap: LIMIT (the default for every principal) or PRINCIPAL=LIMIT; repeatable
+        #[arg(long = "cap", value_name = "[PRINCIPAL=]LIMIT", required = true)]
+        caps: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The recommended caps as an Envoy rate-limit service configuration (YAML)
+    Export {
+        #[command(flatten)]
+        scope: PeaksScopeArgs,
+        /// Envoy rate-limit domain
+        #[arg(long, default_value = "sluice")]
+        domain: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }

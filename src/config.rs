@@ -12,6 +12,7 @@ use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 use sluice_ingest::catalog::{CatalogConfig, WarehouseConfig};
 use sluice_ingest::enrich::EnrichConfig;
+use sluice_query::config::{GuardrailsConfig, QueryConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -108,7 +109,7 @@ impl Default for WriterConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the embedded catalog, warehouse, checkpoints and index live.
@@ -124,6 +125,8 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     pub enrich: EnrichConfig,
     pub writer: WriterConfig,
+    pub query: QueryConfig,
+    pub guardrails: GuardrailsConfig,
 }
 
 impl Default for Config {
@@ -139,6 +142,8 @@ impl Default for Config {
             warehouse: WarehouseConfig::default(),
             enrich: EnrichConfig::default(),
             writer: WriterConfig::default(),
+            query: QueryConfig::default(),
+            guardrails: GuardrailsConfig::default(),
         }
     }
 }
@@ -310,6 +315,44 @@ mod tests {
             Config::default().catalog,
             CatalogConfig::Sqlite { path: None }
         );
+    }
+
+    #[test]
+    fn query_limits_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[query]\nrow_cap = 10\n[[query.tokens]]\ntoken = \"t1\"\nrole = \"operator\"\n[guardrails]\nheadroom = 2.0\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::load(&o, env(&[("SLUICE_QUERY__TIMEOUT_SECS", "5")])).unwrap();
+        assert_eq!(c.query.row_cap, 10);
+        assert_eq!(c.query.timeout_secs, 5);
+        assert_eq!(c.query.tokens.len(), 1);
+        assert_eq!(c.query.tokens[0].role, sluice_query::config::Role::Operator);
+        assert_eq!(c.guardrails.headroom, 2.0);
+        assert_eq!(c.guardrails.floor, 10);
+        // Tokens from the environment, so they stay out of files.
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[(
+                "SLUICE_QUERY__TOKENS",
+                "[{token=\"s3cret\", role=\"analyst\"}, {token=\"root\", role=\"admin\"}]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.query.tokens.len(), 2);
+        assert_eq!(c.query.tokens[1].role, sluice_query::config::Role::Admin);
+        let bad = Config::load(
+            &Overrides::default(),
+            env(&[("SLUICE_QUERY__TOKENS", "[{token=\"x\", role=\"root\"}]")]),
+        );
+        assert!(format!("{:#}", bad.unwrap_err()).contains("root"));
     }
 
     #[test]

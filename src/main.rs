@@ -10,8 +10,9 @@ use sluice::generator::{self, GenConfig};
 use sluice::output::{DataTable, Datum};
 use sluice::progress::Progress;
 
-use cli::{Cli, Command, GenArgs};
+use cli::{Cli, Command, GenArgs, GuardrailsAction};
 use sluice::commands;
+use sluice::commands::query::{self, Backend};
 
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2 (0 for --help/--version).
@@ -65,6 +66,24 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
                 format: args.format,
             },
         )),
+        Command::Serve => runtime()?.block_on(commands::serve::run(config)),
+        Command::Sql(args) => runtime()?.block_on(async {
+            let backend = Backend::open(config, args.server.server, args.server.token).await?;
+            let answer = backend.sql(&args.sql).await?;
+            query::print_sql(&answer, args.server.format)
+        }),
+        Command::Attribution(args) => runtime()?.block_on(async {
+            let mut pairs = vec![("by".to_string(), args.by.clone())];
+            pairs.extend(args.range.pairs());
+            cli::push(&mut pairs, "action", &args.action);
+            cli::push(&mut pairs, "endpoint", &args.endpoint);
+            cli::push(&mut pairs, "caller_type", &args.caller_type);
+            cli::push(&mut pairs, "limit", &args.limit);
+            let backend = Backend::open(config, args.server.server, args.server.token).await?;
+            let report = backend.attribution(&pairs).await?;
+            query::print_attribution(&report, args.server.format, args.show_sql)
+        }),
+        Command::Guardrails(args) => runtime()?.block_on(guardrails_command(args.action, config)),
         Command::Config => {
             let text = toml::to_string_pretty(config).context("rendering configuration")?;
             print!("{text}");
@@ -75,6 +94,69 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             other.name()
         ),
     }
+}
+
+async fn guardrails_command(action: GuardrailsAction, config: &Config) -> anyhow::Result<()> {
+    match action {
+        GuardrailsAction::Peaks {
+            scope,
+            limit,
+            show_sql,
+            server,
+        } => {
+            let mut pairs = scope.pairs();
+            cli::push(&mut pairs, "limit", &limit);
+            let backend = Backend::open(config, server.server, server.token).await?;
+            let report = backend.peaks(&pairs).await?;
+            query::print_peaks(&report, server.format, show_sql)
+        }
+        GuardrailsAction::Simulate {
+            scope,
+            caps,
+            server,
+        } => {
+            let caps = caps
+                .iter()
+                .map(|c| parse_cap(c))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let request = sluice_query::guardrails::SimulateRequest {
+                by: Some(scope.by.clone()),
+                window: Some(scope.window.clone()),
+                since: scope.range.since.clone(),
+                from: None,
+                to: scope.range.to.clone(),
+                service: scope.range.service.clone(),
+                caps,
+            };
+            let backend = Backend::open(config, server.server, server.token).await?;
+            let report = backend.simulate(&request).await?;
+            query::print_simulation(&report, server.format)
+        }
+        GuardrailsAction::Export {
+            scope,
+            domain,
+            server,
+        } => {
+            let mut pairs = scope.pairs();
+            pairs.push(("format".into(), "envoy".into()));
+            pairs.push(("domain".into(), domain));
+            let backend = Backend::open(config, server.server, server.token).await?;
+            print!("{}", backend.export(&pairs).await?);
+            Ok(())
+        }
+    }
+}
+
+/// `100` (the default cap) or `alice=100`.
+fn parse_cap(text: &str) -> anyhow::Result<sluice_query::guardrails::Cap> {
+    let (principal, limit) = match text.rsplit_once('=') {
+        Some((p, l)) => (Some(p.to_string()), l),
+        None => (None, text),
+    };
+    let limit = limit.trim().parse().with_context(|| {
+        format!("--cap {text:?}: expected LIMIT or PRINCIPAL=LIMIT with a whole number")
+    })?;
+    Ok(sluice_query::guardrails::Cap { principal, limit })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

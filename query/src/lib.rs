@@ -1,3 +1,16 @@
-//! sluice's query side. Time windows are shared by every endpoint and the CLI.
+//! sluice's query side: DataFusion over the Iceberg tables, the analytics
+//! that answer "who drives API load" and "where should the caps be", and
+//! the HTTP API that serves them.
 
+pub mod api;
+pub mod attribution;
+pub mod config;
+pub mod encode;
+pub mod engine;
+pub mod error;
+pub mod guardrails;
+pub mod metrics;
+pub mod params;
+pub mod scan;
+pub mod service_health;
 pub mod window;

@@ -1,0 +1,384 @@
+//! The HTTP API of `sluice serve`: SQL, attribution, guardrails and service
+//! health, behind bearer tokens with roles when tokens are configured.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::attribution::{AttributionParams, AttributionQuery, attribution};
+use crate::config::{GuardrailsConfig, Role, Token};
+use crate::encode;
+use crate::engine::Engine;
+use crate::error::QueryError;
+use crate::guardrails::{
+    self, DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT, PeaksParams, SimulateRequest, envoy_config,
+};
+use crate::params::parse_limit;
+use crate::service_health::{HealthParams, service_health};
+
+/// The OpenAPI 3 description of every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    pub guardrails: GuardrailsConfig,
+}
+
+/// What each route needs: the roles that may call it.
+fn allowed(path: &str) -> &'static [Role] {
+    if path.starts_with("/v1/services/") {
+        &[Role::Analyst, Role::Operator, Role::Admin]
+    } else if path.starts_with("/v1/logs") || path.starts_with("/loki/") {
+        &[Role::Operator, Role::Admin]
+    } else {
+        &[Role::Analyst, Role::Admin]
+    }
+}
+
+async fn authorize(
+    State(tokens): State<Arc<Vec<Token>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(token) = presented.and_then(|p| {
+        tokens
+            .iter()
+            .find(|t| same_secret(t.token.as_bytes(), p.as_bytes()))
+    }) else {
+        return QueryError::Unauthorized.into_response();
+    };
+    let path = request.uri().path().to_string();
+    if !allowed(&path).contains(&token.role) {
+        return QueryError::Forbidden(path).into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares in time independent of where the first difference is, so a
+/// token cannot be guessed byte by byte from response times.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The `/v1/…` routes and `/openapi.json` (open to all).
+pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
+    let api = Router::new()
+        .route("/v1/sql", post(sql))
+        .route("/v1/attribution", get(attribution_route))
+        .route("/v1/guardrails/peaks", get(peaks_route))
+        .route("/v1/guardrails/simulate", post(simulate_route))
+        .route("/v1/guardrails/export", get(export_route))
+        .route("/v1/services/{namespace}/{name}/health", get(health_route))
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(Arc::new(tokens), authorize));
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .merge(api)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Runs a handler body, recording its latency and outcome.
+async fn observed<F>(state: &ApiState, endpoint: &str, body: F) -> Response
+where
+    F: Future<Output = Result<Response, QueryError>>,
+{
+    let started = Instant::now();
+    let result = body.await;
+    let seconds = started.elapsed().as_secs_f64();
+    let metrics = state.engine.metrics();
+    match result {
+        Ok(response) => {
+            metrics.observe(endpoint, seconds, None);
+            response
+        }
+        Err(e) => {
+            metrics.observe(endpoint, seconds, Some(e.kind()));
+            if e.status().is_server_error() {
+                tracing::error!(endpoint, error = %e, "query failed");
+            } else {
+                tracing::debug!(endpoint, error = %e, "request refused");
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn query_params<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, QueryError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| QueryError::BadRequest(e.body_text()))
+}
+
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, QueryError> {
+    serde_json::from_slice(body).map_err(|e| {
+        QueryError::BadRequest(format!(
+            "the request body is not valid JSON for this call: {e}"
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlParams {
+    format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Csv,
+    Arrow,
+}
+
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// `?format=` wins over `Accept`; JSON by default.
+fn encoding(format: Option<&str>, headers: &HeaderMap) -> Result<Encoding, QueryError> {
+    match format.map(str::trim) {
+        Some("json") => return Ok(Encoding::Json),
+        Some("csv") => return Ok(Encoding::Csv),
+        Some("arrow") => return Ok(Encoding::Arrow),
+        Some(other) => {
+            return Err(QueryError::BadRequest(format!(
+                "format={other:?}: expected json, csv or arrow"
+            )));
+        }
+        None => {}
+    }
+    // The first listed type sluice can produce, by preference (q) then order.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut offered: Vec<(f32, usize, Encoding)> = accept
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next()?.to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let encoding = match media.as_str() {
+                ARROW_STREAM => Encoding::Arrow,
+                "text/csv" => Encoding::Csv,
+                "application/json" | "*/*" | "application/*" => Encoding::Json,
+                _ => return None,
+            };
+            (q > 0.0).then_some((q, i, encoding))
+        })
+        .collect();
+    offered.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(offered.first().map_or(Encoding::Json, |o| o.2))
+}
+
+async fn sql(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<SqlParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    observed(&state, "sql", async {
+        let params = query_params(params)?;
+        let encoding = encoding(params.format.as_deref(), &headers)?;
+        let request: SqlRequest = json_body(&body)?;
+        if request.sql.trim().is_empty() {
+            return Err(QueryError::BadRequest("sql is empty".to_string()));
+        }
+        let out = state.engine.sql(&request.sql, Vec::new()).await?;
+        Ok(match encoding {
+            Encoding::Json => Json(json!({
+                "columns": encode::columns(&out.schema),
+                "rows": encode::json_rows(&out.batches)?,
+                "row_count": out.rows,
+                "rows_scanned": out.rows_scanned,
+                "elapsed_ms": out.elapsed.as_secs_f64() * 1000.0,
+            }))
+            .into_response(),
+            Encoding::Csv => (
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                encode::csv(&out.schema, &out.batches)?,
+            )
+                .into_response(),
+            Encoding::Arrow => (
+                [(header::CONTENT_TYPE, ARROW_STREAM)],
+                encode::arrow_ipc(&out.schema, &out.batches)?,
+            )
+                .into_response(),
+        })
+    })
+    .await
+}
+
+async fn attribution_route(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<AttributionParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "attribution", async {
+        let q = AttributionQuery::from_params(&query_params(params)?, Utc::now())?;
+        Ok(Json(attribution(&state.engine, &q).await?).into_response())
+    })
+    .await
+}
+
+async fn peaks_route(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<PeaksParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "guardrails_peaks", async {
+        let p = query_params(params)?;
+        if p.format.is_some() || p.domain.is_some() {
+            return Err(QueryError::BadRequest(
+                "format and domain belong to /v1/guardrails/export".to_string(),
+            ));
+        }
+        let scope = p.scope(Utc::now())?;
+        let limit = parse_limit(p.limit.as_deref(), DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
+        let report = guardrails::peaks(&state.engine, &scope, limit, &state.guardrails).await?;
+        Ok(Json(report).into_response())
+    })
+    .await
+}
+
+async fn simulate_route(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    observed(&state, "guardrails_simulate", async {
+        let request: SimulateRequest = json_body(&body)?;
+        let report = guardrails::simulate(&state.engine, &request, Utc::now()).await?;
+        Ok(Json(report).into_response())
+    })
+    .await
+}
+
+async fn export_route(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<PeaksParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "guardrails_export", async {
+        let p = query_params(params)?;
+        match p.format.as_deref().unwrap_or("envoy") {
+            "envoy" => {}
+            other => {
+                return Err(QueryError::BadRequest(format!(
+                    "format={other:?}: the export format is envoy"
+                )));
+            }
+        }
+        let scope = p.scope(Utc::now())?;
+        let limit = parse_limit(p.limit.as_deref(), MAX_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
+        let report = guardrails::peaks(&state.engine, &scope, limit, &state.guardrails).await?;
+        let yaml = envoy_config(&report, p.domain.as_deref().unwrap_or("sluice"))?;
+        let mut response = Response::new(Body::from(yaml));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        );
+        Ok(response)
+    })
+    .await
+}
+
+async fn health_route(
+    State(state): State<Arc<ApiState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Result<Query<HealthParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "service_health", async {
+        let params = query_params(params)?;
+        let health = service_health(&state.engine, &namespace, &name, &params, Utc::now()).await?;
+        Ok(Json(health).into_response())
+    })
+    .await
+}
+
+/// For unknown routes: the API's error shape, not an empty 404.
+pub async fn not_found(request: Request) -> Response {
+    QueryError::NotFound(format!(
+        "no route {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
+}
+
+/// For a known route called with the wrong method.
+pub async fn wrong_method(request: Request) -> Response {
+    let mut response = QueryError::BadRequest(format!(
+        "{} is not a method of {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> Encoding {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        encoding(None, &h).unwrap()
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert_eq!(accept("text/csv"), Encoding::Csv);
+        assert_eq!(accept("application/json, text/csv;q=0.1"), Encoding::Json);
+        assert_eq!(
+            accept("text/html, application/vnd.apache.arrow.stream"),
+            Encoding::Arrow
+        );
+        assert_eq!(
+            accept("text/csv;q=0.5, application/vnd.apache.arrow.stream;q=0.9"),
+            Encoding::Arrow
+        );
+        assert_eq!(accept("text/html"), Encoding::Json);
+        assert_eq!(
+            encoding(Some("csv"), &HeaderMap::new()).unwrap(),
+            Encoding::Csv
+        );
+        assert!(encoding(Some("xml"), &HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,370 @@
+//! `sluice sql`, `sluice attribution`, `sluice guardrails`: against a running
+//! server (`--server URL`) or, without one, the configured catalog directly.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use sluice_query::attribution::{self, AttributionQuery, AttributionReport};
+use sluice_query::encode::{self, ColumnInfo};
+use sluice_query::engine::Engine;
+use sluice_query::guardrails::{
+    self, DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT, PeaksParams, PeaksReport, SimulateReport,
+    SimulateRequest,
+};
+use sluice_query::params::parse_limit;
+
+use crate::config::Config;
+use crate::output::{DataTable, Datum, OutputFormat};
+
+/// Where queries run.
+pub enum Backend {
+    Remote {
+        base: String,
+        token: Option<String>,
+        client: reqwest::Client,
+    },
+    Local {
+        engine: Arc<Engine>,
+        guardrails: sluice_query::config::GuardrailsConfig,
+    },
+}
+
+/// An SQL answer: columns and rows as JSON objects.
+#[derive(Debug, serde::Deserialize)]
+pub struct SqlAnswer {
+    pub columns: Vec<ColumnInfo>,
+    pub rows: Vec<Map<String, Value>>,
+}
+
+fn pairs_to_params<T: DeserializeOwned>(pairs: &[(String, String)]) -> anyhow::Result<T> {
+    let map: Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    serde_json::from_value(Value::Object(map)).context("invalid arguments")
+}
+
+impl Backend {
+    pub async fn open(
+        config: &Config,
+        server: Option<String>,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        match server {
+            Some(url) => Ok(Backend::Remote {
+                base: url.trim_end_matches('/').to_string(),
+                token,
+                client: reqwest::Client::builder()
+                    .build()
+                    .context("starting the HTTP client")?,
+            }),
+            None => Ok(Backend::Local {
+                engine: crate::commands::serve::open_engine(config).await?,
+                guardrails: config.guardrails.clone(),
+            }),
+        }
+    }
+
+    /// Sends a request; the body of a 2xx answer, else the server's error.
+    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<String> {
+        let Backend::Remote { token, .. } = self else {
+            anyhow::bail!("no server to call");
+        };
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("calling {what}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {what}"))?;
+        if !status.is_success() {
+            let detail = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            anyhow::bail!("{what} answered {status}: {detail}");
+        }
+        Ok(text)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        let text = self.send(request, what).await?;
+        serde_json::from_str(&text).with_context(|| format!("reading the answer of {what}"))
+    }
+
+    fn get(&self, path: &str, pairs: &[(String, String)]) -> Option<reqwest::RequestBuilder> {
+        match self {
+            Backend::Remote { base, client, .. } => {
+                Some(client.get(format!("{base}{path}")).query(pairs))
+            }
+            Backend::Local { .. } => None,
+        }
+    }
+
+    fn post<B: Serialize>(&self, path: &str, body: &B) -> Option<reqwest::RequestBuilder> {
+        match self {
+            Backend::Remote { base, client, .. } => {
+                Some(client.post(format!("{base}{path}")).json(body))
+            }
+            Backend::Local { .. } => None,
+        }
+    }
+
+    pub async fn sql(&self, sql: &str) -> anyhow::Result<SqlAnswer> {
+        if let Some(req) = self.post("/v1/sql", &serde_json::json!({ "sql": sql })) {
+            return self.call(req, "the server's /v1/sql").await;
+        }
+        let Backend::Local { engine, .. } = self else {
+            unreachable!("remote handled above")
+        };
+        let out = engine.sql(sql, Vec::new()).await?;
+        Ok(SqlAnswer {
+            columns: encode::columns(&out.schema),
+            rows: encode::json_rows(&out.batches)?,
+        })
+    }
+
+    pub async fn attribution(
+        &self,
+        pairs: &[(String, String)],
+    ) -> anyhow::Result<AttributionReport> {
+        if let Some(req) = self.get("/v1/attribution", pairs) {
+            return self.call(req, "the server's /v1/attribution").await;
+        }
+        let Backend::Local { engine, .. } = self else {
+            unreachable!("remote handled above")
+        };
+        let q = AttributionQuery::from_params(&pairs_to_params(pairs)?, chrono::Utc::now())?;
+        Ok(attribution::attribution(engine, &q).await?)
+    }
+
+    pub async fn peaks(&self, pairs: &[(String, String)]) -> anyhow::Result<PeaksReport> {
+        if let Some(req) = self.get("/v1/guardrails/peaks", pairs) {
+            return self.call(req, "the server's /v1/guardrails/peaks").await;
+        }
+        let Backend::Local { engine, guardrails } = self else {
+            unreachable!("remote handled above")
+        };
+        let p: PeaksParams = pairs_to_params(pairs)?;
+        let scope = p.scope(chrono::Utc::now())?;
+        let limit = parse_limit(p.limit.as_deref(), DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
+        Ok(guardrails::peaks(engine, &scope, limit, guardrails).await?)
+    }
+
+    pub async fn simulate(&self, request: &SimulateRequest) -> anyhow::Result<SimulateReport> {
+        if let Some(req) = self.post("/v1/guardrails/simulate", request) {
+            return self.call(req, "the server's /v1/guardrails/simulate").await;
+        }
+        let Backend::Local { engine, .. } = self else {
+            unreachable!("remote handled above")
+        };
+        Ok(guardrails::simulate(engine, request, chrono::Utc::now()).await?)
+    }
+
+    pub async fn export(&self, pairs: &[(String, String)]) -> anyhow::Result<String> {
+        if let Some(req) = self.get("/v1/guardrails/export", pairs) {
+            return self.send(req, "the server's /v1/guardrails/export").await;
+        }
+        let Backend::Local { engine, guardrails } = self else {
+            unreachable!("remote handled above")
+        };
+        let p: PeaksParams = pairs_to_params(pairs)?;
+        let scope = p.scope(chrono::Utc::now())?;
+        let limit = parse_limit(p.limit.as_deref(), MAX_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
+        let report = guardrails::peaks(engine, &scope, limit, guardrails).await?;
+        Ok(guardrails::envoy_config(
+            &report,
+            p.domain.as_deref().unwrap_or("sluice"),
+        )?)
+    }
+}
+
+fn datum(v: &Value) -> Datum {
+    match v {
+        Value::Null => Datum::Null,
+        Value::Bool(b) => Datum::Text(b.to_string()),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Datum::Int(i),
+            None => n.as_f64().map_or(Datum::Null, Datum::Float),
+        },
+        Value::String(s) => Datum::Text(s.clone()),
+        other => Datum::Text(other.to_string()),
+    }
+}
+
+/// Rows of JSON objects as a table with the given columns.
+pub fn table_of(columns: &[&str], rows: &[Map<String, Value>]) -> DataTable {
+    let mut t = DataTable::new(columns);
+    for row in rows {
+        t.push(
+            columns
+                .iter()
+                .map(|c| row.get(*c).map_or(Datum::Null, datum))
+                .collect(),
+        );
+    }
+    t
+}
+
+fn rows_of<T: Serialize>(items: &[T]) -> anyhow::Result<Vec<Map<String, Value>>> {
+    items
+        .iter()
+        .map(|i| match serde_json::to_value(i)? {
+            Value::Object(m) => Ok(m),
+            _ => anyhow::bail!("a row is not an object"),
+        })
+        .collect()
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn print_sql(answer: &SqlAnswer, format: OutputFormat) -> anyhow::Result<()> {
+    let names: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
+    table_of(&names, &answer.rows).print(format)?;
+    if format == OutputFormat::Table {
+        eprintln!("{} row(s)", answer.rows.len());
+    }
+    Ok(())
+}
+
+pub fn print_attribution(
+    report: &AttributionReport,
+    format: OutputFormat,
+    show_sql: bool,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(report);
+    }
+    let columns = [
+        "principal",
+        "requests",
+        "pct_of_total",
+        "success",
+        "failed",
+        "last_seen",
+        "p50_latency_ms",
+        "p90_latency_ms",
+        "p99_latency_ms",
+    ];
+    table_of(&columns, &rows_of(&report.rows)?).print(format)?;
+    if format == OutputFormat::Table {
+        eprintln!(
+            "{} requests by {} from {} to {}",
+            report.total,
+            report.by.name(),
+            report.from,
+            report.to
+        );
+    }
+    if show_sql {
+        eprintln!(
+            "{}\n-- params: {}",
+            report.sql,
+            Value::from(report.params.clone())
+        );
+    }
+    Ok(())
+}
+
+pub fn print_peaks(
+    report: &PeaksReport,
+    format: OutputFormat,
+    show_sql: bool,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(report);
+    }
+    let columns = [
+        "principal",
+        "peak",
+        "peak_at",
+        "p99",
+        "p95",
+        "mean",
+        "windows",
+        "recommended_cap",
+    ];
+    table_of(&columns, &rows_of(&report.rows)?).print(format)?;
+    if format == OutputFormat::Table {
+        eprintln!(
+            "peak requests per {} window by {} from {} to {}; cap = max(ceil(peak x {}), {})",
+            serde_json::to_value(report.window)?.as_str().unwrap_or("?"),
+            report.by.name(),
+            report.from,
+            report.to,
+            report.headroom,
+            report.floor
+        );
+    }
+    if show_sql {
+        eprintln!(
+            "{}\n-- params: {}",
+            report.sql,
+            Value::from(report.params.clone())
+        );
+    }
+    Ok(())
+}
+
+pub fn print_simulation(report: &SimulateReport, format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        return print_json(report);
+    }
+    let mut t = DataTable::new(&[
+        "cap",
+        "limit",
+        "principal",
+        "breach_windows",
+        "limited_requests",
+        "first_breach",
+        "last_breach",
+    ]);
+    for outcome in &report.caps {
+        let cap = outcome
+            .cap
+            .principal
+            .clone()
+            .unwrap_or_else(|| "(default)".into());
+        t.push(vec![
+            cap.clone().into(),
+            outcome.cap.limit.into(),
+            "(all)".into(),
+            outcome.breach_windows.into(),
+            outcome.limited_requests.into(),
+            outcome
+                .first_breach
+                .clone()
+                .map_or(Datum::Null, Datum::Text),
+            outcome.last_breach.clone().map_or(Datum::Null, Datum::Text),
+        ]);
+        for b in &outcome.principals {
+            t.push(vec![
+                cap.clone().into(),
+                outcome.cap.limit.into(),
+                b.principal.clone().map_or(Datum::Null, Datum::Text),
+                b.breach_windows.into(),
+                b.limited_requests.into(),
+                b.first_breach.clone().into(),
+                b.last_breach.clone().into(),
+            ]);
+        }
+    }
+    t.print(format)?;
+    Ok(())
+}
