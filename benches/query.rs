@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         &WarehouseConfig::default(),
         &data_dir,
     ))?;
-    let engine = Engine::new(catalog, QueryConfig::default())?;
+    let engine = Engine::new(catalog, QueryConfig::default(), Default::default())?;
     let rfc = |t: DateTime<Utc>| t.to_rfc3339();
     let params = AttributionParams {
         by: Some("user".into()),

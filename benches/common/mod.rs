@@ -1,4 +1,6 @@
 //! What the benchmarks share: their size knobs and the generated input.
+// Each bench uses the helpers it needs.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -25,7 +25,9 @@ use tokio::sync::Semaphore;
 use crate::config::QueryConfig;
 use crate::error::QueryError;
 use crate::metrics::QueryMetrics;
+use crate::object_stores::ObjectStores;
 use crate::scan::SnapshotTable;
+use sluice_ingest::catalog::S3Config;
 
 /// The catalog DataFusion resolves names in; tables answer to
 /// `platform_event_logs`, `platform.platform_event_logs` and
@@ -52,10 +54,16 @@ pub struct Engine {
     runtime: Arc<RuntimeEnv>,
     permits: Semaphore,
     metrics: QueryMetrics,
+    stores: Arc<ObjectStores>,
 }
 
 impl Engine {
-    pub fn new(catalog: Arc<dyn Catalog>, config: QueryConfig) -> Result<Self, QueryError> {
+    /// `s3`: how to reach S3 data files (the warehouse's settings).
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        config: QueryConfig,
+        s3: S3Config,
+    ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .map_err(|e| QueryError::Internal(format!("starting the query runtime: {e}")))?;
@@ -66,6 +74,7 @@ impl Engine {
             runtime,
             permits,
             metrics: QueryMetrics::default(),
+            stores: Arc::new(ObjectStores::new(s3)),
         })
     }
 
@@ -120,6 +129,7 @@ impl Engine {
                     namespace,
                     names,
                     loaded: Mutex::new(HashMap::new()),
+                    stores: self.stores.clone(),
                 }),
             )
             .map_err(|e| QueryError::Internal(e.to_string()))?;
@@ -227,6 +237,7 @@ struct IcebergSchema {
     namespace: NamespaceIdent,
     names: Vec<String>,
     loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    stores: Arc<ObjectStores>,
 }
 
 #[async_trait]
@@ -253,7 +264,8 @@ impl SchemaProvider for IcebergSchema {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let provider: Arc<dyn TableProvider> = Arc::new(
-            SnapshotTable::new(table).map_err(|e| DataFusionError::External(Box::new(e)))?,
+            SnapshotTable::new(table, self.stores.clone())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
         );
         if let Ok(mut m) = self.loaded.lock() {
             m.insert(name.to_string(), provider.clone());

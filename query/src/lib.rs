@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod guardrails;
 pub mod metrics;
+pub mod object_stores;
 pub mod params;
 pub mod scan;
 pub mod service_health;

@@ -6,8 +6,8 @@
 //! data files itself: split across cores by byte range, row groups and pages
 //! pruned by the same filters, footers cached between queries. Files with
 //! delete files (written by an engine other than sluice, which only appends)
-//! and warehouses DataFusion has no object store for go through
-//! iceberg-datafusion's reader instead, which applies deletes.
+//! and files in stores DataFusion cannot reach here (neither local nor S3)
+//! go through iceberg-datafusion's reader instead, which applies deletes.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -22,7 +22,6 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DFResult;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -34,6 +33,8 @@ use iceberg::table::Table;
 use iceberg_datafusion::IcebergStaticTableProvider;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
+use crate::object_stores::ObjectStores;
+
 fn df_err(e: iceberg::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -43,12 +44,17 @@ fn df_err(e: iceberg::Error) -> DataFusionError {
 pub struct SnapshotTable {
     table: Table,
     schema: SchemaRef,
+    stores: Arc<ObjectStores>,
 }
 
 impl SnapshotTable {
-    pub fn new(table: Table) -> iceberg::Result<Self> {
+    pub fn new(table: Table, stores: Arc<ObjectStores>) -> iceberg::Result<Self> {
         let schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
-        Ok(Self { table, schema })
+        Ok(Self {
+            table,
+            schema,
+            stores,
+        })
     }
 
     async fn fallback(
@@ -63,15 +69,6 @@ impl SnapshotTable {
             .map_err(df_err)?;
         provider.scan(state, projection, filters, limit).await
     }
-}
-
-/// The path of a data file inside the local filesystem object store, or
-/// `None` when the file is not local.
-fn local_path(location: &str) -> Option<&str> {
-    let path = location
-        .strip_prefix("file://")
-        .or_else(|| location.starts_with('/').then_some(location))?;
-    Some(path.trim_start_matches('/'))
 }
 
 #[async_trait]
@@ -132,14 +129,26 @@ impl TableProvider for SnapshotTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         let mut files = Vec::with_capacity(tasks.len());
+        let mut store = None;
         for task in &tasks {
-            match local_path(&task.data_file_path) {
-                Some(path) if task.deletes.is_empty() => {
-                    files.push(PartitionedFile::new(path, task.file_size_in_bytes));
+            let address = self
+                .stores
+                .resolve(state.runtime_env(), &task.data_file_path);
+            match address {
+                // One scan reads from one store; files elsewhere (a table
+                // moved between buckets) go through Iceberg's reader.
+                Some(a)
+                    if task.deletes.is_empty() && store.as_ref().is_none_or(|s| *s == a.store) =>
+                {
+                    files.push(PartitionedFile::new(a.path, task.file_size_in_bytes));
+                    store = Some(a.store);
                 }
                 _ => return self.fallback(state, projection, filters, limit).await,
             }
         }
+        let Some(store) = store else {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        };
 
         let target = state.config().target_partitions().max(1);
         let groups: Vec<FileGroup> = FileGroup::new(files).split_files(target);
@@ -148,32 +157,16 @@ impl TableProvider for SnapshotTable {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
         }
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+        let config = FileScanConfigBuilder::new(store, Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
         // ParquetFormat applies the session's Parquet options and the
         // runtime's footer cache.
         ParquetFormat::default()
             .with_options(state.table_options().parquet.clone())
             .create_physical_plan(state, config)
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::local_path;
-
-    #[test]
-    fn local_paths() {
-        assert_eq!(
-            local_path("file:///data/wh/t/x.parquet"),
-            Some("data/wh/t/x.parquet")
-        );
-        assert_eq!(local_path("/data/x.parquet"), Some("data/x.parquet"));
-        assert_eq!(local_path("s3://bucket/x.parquet"), None);
     }
 }

@@ -19,7 +19,11 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
         // A read-only catalog account may not create tables; queries still work.
         tracing::warn!(error = %e, "could not create or evolve the tables");
     }
-    Ok(Arc::new(Engine::new(catalog, config.query.clone())?))
+    Ok(Arc::new(Engine::new(
+        catalog,
+        config.query.clone(),
+        config.warehouse.s3.clone(),
+    )?))
 }
 
 /// Without tokens the API is open, so it may only listen on loopback.
