@@ -19,7 +19,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use sluice::generator::{self, GenConfig};
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_query::attribution::{AttributionParams, AttributionQuery, attribution};
 use sluice_query::config::{GuardrailsConfig, QueryConfig};
@@ -27,7 +26,7 @@ use sluice_query::engine::Engine;
 use sluice_query::guardrails::{Scope, peaks};
 
 mod common;
-use common::env_usize;
+use common::{UNTIL, env_usize, generate_events};
 
 fn p50(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
@@ -38,28 +37,13 @@ fn main() -> anyhow::Result<()> {
     let events = env_usize("SLUICE_BENCH_EVENTS", 10_000_000);
     let runs = env_usize("SLUICE_BENCH_RUNS", 5).max(1);
     let tmp = tempfile::tempdir()?;
-    let until = DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc);
+    let until = DateTime::parse_from_rfc3339(UNTIL)?.with_timezone(&Utc);
     let from = until - Duration::days(7);
     let gen_dir = tmp.path().join("gen");
     let data_dir = tmp.path().join("data");
 
     let t = Instant::now();
-    generator::generate(
-        &GenConfig {
-            out: gen_dir.clone(),
-            pods: 1,
-            events: events as u64,
-            days: 7,
-            until,
-            seed: 3,
-            cluster: "bench".into(),
-            lines_per_pod_day: 10,
-            rotate_bytes: 1 << 30,
-            force: false,
-        },
-        &|_| {},
-        &|_| {},
-    )?;
+    generate_events(&gen_dir, events, 7, 3)?;
     eprintln!(
         "generated {events} events in {:.0} s",
         t.elapsed().as_secs_f64()

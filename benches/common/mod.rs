@@ -14,21 +14,24 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// `events` generated raw events (two days, one pod) under `dir/gen`: the
-/// generator's output directory (with `directory.yaml`) and the NDJSON lines.
-pub fn generated_events(
-    dir: &Path,
+/// The end of every benchmark's generated history.
+pub const UNTIL: &str = "2026-11-21T00:00:00Z";
+
+/// A generated cluster of one pod with `events` API events over `days`
+/// before [`UNTIL`], written to `out`.
+pub fn generate_events(
+    out: &Path,
     events: usize,
+    days: u32,
     seed: u64,
-) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
-    let gen_dir = dir.join("gen");
-    let manifest = generator::generate(
+) -> anyhow::Result<generator::Manifest> {
+    Ok(generator::generate(
         &GenConfig {
-            out: gen_dir.clone(),
+            out: out.to_path_buf(),
             pods: 1,
             events: events as u64,
-            days: 2,
-            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")?.with_timezone(&Utc),
+            days,
+            until: DateTime::parse_from_rfc3339(UNTIL)?.with_timezone(&Utc),
             seed,
             cluster: "bench".into(),
             lines_per_pod_day: 10,
@@ -37,7 +40,18 @@ pub fn generated_events(
         },
         &|_| {},
         &|_| {},
-    )?;
+    )?)
+}
+
+/// `events` generated raw events (two days, one pod) under `dir/gen`: the
+/// generator's output directory (with `directory.yaml`) and the NDJSON lines.
+pub fn generated_events(
+    dir: &Path,
+    events: usize,
+    seed: u64,
+) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
+    let gen_dir = dir.join("gen");
+    let manifest = generate_events(&gen_dir, events, 2, seed)?;
     let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events);
     for f in &manifest.event_files {
         for l in std::fs::read(gen_dir.join(&f.path))?.split(|b| *b == b'\n') {

@@ -90,6 +90,25 @@ impl Scope {
         })
     }
 
+    /// From request fields `[by, window, since, from, to, service]`
+    /// (`since` is a synonym of `from`).
+    fn from_params(fields: [&Option<String>; 6], now: DateTime<Utc>) -> Result<Self, QueryError> {
+        let [by, window, since, from, to, service] = fields;
+        if from.is_some() && since.is_some() {
+            return Err(QueryError::BadRequest(
+                "give from or since, not both".to_string(),
+            ));
+        }
+        Scope::parse(
+            by.as_deref(),
+            window.as_deref(),
+            from.as_deref().or(since.as_deref()),
+            to.as_deref(),
+            service.as_deref(),
+            now,
+        )
+    }
+
     /// `per_window`: requests per principal per window, windows aligned to
     /// the Unix epoch. Only windows with at least one request exist.
     fn per_window_cte(&self, b: &mut Bindings) -> String {
@@ -127,17 +146,15 @@ pub struct PeaksParams {
 
 impl PeaksParams {
     pub fn scope(&self, now: DateTime<Utc>) -> Result<Scope, QueryError> {
-        if self.from.is_some() && self.since.is_some() {
-            return Err(QueryError::BadRequest(
-                "give from or since, not both".to_string(),
-            ));
-        }
-        Scope::parse(
-            self.by.as_deref(),
-            self.window.as_deref(),
-            self.from.as_deref().or(self.since.as_deref()),
-            self.to.as_deref(),
-            self.service.as_deref(),
+        Scope::from_params(
+            [
+                &self.by,
+                &self.window,
+                &self.since,
+                &self.from,
+                &self.to,
+                &self.service,
+            ],
             now,
         )
     }
@@ -301,17 +318,15 @@ pub struct SimulateReport {
 
 impl SimulateRequest {
     pub fn scope(&self, now: DateTime<Utc>) -> Result<Scope, QueryError> {
-        if self.from.is_some() && self.since.is_some() {
-            return Err(QueryError::BadRequest(
-                "give from or since, not both".to_string(),
-            ));
-        }
-        Scope::parse(
-            self.by.as_deref(),
-            self.window.as_deref(),
-            self.from.as_deref().or(self.since.as_deref()),
-            self.to.as_deref(),
-            self.service.as_deref(),
+        Scope::from_params(
+            [
+                &self.by,
+                &self.window,
+                &self.since,
+                &self.from,
+                &self.to,
+                &self.service,
+            ],
             now,
         )
     }

@@ -243,6 +243,25 @@ pub fn print_sql(answer: &SqlAnswer, format: OutputFormat) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A table of rows, then (for people) a summary line on stderr.
+fn print_rows(
+    columns: &[&str],
+    rows: &[Map<String, Value>],
+    format: OutputFormat,
+    summary: &str,
+) -> anyhow::Result<()> {
+    table_of(columns, rows).print(format)?;
+    if format == OutputFormat::Table {
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
+/// `--show-sql`: what ran, with its bound values.
+fn print_sql_ran(sql: &str, params: &[Value]) {
+    eprintln!("{sql}\n-- params: {}", Value::from(params.to_vec()));
+}
+
 pub fn print_attribution(
     report: &AttributionReport,
     format: OutputFormat,
@@ -262,23 +281,15 @@ pub fn print_attribution(
         "p90_latency_ms",
         "p99_latency_ms",
     ];
-    table_of(&columns, &rows_of(&report.rows)?).print(format)?;
-    if format == OutputFormat::Table {
-        eprintln!(
-            "{} requests by {} from {} to {}",
-            report.total,
-            report.by.name(),
-            report.from,
-            report.to
-        );
-    }
-    if show_sql {
-        eprintln!(
-            "{}\n-- params: {}",
-            report.sql,
-            Value::from(report.params.clone())
-        );
-    }
+    let summary = format!(
+        "{} requests by {} from {} to {}",
+        report.total,
+        report.by.name(),
+        report.from,
+        report.to
+    );
+    print_rows(&columns, &rows_of(&report.rows)?, format, &summary)?;
+    show_sql.then(|| print_sql_ran(&report.sql, &report.params));
     Ok(())
 }
 
@@ -300,25 +311,17 @@ pub fn print_peaks(
         "windows",
         "recommended_cap",
     ];
-    table_of(&columns, &rows_of(&report.rows)?).print(format)?;
-    if format == OutputFormat::Table {
-        eprintln!(
-            "peak requests per {} window by {} from {} to {}; cap = max(ceil(peak x {}), {})",
-            serde_json::to_value(report.window)?.as_str().unwrap_or("?"),
-            report.by.name(),
-            report.from,
-            report.to,
-            report.headroom,
-            report.floor
-        );
-    }
-    if show_sql {
-        eprintln!(
-            "{}\n-- params: {}",
-            report.sql,
-            Value::from(report.params.clone())
-        );
-    }
+    let summary = format!(
+        "peak requests per {} window by {} from {} to {}; cap = max(ceil(peak x {}), {})",
+        serde_json::to_value(report.window)?.as_str().unwrap_or("?"),
+        report.by.name(),
+        report.from,
+        report.to,
+        report.headroom,
+        report.floor
+    );
+    print_rows(&columns, &rows_of(&report.rows)?, format, &summary)?;
+    show_sql.then(|| print_sql_ran(&report.sql, &report.params));
     Ok(())
 }
 
