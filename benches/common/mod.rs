@@ -25,7 +25,7 @@ pub fn generate_events(
     days: u32,
     seed: u64,
 ) -> anyhow::Result<generator::Manifest> {
-    Ok(generator::generate(
+    generator::generate(
         &GenConfig {
             out: out.to_path_buf(),
             pods: 1,
@@ -40,7 +40,7 @@ pub fn generate_events(
         },
         &|_| {},
         &|_| {},
-    )?)
+    )
 }
 
 /// `events` generated raw events (two days, one pod) under `dir/gen`: the
