@@ -108,17 +108,14 @@ fn main() -> anyhow::Result<()> {
         "attribution saw {total} of {events} events"
     );
 
-    let out =
-        Command::new(std::env::var("SLUICE_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/benches/duckdb_queries.py"
-            ))
-            .arg(&data_dir)
-            .arg(from.timestamp_micros().to_string())
-            .arg(until.timestamp_micros().to_string())
-            .arg(runs.to_string())
-            .output()?;
+    // The interop venv's Python (SLUICE_TEST_PYTHON, as `scripts/test --bench` sets).
+    let out = Command::new(sluice_testkit::python())
+        .arg(sluice_testkit::source_path("benches/duckdb_queries.py"))
+        .arg(&data_dir)
+        .arg(from.timestamp_micros().to_string())
+        .arg(until.timestamp_micros().to_string())
+        .arg(runs.to_string())
+        .output()?;
     anyhow::ensure!(
         out.status.success(),
         "DuckDB side failed: {}",
