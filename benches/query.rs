@@ -85,8 +85,7 @@ fn main() -> anyhow::Result<()> {
     let scope = Scope::parse(
         Some("user"),
         Some("1m"),
-        Some(&rfc(from)),
-        Some(&rfc(until)),
+        [Some(&rfc(from)), None, Some(&rfc(until))],
         None,
         until,
     )?;

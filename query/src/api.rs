@@ -23,10 +23,7 @@ use crate::config::{GuardrailsConfig, Role, Token};
 use crate::encode;
 use crate::engine::Engine;
 use crate::error::QueryError;
-use crate::guardrails::{
-    self, DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT, PeaksParams, SimulateRequest, envoy_config,
-};
-use crate::params::parse_limit;
+use crate::guardrails::{self, PeaksParams, SimulateRequest};
 use crate::service_health::{HealthParams, service_health};
 
 /// The OpenAPI 3 description of every route.
@@ -259,15 +256,9 @@ async fn peaks_route(
     params: Result<Query<PeaksParams>, QueryRejection>,
 ) -> Response {
     observed(&state, "guardrails_peaks", async {
-        let p = query_params(params)?;
-        if p.format.is_some() || p.domain.is_some() {
-            return Err(QueryError::BadRequest(
-                "format and domain belong to /v1/guardrails/export".to_string(),
-            ));
-        }
-        let scope = p.scope(Utc::now())?;
-        let limit = parse_limit(p.limit.as_deref(), DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
-        let report = guardrails::peaks(&state.engine, &scope, limit, &state.guardrails).await?;
+        let report = query_params(params)?
+            .peaks(&state.engine, &state.guardrails, Utc::now())
+            .await?;
         Ok(Json(report).into_response())
     })
     .await
@@ -287,19 +278,9 @@ async fn export_route(
     params: Result<Query<PeaksParams>, QueryRejection>,
 ) -> Response {
     observed(&state, "guardrails_export", async {
-        let p = query_params(params)?;
-        match p.format.as_deref().unwrap_or("envoy") {
-            "envoy" => {}
-            other => {
-                return Err(QueryError::BadRequest(format!(
-                    "format={other:?}: the export format is envoy"
-                )));
-            }
-        }
-        let scope = p.scope(Utc::now())?;
-        let limit = parse_limit(p.limit.as_deref(), MAX_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
-        let report = guardrails::peaks(&state.engine, &scope, limit, &state.guardrails).await?;
-        let yaml = envoy_config(&report, p.domain.as_deref().unwrap_or("sluice"))?;
+        let yaml = query_params(params)?
+            .export(&state.engine, &state.guardrails, Utc::now())
+            .await?;
         let mut response = Response::new(Body::from(yaml));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -45,16 +45,12 @@ pub const MAX_LIMIT: usize = 10_000;
 
 impl AttributionQuery {
     pub fn from_params(p: &AttributionParams, now: DateTime<Utc>) -> Result<Self, QueryError> {
-        if p.from.is_some() && p.since.is_some() {
-            return Err(QueryError::BadRequest(
-                "give from or since, not both".to_string(),
-            ));
-        }
         check_caller_type(p.caller_type.as_deref())?;
         Ok(Self {
             by: Dimension::parse(p.by.as_deref(), Dimension::User, &Dimension::ALL)?,
-            range: TimeRange::parse(
-                p.from.as_deref().or(p.since.as_deref()),
+            range: TimeRange::from_request(
+                p.from.as_deref(),
+                p.since.as_deref(),
                 p.to.as_deref(),
                 Duration::hours(24),
                 now,

@@ -13,7 +13,7 @@ use crate::config::GuardrailsConfig;
 use crate::encode::json_rows;
 use crate::engine::Engine;
 use crate::error::QueryError;
-use crate::params::{Bindings, Dimension, TimeRange, event_filters, rfc3339};
+use crate::params::{Bindings, Dimension, TimeRange, event_filters, parse_limit, rfc3339};
 
 /// What a guardrail can be keyed by.
 pub const GUARDRAIL_DIMENSIONS: [Dimension; 4] = [
@@ -74,36 +74,29 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// `since` is a synonym of `from` (one or the other).
     pub fn parse(
         by: Option<&str>,
         window: Option<&str>,
-        from: Option<&str>,
-        to: Option<&str>,
+        [from, since, to]: [Option<&str>; 3],
         service: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Self, QueryError> {
         Ok(Self {
             by: Dimension::parse(by, Dimension::User, &GUARDRAIL_DIMENSIONS)?,
             window: Window::parse(window)?,
-            range: TimeRange::parse(from, to, Duration::days(7), now)?,
+            range: TimeRange::from_request(from, since, to, Duration::days(7), now)?,
             service: service.map(str::to_string),
         })
     }
 
-    /// From request fields `[by, window, since, from, to, service]`
-    /// (`since` is a synonym of `from`).
+    /// From request fields `[by, window, since, from, to, service]`.
     fn from_params(fields: [&Option<String>; 6], now: DateTime<Utc>) -> Result<Self, QueryError> {
         let [by, window, since, from, to, service] = fields;
-        if from.is_some() && since.is_some() {
-            return Err(QueryError::BadRequest(
-                "give from or since, not both".to_string(),
-            ));
-        }
         Scope::parse(
             by.as_deref(),
             window.as_deref(),
-            from.as_deref().or(since.as_deref()),
-            to.as_deref(),
+            [from.as_deref(), since.as_deref(), to.as_deref()],
             service.as_deref(),
             now,
         )
@@ -157,6 +150,43 @@ impl PeaksParams {
             ],
             now,
         )
+    }
+
+    /// Answers `GET /v1/guardrails/peaks` (and `sluice guardrails peaks`).
+    pub async fn peaks(
+        &self,
+        engine: &Engine,
+        cfg: &GuardrailsConfig,
+        now: DateTime<Utc>,
+    ) -> Result<PeaksReport, QueryError> {
+        if self.format.is_some() || self.domain.is_some() {
+            return Err(QueryError::BadRequest(
+                "format and domain belong to /v1/guardrails/export".to_string(),
+            ));
+        }
+        let limit = parse_limit(self.limit.as_deref(), DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
+        peaks(engine, &self.scope(now)?, limit, cfg).await
+    }
+
+    /// Answers `GET /v1/guardrails/export` (and `sluice guardrails export`):
+    /// every principal's recommended cap, as Envoy configuration.
+    pub async fn export(
+        &self,
+        engine: &Engine,
+        cfg: &GuardrailsConfig,
+        now: DateTime<Utc>,
+    ) -> Result<String, QueryError> {
+        match self.format.as_deref().unwrap_or("envoy") {
+            "envoy" => {}
+            other => {
+                return Err(QueryError::BadRequest(format!(
+                    "format={other:?}: the export format is envoy"
+                )));
+            }
+        }
+        let limit = parse_limit(self.limit.as_deref(), MAX_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
+        let report = peaks(engine, &self.scope(now)?, limit, cfg).await?;
+        envoy_config(&report, self.domain.as_deref().unwrap_or("sluice"))
     }
 }
 
@@ -575,7 +605,7 @@ mod tests {
     #[test]
     fn simulate_binds_principals_and_limits() {
         let now = Utc::now();
-        let scope = Scope::parse(None, None, None, None, None, now).unwrap();
+        let scope = Scope::parse(None, None, [None; 3], None, now).unwrap();
         let caps = vec![
             Cap {
                 principal: Some("a'; DROP TABLE x; --".into()),

@@ -79,8 +79,25 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    /// From `from`/`to` (or `since`, a synonym of `from`): RFC 3339 or spans
-    /// back from now; without a start, `default_span` before the end.
+    /// From a request's `from`, `since` (a synonym of `from`: one or the
+    /// other) and `to`.
+    pub fn from_request(
+        from: Option<&str>,
+        since: Option<&str>,
+        to: Option<&str>,
+        default_span: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Self, QueryError> {
+        if from.is_some() && since.is_some() {
+            return Err(QueryError::BadRequest(
+                "give from or since, not both".to_string(),
+            ));
+        }
+        Self::parse(from.or(since), to, default_span, now)
+    }
+
+    /// From `from`/`to`: RFC 3339 or spans back from now; without a start,
+    /// `default_span` before the end.
     pub fn parse(
         from: Option<&str>,
         to: Option<&str>,

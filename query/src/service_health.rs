@@ -62,11 +62,6 @@ pub async fn service_health(
     params: &HealthParams,
     now: DateTime<Utc>,
 ) -> Result<ServiceHealth, QueryError> {
-    if params.from.is_some() && params.since.is_some() {
-        return Err(QueryError::BadRequest(
-            "give from or since, not both".to_string(),
-        ));
-    }
     let valid = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
@@ -78,8 +73,9 @@ pub async fn service_health(
             "namespace and service are Kubernetes names: letters, digits, '-' and '.'".to_string(),
         ));
     }
-    let range = TimeRange::parse(
-        params.from.as_deref().or(params.since.as_deref()),
+    let range = TimeRange::from_request(
+        params.from.as_deref(),
+        params.since.as_deref(),
         params.to.as_deref(),
         Duration::hours(24),
         now,

@@ -4,32 +4,32 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sluice_query::attribution::{self, AttributionQuery, AttributionReport};
 use sluice_query::encode::{self, ColumnInfo};
 use sluice_query::engine::Engine;
-use sluice_query::guardrails::{
-    self, DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT, PeaksParams, PeaksReport, SimulateReport,
-    SimulateRequest,
-};
-use sluice_query::params::parse_limit;
+use sluice_query::guardrails::{self, PeaksParams, PeaksReport, SimulateReport, SimulateRequest};
 
 use crate::config::Config;
 use crate::output::{DataTable, Datum, OutputFormat};
 
 /// Where queries run.
 pub enum Backend {
-    Remote {
-        base: String,
-        token: Option<String>,
-        client: reqwest::Client,
-    },
+    Remote(Server),
     Local {
         engine: Arc<Engine>,
         guardrails: sluice_query::config::GuardrailsConfig,
     },
+}
+
+/// A running `sluice serve`.
+pub struct Server {
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
 }
 
 /// An SQL answer: columns and rows as JSON objects.
@@ -47,33 +47,20 @@ fn pairs_to_params<T: DeserializeOwned>(pairs: &[(String, String)]) -> anyhow::R
     serde_json::from_value(Value::Object(map)).context("invalid arguments")
 }
 
-impl Backend {
-    pub async fn open(
-        config: &Config,
-        server: Option<String>,
-        token: Option<String>,
-    ) -> anyhow::Result<Self> {
-        match server {
-            Some(url) => Ok(Backend::Remote {
-                base: url.trim_end_matches('/').to_string(),
-                token,
-                client: reqwest::Client::builder()
-                    .build()
-                    .context("starting the HTTP client")?,
-            }),
-            None => Ok(Backend::Local {
-                engine: crate::commands::serve::open_engine(config).await?,
-                guardrails: config.guardrails.clone(),
-            }),
-        }
+impl Server {
+    fn get(&self, path: &str, pairs: &[(String, String)]) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.base)).query(pairs)
     }
 
-    /// Sends a request; the body of a 2xx answer, else the server's error.
-    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<String> {
-        let Backend::Remote { token, .. } = self else {
-            anyhow::bail!("no server to call");
-        };
-        let request = match token {
+    fn post<B: Serialize>(&self, path: &str, body: &B) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.base)).json(body)
+    }
+
+    /// Sends a request to `path`; the body of a 2xx answer, else the
+    /// server's error.
+    async fn send(&self, request: reqwest::RequestBuilder, path: &str) -> anyhow::Result<String> {
+        let what = format!("the server's {path}");
+        let request = match &self.token {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
@@ -99,96 +86,96 @@ impl Backend {
     async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
-        what: &str,
+        path: &str,
     ) -> anyhow::Result<T> {
-        let text = self.send(request, what).await?;
-        serde_json::from_str(&text).with_context(|| format!("reading the answer of {what}"))
+        let text = self.send(request, path).await?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("reading the answer of the server's {path}"))
     }
+}
 
-    fn get(&self, path: &str, pairs: &[(String, String)]) -> Option<reqwest::RequestBuilder> {
-        match self {
-            Backend::Remote { base, client, .. } => {
-                Some(client.get(format!("{base}{path}")).query(pairs))
-            }
-            Backend::Local { .. } => None,
-        }
-    }
-
-    fn post<B: Serialize>(&self, path: &str, body: &B) -> Option<reqwest::RequestBuilder> {
-        match self {
-            Backend::Remote { base, client, .. } => {
-                Some(client.post(format!("{base}{path}")).json(body))
-            }
-            Backend::Local { .. } => None,
+impl Backend {
+    pub async fn open(
+        config: &Config,
+        server: Option<String>,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        match server {
+            Some(url) => Ok(Backend::Remote(Server {
+                base: url.trim_end_matches('/').to_string(),
+                token,
+                client: reqwest::Client::builder()
+                    .build()
+                    .context("starting the HTTP client")?,
+            })),
+            None => Ok(Backend::Local {
+                engine: crate::commands::serve::open_engine(config).await?,
+                guardrails: config.guardrails.clone(),
+            }),
         }
     }
 
     pub async fn sql(&self, sql: &str) -> anyhow::Result<SqlAnswer> {
-        if let Some(req) = self.post("/v1/sql", &serde_json::json!({ "sql": sql })) {
-            return self.call(req, "the server's /v1/sql").await;
+        const PATH: &str = "/v1/sql";
+        match self {
+            Backend::Remote(s) => {
+                let body = serde_json::json!({ "sql": sql });
+                s.call(s.post(PATH, &body), PATH).await
+            }
+            Backend::Local { engine, .. } => {
+                let out = engine.sql(sql, Vec::new()).await?;
+                Ok(SqlAnswer {
+                    columns: encode::columns(&out.schema),
+                    rows: encode::json_rows(&out.batches)?,
+                })
+            }
         }
-        let Backend::Local { engine, .. } = self else {
-            unreachable!("remote handled above")
-        };
-        let out = engine.sql(sql, Vec::new()).await?;
-        Ok(SqlAnswer {
-            columns: encode::columns(&out.schema),
-            rows: encode::json_rows(&out.batches)?,
-        })
     }
 
     pub async fn attribution(
         &self,
         pairs: &[(String, String)],
     ) -> anyhow::Result<AttributionReport> {
-        if let Some(req) = self.get("/v1/attribution", pairs) {
-            return self.call(req, "the server's /v1/attribution").await;
+        const PATH: &str = "/v1/attribution";
+        match self {
+            Backend::Remote(s) => s.call(s.get(PATH, pairs), PATH).await,
+            Backend::Local { engine, .. } => {
+                let q = AttributionQuery::from_params(&pairs_to_params(pairs)?, Utc::now())?;
+                Ok(attribution::attribution(engine, &q).await?)
+            }
         }
-        let Backend::Local { engine, .. } = self else {
-            unreachable!("remote handled above")
-        };
-        let q = AttributionQuery::from_params(&pairs_to_params(pairs)?, chrono::Utc::now())?;
-        Ok(attribution::attribution(engine, &q).await?)
     }
 
     pub async fn peaks(&self, pairs: &[(String, String)]) -> anyhow::Result<PeaksReport> {
-        if let Some(req) = self.get("/v1/guardrails/peaks", pairs) {
-            return self.call(req, "the server's /v1/guardrails/peaks").await;
+        const PATH: &str = "/v1/guardrails/peaks";
+        match self {
+            Backend::Remote(s) => s.call(s.get(PATH, pairs), PATH).await,
+            Backend::Local { engine, guardrails } => {
+                let p: PeaksParams = pairs_to_params(pairs)?;
+                Ok(p.peaks(engine, guardrails, Utc::now()).await?)
+            }
         }
-        let Backend::Local { engine, guardrails } = self else {
-            unreachable!("remote handled above")
-        };
-        let p: PeaksParams = pairs_to_params(pairs)?;
-        let scope = p.scope(chrono::Utc::now())?;
-        let limit = parse_limit(p.limit.as_deref(), DEFAULT_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
-        Ok(guardrails::peaks(engine, &scope, limit, guardrails).await?)
     }
 
     pub async fn simulate(&self, request: &SimulateRequest) -> anyhow::Result<SimulateReport> {
-        if let Some(req) = self.post("/v1/guardrails/simulate", request) {
-            return self.call(req, "the server's /v1/guardrails/simulate").await;
+        const PATH: &str = "/v1/guardrails/simulate";
+        match self {
+            Backend::Remote(s) => s.call(s.post(PATH, request), PATH).await,
+            Backend::Local { engine, .. } => {
+                Ok(guardrails::simulate(engine, request, Utc::now()).await?)
+            }
         }
-        let Backend::Local { engine, .. } = self else {
-            unreachable!("remote handled above")
-        };
-        Ok(guardrails::simulate(engine, request, chrono::Utc::now()).await?)
     }
 
     pub async fn export(&self, pairs: &[(String, String)]) -> anyhow::Result<String> {
-        if let Some(req) = self.get("/v1/guardrails/export", pairs) {
-            return self.send(req, "the server's /v1/guardrails/export").await;
+        const PATH: &str = "/v1/guardrails/export";
+        match self {
+            Backend::Remote(s) => s.send(s.get(PATH, pairs), PATH).await,
+            Backend::Local { engine, guardrails } => {
+                let p: PeaksParams = pairs_to_params(pairs)?;
+                Ok(p.export(engine, guardrails, Utc::now()).await?)
+            }
         }
-        let Backend::Local { engine, guardrails } = self else {
-            unreachable!("remote handled above")
-        };
-        let p: PeaksParams = pairs_to_params(pairs)?;
-        let scope = p.scope(chrono::Utc::now())?;
-        let limit = parse_limit(p.limit.as_deref(), MAX_PEAKS_LIMIT, MAX_PEAKS_LIMIT)?;
-        let report = guardrails::peaks(engine, &scope, limit, guardrails).await?;
-        Ok(guardrails::envoy_config(
-            &report,
-            p.domain.as_deref().unwrap_or("sluice"),
-        )?)
     }
 }
 
