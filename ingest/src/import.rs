@@ -223,7 +223,7 @@ impl Importer {
                 continue;
             }
             let schema = self.schema(index)?;
-            let (batch, rows, rejected) = self.parse(file, &content, &schema, observer)?;
+            let (batches, rows, rejected) = self.parse(file, &content, &schema, observer)?;
             report.rejected += rejected;
             match file.kind {
                 FileKind::Events => report.events += rows as u64,
@@ -243,7 +243,7 @@ impl Importer {
                 from: None,
                 to: 1,
             });
-            p.batches.push(batch);
+            p.batches.extend(batches);
             p.rows += rows;
             p.files += 1;
             if (p.rows >= COMMIT_ROWS || p.advances.len() >= 256)
@@ -304,7 +304,7 @@ impl Importer {
         content: &[u8],
         schema: &SchemaRef,
         observer: &dyn ImportObserver,
-    ) -> Result<(RecordBatch, usize, u64), ImportError> {
+    ) -> Result<(Vec<RecordBatch>, usize, u64), ImportError> {
         let table = file.kind.table().name;
         let batch_err = |source| ImportError::Batch { table, source };
         let mut rejected = 0u64;
@@ -320,12 +320,14 @@ impl Importer {
             FileKind::Events => {
                 let lines: Vec<_> = ndjson_lines(content).collect();
                 let now = chrono::Utc::now().timestamp_micros();
-                let decoded = self.enricher.decode_events(&lines, now);
+                let decoded = self
+                    .enricher
+                    .decode_events(schema, &lines, now)
+                    .map_err(batch_err)?;
                 for (n, err) in decoded.rejected {
                     reject(format!("line {n}"), err.to_string());
                 }
-                let b = batch::event_logs_batch(schema, &decoded.rows).map_err(batch_err)?;
-                Ok((b, decoded.rows.len(), rejected))
+                Ok((decoded.batches, decoded.rows, rejected))
             }
             FileKind::Lifecycle => {
                 let mut events = Vec::new();
@@ -336,7 +338,7 @@ impl Importer {
                     }
                 }
                 let b = batch::platform_events_batch(schema, &events).map_err(batch_err)?;
-                Ok((b, events.len(), rejected))
+                Ok((vec![b], events.len(), rejected))
             }
             FileKind::PodLog => {
                 let meta = PodLogPath::parse(&file.path).map_err(|e| ImportError::Io {
@@ -356,7 +358,7 @@ impl Importer {
                     .malformed_lines
                     .saturating_sub(stats.malformed_examples.len() as u64);
                 let b = batch::pod_logs_batch(schema, &records).map_err(batch_err)?;
-                Ok((b, records.len(), rejected))
+                Ok((vec![b], records.len(), rejected))
             }
         }
     }

@@ -15,7 +15,7 @@
 //! `service_account`; `domain` may be empty when the team's domain is given on
 //! another row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,9 +138,79 @@ impl PrincipalDirectory {
     }
 }
 
+/// A directory prepared for the writer's hot path: one hash probe per
+/// principal instead of ordered-map walks.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryIndex {
+    directory: PrincipalDirectory,
+    /// principal → (index into `teams`, is a service account)
+    principals: HashMap<String, (usize, bool)>,
+    /// (team, its domain)
+    teams: Vec<(String, Option<String>)>,
+}
+
+impl DirectoryIndex {
+    pub fn new(directory: PrincipalDirectory) -> Self {
+        let mut team_index: HashMap<&str, usize> = HashMap::new();
+        let mut teams = Vec::new();
+        let mut principals = HashMap::new();
+        // Service accounts win over a user of the same name, as in `lookup`.
+        let entries = directory
+            .service_accounts
+            .iter()
+            .map(|(p, t)| (p, t, true))
+            .chain(directory.users.iter().map(|(p, t)| (p, t, false)));
+        for (principal, team, service_account) in entries {
+            let t = *team_index.entry(team.as_str()).or_insert_with(|| {
+                teams.push((
+                    team.clone(),
+                    directory.teams.get(team).map(|t| t.domain.clone()),
+                ));
+                teams.len() - 1
+            });
+            principals
+                .entry(principal.clone())
+                .or_insert((t, service_account));
+        }
+        Self {
+            directory,
+            principals,
+            teams,
+        }
+    }
+
+    pub fn directory(&self) -> &PrincipalDirectory {
+        &self.directory
+    }
+
+    /// The same answer as [`PrincipalDirectory::lookup`].
+    pub fn lookup(&self, principal: &str) -> Option<Principal<'_>> {
+        let &(t, service_account) = self.principals.get(principal)?;
+        let (team, domain) = self.teams.get(t)?;
+        Some(Principal {
+            team,
+            domain: domain.as_deref(),
+            service_account,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_answers_like_the_directory() {
+        let d = PrincipalDirectory::from_csv(
+            "principal,kind,team,domain\nalice,user,data,analytics\nsvc,service_account,sre,platform\nboth,user,data,\nboth,service_account,sre,\n",
+        )
+        .unwrap();
+        let index = DirectoryIndex::new(d.clone());
+        for p in ["alice", "svc", "both", "nobody"] {
+            assert_eq!(index.lookup(p), d.lookup(p), "{p}");
+        }
+        assert!(index.lookup("both").unwrap().service_account);
+    }
 
     #[test]
     fn yaml_and_csv_agree() {

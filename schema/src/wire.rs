@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use serde::Deserialize as _;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -106,7 +107,59 @@ struct Wire<'a> {
     trace_id: Option<Str<'a>>,
     bytes_in: Option<i64>,
     bytes_out: Option<i64>,
-    attributes: BTreeMap<String, String>,
+    attributes: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+/// An attribute's value as the table keeps it: strings as they are (borrowed
+/// when unescaped), anything else as its compact JSON text, `None` for null.
+struct Attribute<'a>(Option<Cow<'a, str>>);
+
+impl<'de> de::Deserialize<'de> for Attribute<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn text<'a>(v: Value) -> Attribute<'a> {
+            Attribute(Some(Cow::Owned(v.to_string())))
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = Attribute<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Attribute(Some(Cow::Borrowed(s))))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Attribute(Some(Cow::Owned(s.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Attribute(Some(Cow::Owned(s))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Attribute(None))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(text(Value::Bool(b)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(text(Value::from(n)))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(text(Value::from(n)))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+                Ok(text(Value::from(n)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(text(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(text(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl<'de> de::Deserialize<'de> for Wire<'de> {
@@ -140,15 +193,12 @@ impl<'de> de::Deserialize<'de> for Wire<'de> {
                         "trace_id" => w.trace_id = map.next_value()?,
                         "bytes_in" => w.bytes_in = map.next_value()?,
                         "bytes_out" => w.bytes_out = map.next_value()?,
-                        other => match map.next_value::<Value>()? {
-                            Value::Null => {
-                                w.attributes.remove(other);
+                        _ => match map.next_value::<Attribute<'de>>()? {
+                            Attribute(None) => {
+                                w.attributes.remove(&key.0);
                             }
-                            Value::String(s) => {
-                                w.attributes.insert(other.to_owned(), s);
-                            }
-                            v => {
-                                w.attributes.insert(other.to_owned(), v.to_string());
+                            Attribute(Some(v)) => {
+                                w.attributes.insert(key.0, v);
                             }
                         },
                     }
@@ -160,16 +210,120 @@ impl<'de> de::Deserialize<'de> for Wire<'de> {
     }
 }
 
-fn name(s: Option<Str<'_>>, required: bool) -> Result<Option<String>, ()> {
+/// A valid raw event whose strings borrow from the input where it holds no
+/// escapes: what the writer appends to Arrow columns without an owned copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventView<'a> {
+    pub event_id: Cow<'a, str>,
+    /// Epoch microseconds, UTC.
+    pub occurred_at: i64,
+    pub service: Cow<'a, str>,
+    pub action: Cow<'a, str>,
+    pub success: bool,
+    pub user_id: Option<Cow<'a, str>>,
+    pub method: Option<Cow<'a, str>>,
+    pub path: Option<Cow<'a, str>>,
+    pub status_code: Option<i32>,
+    pub latency_ms: Option<f64>,
+    /// Canonical text form of `client_addr`.
+    pub client_ip: Option<Cow<'a, str>>,
+    pub client_addr: Option<IpAddr>,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub service_account: Option<bool>,
+    pub request_id: Option<Cow<'a, str>>,
+    pub trace_id: Option<Cow<'a, str>>,
+    pub bytes_in: Option<i64>,
+    pub bytes_out: Option<i64>,
+    pub attributes: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+impl EventView<'_> {
+    pub fn into_owned(self) -> RawEvent {
+        let own = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+        RawEvent {
+            event_id: self.event_id.into_owned(),
+            occurred_at: self.occurred_at,
+            service: self.service.into_owned(),
+            action: self.action.into_owned(),
+            success: self.success,
+            user_id: own(self.user_id),
+            method: own(self.method),
+            path: own(self.path),
+            status_code: self.status_code,
+            latency_ms: self.latency_ms,
+            client_ip: own(self.client_ip),
+            user_agent: own(self.user_agent),
+            service_account: self.service_account,
+            request_id: own(self.request_id),
+            trace_id: own(self.trace_id),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            attributes: self
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+}
+
+impl RawEvent {
+    /// The event as a view borrowing from it.
+    pub fn view(&self) -> EventView<'_> {
+        fn b(s: &Option<String>) -> Option<Cow<'_, str>> {
+            s.as_deref().map(Cow::Borrowed)
+        }
+        EventView {
+            event_id: Cow::Borrowed(&self.event_id),
+            occurred_at: self.occurred_at,
+            service: Cow::Borrowed(&self.service),
+            action: Cow::Borrowed(&self.action),
+            success: self.success,
+            user_id: b(&self.user_id),
+            method: b(&self.method),
+            path: b(&self.path),
+            status_code: self.status_code,
+            latency_ms: self.latency_ms,
+            client_ip: b(&self.client_ip),
+            client_addr: self.client_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            user_agent: b(&self.user_agent),
+            service_account: self.service_account,
+            request_id: b(&self.request_id),
+            trace_id: b(&self.trace_id),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            attributes: self
+                .attributes
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                .collect(),
+        }
+    }
+}
+
+/// Decodes a valid raw event, or `None` for anything the validator must see.
+pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
+    decode_event_view(bytes).map(EventView::into_owned)
+}
+
+/// [`decode_event`] without copying the strings out of `bytes`.
+pub fn decode_event_view(bytes: &[u8]) -> Option<EventView<'_>> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let w: Wire<'_> = de::Deserialize::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    build(w).ok()
+}
+
+fn name(s: Option<Str<'_>>, required: bool) -> Result<Option<Cow<'_, str>>, ()> {
     text(s, required, MAX_NAME_BYTES)
 }
 
-fn text(s: Option<Str<'_>>, required: bool, max: usize) -> Result<Option<String>, ()> {
+fn text(s: Option<Str<'_>>, required: bool, max: usize) -> Result<Option<Cow<'_, str>>, ()> {
     match s {
         None if required => Err(()),
         None => Ok(None),
         Some(Str(s)) if (required && s.is_empty()) || s.len() > max => Err(()),
-        Some(Str(s)) => Ok(Some(s.into_owned())),
+        Some(Str(s)) => Ok(Some(s)),
     }
 }
 
@@ -180,18 +334,30 @@ fn within(n: Option<i64>, min: i64, max: i64) -> Result<Option<i64>, ()> {
     }
 }
 
-/// Decodes a valid raw event, or `None` for anything the validator must see.
-pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let w: Wire<'_> = de::Deserialize::deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    build(w).ok()
+/// The address and its canonical text: an IPv4 address that parses is
+/// already canonical (std refuses leading zeros), IPv6 text may not be.
+fn address(text: Cow<'_, str>) -> Result<(IpAddr, Cow<'_, str>), ()> {
+    let ip = text.parse::<IpAddr>().map_err(|_| ())?;
+    match ip {
+        IpAddr::V4(_) => Ok((ip, text)),
+        IpAddr::V6(_) => {
+            let canonical = ip.to_string();
+            if canonical == text {
+                Ok((ip, text))
+            } else {
+                Ok((ip, Cow::Owned(canonical)))
+            }
+        }
+    }
 }
 
-fn build(w: Wire<'_>) -> Result<RawEvent, ()> {
-    let client_ip = match name(w.client_ip, false)? {
-        Some(text) => Some(text.parse::<IpAddr>().map_err(|_| ())?.to_string()),
-        None => None,
+fn build(w: Wire<'_>) -> Result<EventView<'_>, ()> {
+    let (client_addr, client_ip) = match name(w.client_ip, false)? {
+        Some(text) => {
+            let (ip, text) = address(text)?;
+            (Some(ip), Some(text))
+        }
+        None => (None, None),
     };
     let latency_ms = match w.latency_ms {
         Some(n) if !(n.is_finite() && (0.0..=1e9).contains(&n)) => return Err(()),
@@ -200,7 +366,7 @@ fn build(w: Wire<'_>) -> Result<RawEvent, ()> {
     if w.attributes.len() > MAX_ATTRIBUTES {
         return Err(());
     }
-    Ok(RawEvent {
+    Ok(EventView {
         event_id: name(w.event_id, true)?.ok_or(())?,
         occurred_at: w.occurred_at.ok_or(())?.micros().ok_or(())?,
         service: name(w.service, true)?.ok_or(())?,
@@ -212,6 +378,7 @@ fn build(w: Wire<'_>) -> Result<RawEvent, ()> {
         status_code: within(w.status_code, 100, 599)?.map(|n| n as i32),
         latency_ms,
         client_ip,
+        client_addr,
         user_agent: text(w.user_agent, false, MAX_TEXT_BYTES)?,
         service_account: w.service_account,
         request_id: name(w.request_id, false)?,

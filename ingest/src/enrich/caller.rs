@@ -40,10 +40,18 @@ impl CallerClassifier {
     }
 
     pub fn classify(&self, client_ip: Option<&str>, service_account: bool) -> &'static str {
+        self.classify_addr(
+            client_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
+            service_account,
+        )
+    }
+
+    /// [`Self::classify`] of an address parsed already.
+    pub fn classify_addr(&self, client_ip: Option<IpAddr>, service_account: bool) -> &'static str {
         if service_account {
             return "internal";
         }
-        match client_ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        match client_ip {
             Some(ip) if self.internal.iter().any(|n| n.contains(&ip)) => "internal",
             Some(_) => "external",
             None => "unknown",

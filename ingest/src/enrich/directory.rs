@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_schema::directory::{DirectoryError, PrincipalDirectory};
+use sluice_schema::directory::{DirectoryError, DirectoryIndex, PrincipalDirectory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -44,7 +44,7 @@ pub fn load(path: &Path) -> Result<PrincipalDirectory, LoadError> {
 
 #[derive(Debug)]
 struct State {
-    directory: Arc<PrincipalDirectory>,
+    directory: Arc<DirectoryIndex>,
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
 }
@@ -71,7 +71,7 @@ impl WatchedDirectory {
             path: path.to_path_buf(),
             interval,
             state: RwLock::new(State {
-                directory: Arc::new(directory),
+                directory: Arc::new(DirectoryIndex::new(directory)),
                 stamp: stamp(path),
                 checked: Instant::now(),
             }),
@@ -79,7 +79,7 @@ impl WatchedDirectory {
     }
 
     /// The current directory, re-reading the file first if it changed.
-    pub fn current(&self) -> Arc<PrincipalDirectory> {
+    pub fn current(&self) -> Arc<DirectoryIndex> {
         let due = match self.state.read() {
             Ok(s) => s.checked.elapsed() >= self.interval,
             Err(_) => true,
@@ -106,7 +106,7 @@ impl WatchedDirectory {
         match load(&self.path) {
             Ok(d) => {
                 tracing::info!(path = %self.path.display(), principals = d.users.len() + d.service_accounts.len(), "principal directory reloaded");
-                s.directory = Arc::new(d);
+                s.directory = Arc::new(DirectoryIndex::new(d));
                 s.stamp = now;
             }
             Err(e) => {

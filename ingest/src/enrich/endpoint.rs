@@ -75,9 +75,17 @@ impl EndpointTemplater {
 
     /// The endpoint template of a raw path.
     pub fn template(&self, raw_path: &str) -> String {
+        let mut out = String::new();
+        self.template_into(raw_path, &mut out);
+        out
+    }
+
+    /// [`Self::template`] into a reused buffer (cleared first): the writer
+    /// templates every event and keeps the allocation.
+    pub fn template_into(&self, raw_path: &str, out: &mut String) {
+        out.clear();
         let path = raw_path.split(['?', '#']).next().unwrap_or_default();
         let path = strip_version_prefix(path).trim_end_matches('/');
-        let mut out = String::with_capacity(path.len());
         for (i, seg) in path.split('/').enumerate() {
             if i > 0 {
                 out.push('/');
@@ -85,11 +93,10 @@ impl EndpointTemplater {
             out.push_str(if is_id(seg) { "{id}" } else { seg });
         }
         for (re, replace) in &self.rules {
-            if re.is_match(&out) {
-                out = re.replace_all(&out, replace.as_str()).into_owned();
+            if re.is_match(out) {
+                *out = re.replace_all(out, replace.as_str()).into_owned();
             }
         }
-        out
     }
 }
 

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_ord::sort::{SortColumn, lexsort_to_indices};
-use arrow_schema::SortOptions;
-use arrow_select::concat::concat_batches;
-use arrow_select::take::take_record_batch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_schema::{ArrowError, DataType, TimeUnit};
+use arrow_select::interleave::interleave_record_batch;
 use async_trait::async_trait;
 use iceberg::arrow::RecordBatchPartitionSplitter;
-use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Transform};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -230,33 +230,48 @@ impl TableSink {
         positions(&self.load().await?, self.contract.name)
     }
 
-    /// Sorts the rows by the table's sort order.
-    fn sorted(&self, batches: &[RecordBatch]) -> Result<Option<RecordBatch>, SinkError> {
-        let Some(first) = batches.first() else {
-            return Ok(None);
-        };
-        let all = concat_batches(&first.schema(), batches)
-            .map_err(self.arrow_err("concatenating batches"))?;
-        if all.num_rows() == 0 {
+    /// The rows of `batches` in the order of the table's data files: by day
+    /// of the partition column, then by the contract's sort columns (nulls
+    /// first), gathered in one copy. Also returns the row ranges of each day.
+    fn sorted(
+        &self,
+        batches: &[RecordBatch],
+    ) -> Result<Option<(RecordBatch, Vec<DayRun>)>, SinkError> {
+        let parts: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+        if parts.is_empty() {
             return Ok(None);
         }
-        let columns = self
-            .contract
-            .sort_columns
-            .iter()
-            .filter_map(|name| all.column_by_name(name))
-            .map(|values| SortColumn {
-                values: values.clone(),
-                options: Some(SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                }),
+        let sort_err = self.arrow_err("sorting");
+        let days =
+            order_keys(&parts, self.contract.day_partition_column, true).map_err(&sort_err)?;
+        let mut keys = Vec::with_capacity(self.contract.sort_columns.len());
+        for name in self.contract.sort_columns {
+            keys.push(order_keys(&parts, name, false).map_err(&sort_err)?);
+        }
+        let mut order: Vec<u32> = (0..days.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            days[a].cmp(&days[b]).then_with(|| {
+                keys.iter()
+                    .map(|k| k[a].cmp(&k[b]))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
             })
-            .collect::<Vec<_>>();
-        let indices = lexsort_to_indices(&columns, None).map_err(self.arrow_err("sorting"))?;
-        Ok(Some(
-            take_record_batch(&all, &indices).map_err(self.arrow_err("sorting"))?,
-        ))
+        });
+        let mut located = Vec::with_capacity(days.len());
+        for (i, b) in parts.iter().enumerate() {
+            located.extend((0..b.num_rows()).map(|row| (i, row)));
+        }
+        let indices: Vec<(usize, usize)> = order.iter().map(|&i| located[i as usize]).collect();
+        let mut runs: Vec<DayRun> = Vec::new();
+        for (pos, &i) in order.iter().enumerate() {
+            match runs.last_mut() {
+                Some((start, len)) if days[order[*start] as usize] == days[i as usize] => *len += 1,
+                _ => runs.push((pos, 1)),
+            }
+        }
+        let sorted = interleave_record_batch(&parts, &indices).map_err(&sort_err)?;
+        Ok(Some((sorted, runs)))
     }
 
     /// The batch with the table's own field ids (the catalog may have
@@ -298,7 +313,7 @@ impl TableSink {
         table: &Table,
         batches: &[RecordBatch],
     ) -> Result<(Vec<DataFile>, u64), SinkError> {
-        let Some(batch) = self.sorted(batches)? else {
+        let Some((batch, days)) = self.sorted(batches)? else {
             return Ok((Vec::new(), 0));
         };
         let rows = batch.num_rows() as u64;
@@ -306,6 +321,11 @@ impl TableSink {
         let schema = metadata.current_schema().clone();
         let batch = self.in_table_schema(&batch, &schema)?;
         let spec = metadata.default_partition_spec().clone();
+        let by_day = schema
+            .field_by_name(self.contract.day_partition_column)
+            .is_some_and(|source| {
+                matches!(spec.fields(), [f] if f.transform == Transform::Day && f.source_id == source.id)
+            });
         let names = DefaultFileNameGenerator::new(
             format!("{}-{}", self.writer_id, uuid::Uuid::now_v7()),
             None,
@@ -321,10 +341,34 @@ impl TableSink {
         let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)
             .map_err(self.iceberg_err("partitioning"))?;
         let mut writer = FanoutWriter::new(DataFileWriterBuilder::new(rolling));
-        for (key, part) in splitter
-            .split(&batch)
-            .map_err(self.iceberg_err("partitioning"))?
-        {
+        // The table is partitioned by the day its rows are sorted by first,
+        // so each day's rows are one slice: no per-row partition values, no
+        // copy. Any other spec (changed by another engine) takes the
+        // general path.
+        let parts: Vec<(PartitionKey, RecordBatch)> = if by_day {
+            let mut parts = Vec::with_capacity(days.len());
+            for (start, len) in days {
+                let slice = batch.slice(start, len);
+                let key = splitter
+                    .split(&slice.slice(0, 1))
+                    .map_err(self.iceberg_err("partitioning"))?
+                    .pop()
+                    .map(|(key, _)| key)
+                    .ok_or_else(|| {
+                        self.iceberg_err("partitioning")(iceberg::Error::new(
+                            ErrorKind::Unexpected,
+                            "no partition for a row",
+                        ))
+                    })?;
+                parts.push((key, slice));
+            }
+            parts
+        } else {
+            splitter
+                .split(&batch)
+                .map_err(self.iceberg_err("partitioning"))?
+        };
+        for (key, part) in parts {
             writer
                 .write(key, part)
                 .await
@@ -416,6 +460,85 @@ impl TableSink {
             attempts: self.max_attempts,
         })
     }
+}
+
+/// The rows of one day in a sorted batch: (first row, row count).
+type DayRun = (usize, usize);
+
+/// One order key per row of `parts` for column `name`: comparing keys
+/// compares values, nulls first. Strings become their rank among the
+/// column's distinct values (sort columns are low-cardinality names), so
+/// sorting compares integers; `as_day` turns a timestamp into its UTC day.
+fn order_keys(
+    parts: &[&RecordBatch],
+    name: &str,
+    as_day: bool,
+) -> Result<Vec<Option<i64>>, ArrowError> {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let columns = parts
+        .iter()
+        .map(|b| {
+            b.column_by_name(name)
+                .ok_or_else(|| ArrowError::SchemaError(format!("no column {name} to sort by")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = columns.iter().map(|c| c.len()).sum();
+    let mut keys = Vec::with_capacity(rows);
+    for c in &columns {
+        match c.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let values = c.as_primitive::<TimestampMicrosecondType>();
+                keys.extend(
+                    values
+                        .iter()
+                        .map(|v| v.map(|v| if as_day { v.div_euclid(DAY_MICROS) } else { v })),
+                );
+            }
+            _ if as_day => {
+                return Err(ArrowError::SchemaError(format!(
+                    "partition column {name} is not a timestamp"
+                )));
+            }
+            DataType::Int64 => keys.extend(c.as_primitive::<Int64Type>().iter()),
+            DataType::Int32 => keys.extend(
+                c.as_primitive::<Int32Type>()
+                    .iter()
+                    .map(|v| v.map(i64::from)),
+            ),
+            DataType::Utf8 => {}
+            other => {
+                return Err(ArrowError::SchemaError(format!(
+                    "cannot sort by {name} of type {other}"
+                )));
+            }
+        }
+    }
+    if keys.len() == rows {
+        return Ok(keys);
+    }
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for c in &columns {
+        for v in c.as_string::<i32>().iter().flatten() {
+            if seen.insert(v) {
+                distinct.push(v);
+            }
+        }
+    }
+    distinct.sort_unstable();
+    let rank: HashMap<&str, i64> = distinct
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (v, i as i64))
+        .collect();
+    for c in &columns {
+        keys.extend(
+            c.as_string::<i32>()
+                .iter()
+                .map(|v| v.and_then(|v| rank.get(v).copied())),
+        );
+    }
+    Ok(keys)
 }
 
 /// A catalog view whose `load_table` returns the table a commit was checked

@@ -1,14 +1,24 @@
 //! A bounded window of recently committed record ids. Ids enter the window
 //! only once their batch is committed: a batch refused by fencing is re-read
 //! later and must not then look like a duplicate of itself.
+//!
+//! Ids are kept as 128-bit hashes: a million of them fit in ~40 MB, and two
+//! distinct ids colliding is as likely as a random UUID collision.
 
 use std::collections::{HashSet, VecDeque};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+/// The window's key for a record id.
+pub fn id_key(id: &str) -> u128 {
+    xxh3_128(id.as_bytes())
+}
 
 #[derive(Debug)]
 pub struct DedupWindow {
     capacity: usize,
-    order: VecDeque<String>,
-    seen: HashSet<String>,
+    order: VecDeque<u128>,
+    seen: HashSet<u128>,
 }
 
 impl DedupWindow {
@@ -20,15 +30,15 @@ impl DedupWindow {
         }
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.seen.contains(id)
+    pub fn contains(&self, key: u128) -> bool {
+        self.seen.contains(&key)
     }
 
     /// Remembers committed ids, forgetting the oldest beyond capacity.
-    pub fn commit<I: IntoIterator<Item = String>>(&mut self, ids: I) {
-        for id in ids {
-            if self.seen.insert(id.clone()) {
-                self.order.push_back(id);
+    pub fn commit<I: IntoIterator<Item = u128>>(&mut self, keys: I) {
+        for key in keys {
+            if self.seen.insert(key) {
+                self.order.push_back(key);
             }
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -36,6 +46,15 @@ impl DedupWindow {
                 }
             }
         }
+    }
+
+    /// Which of `keys` (one per row, in order) are new: not committed before
+    /// and not repeating an earlier row of the same batch.
+    pub fn fresh(&self, keys: &[u128]) -> Vec<bool> {
+        let mut in_batch = HashSet::with_capacity(keys.len());
+        keys.iter()
+            .map(|k| !self.contains(*k) && in_batch.insert(*k))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -54,11 +73,19 @@ mod tests {
     #[test]
     fn bounded_and_commit_only() {
         let mut w = DedupWindow::new(2);
-        assert!(!w.contains("a"));
-        w.commit(["a".to_string(), "b".to_string(), "a".to_string()]);
-        assert!(w.contains("a") && w.contains("b"));
-        w.commit(["c".to_string()]);
-        assert!(!w.contains("a"), "oldest forgotten");
+        assert!(!w.contains(id_key("a")));
+        w.commit(["a", "b", "a"].map(id_key));
+        assert!(w.contains(id_key("a")) && w.contains(id_key("b")));
+        w.commit([id_key("c")]);
+        assert!(!w.contains(id_key("a")), "oldest forgotten");
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn fresh_drops_committed_and_repeated_rows() {
+        let mut w = DedupWindow::new(10);
+        w.commit([id_key("old")]);
+        let keys = ["new", "old", "new", "other"].map(id_key);
+        assert_eq!(w.fresh(&keys), vec![true, false, false, true]);
     }
 }

@@ -4,22 +4,36 @@
 //! the partition's position from the table (the snapshot summary) and starts
 //! there, not at the group's committed offset. A batch advances each partition
 //! it covers from exactly the position the table holds; if the table moved (a
-//! rebalance, a zombie), the batch is refused and the writer re-reads
-//! positions and resumes from them. The group's offsets are still committed
-//! after each table commit, for lag monitoring only.
+//! rebalance, a zombie, an earlier batch of this writer that failed), the
+//! batch is refused and the writer re-reads positions and resumes from them.
+//! The group's offsets are still committed after each table commit, for lag
+//! monitoring only.
+//!
+//! Three stages per table run at once, so consuming never waits for a commit:
+//! the consume loop only copies records into the next batch; a decode stage
+//! validates, enriches and builds Arrow columns on every core; a commit stage
+//! drops replayed ids, writes Parquet and commits. A batch's start positions
+//! are the previous batch's ends, so if that one fails, the batches queued
+//! behind it are fenced (and dropped early by epoch) and the loop seeks back
+//! to the table's positions. Channels of one batch bound the memory.
 //!
 //! Invalid records go to the dead-letter topic with headers naming their
 //! source and every validation error; they are acknowledged by the broker
 //! before the commit that moves past their offsets.
 
+pub mod decode;
 pub mod dedup;
 pub mod metrics;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_schema::SchemaRef;
+use arrow_select::filter::filter_record_batch;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -27,14 +41,12 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde_json::Value;
-use sluice_schema::batch;
-use sluice_schema::raw::{LifecycleEvent, PodLogRecord, RawEvent};
 use sluice_schema::validation::ValidationErrors;
 use tokio::sync::mpsc;
 
 use crate::enrich::Enricher;
 use crate::sinks::iceberg::{Advance, Outcome, Positions, TableSink, kafka_source};
+use decode::{Decoded, RawRecords};
 use dedup::DedupWindow;
 use metrics::{DlqLabel, TableLabel, TopicLabel, WriterMetrics};
 
@@ -177,26 +189,41 @@ impl ConsumerContext for WriterContext {
     }
 }
 
-/// Where a partition stands in this writer.
+/// Where a partition stands in the consume loop.
 #[derive(Debug, Clone, Copy)]
 struct PartitionState {
-    /// The position the table holds (what the next batch must start from).
-    committed: Option<i64>,
+    /// Where the next batch starts: the end of the last batch handed to the
+    /// stages (the table's position once that batch commits).
+    handed: Option<i64>,
     /// One past the last offset consumed.
     next: Option<i64>,
 }
 
+/// A table's records consumed since its last cut.
 #[derive(Default)]
-struct Buffer {
-    events: Vec<RawEvent>,
-    pod_logs: Vec<PodLogRecord>,
-    lifecycle: Vec<LifecycleEvent>,
-    ids: HashSet<String>,
-    /// Input payload bytes behind the buffered rows.
-    bytes: usize,
-    partitions: HashSet<i32>,
+struct Pending {
+    raw: RawRecords,
+    partitions: BTreeSet<i32>,
     oldest: Option<Instant>,
-    dlq: Vec<DeadLetter>,
+}
+
+/// A cut batch on its way through the decode and commit stages.
+struct Cut {
+    seq: u64,
+    epoch: u64,
+    raw: RawRecords,
+    advances: Vec<Advance>,
+}
+
+/// A decoded batch whose dead letters are on their way to the broker.
+struct DecodedCut {
+    seq: u64,
+    epoch: u64,
+    advances: Vec<Advance>,
+    /// `Err` when the batch could not be built: it must not be committed.
+    decoded: Result<Decoded, String>,
+    dead_letters: Vec<DeadLetter>,
+    started: Instant,
 }
 
 /// A dead letter on its way to the broker.
@@ -206,9 +233,33 @@ enum DeadLetter {
     Failed,
 }
 
-impl Buffer {
-    fn rows(&self) -> usize {
-        self.events.len() + self.pod_logs.len() + self.lifecycle.len()
+/// From a commit stage to the consume loop: a batch was not committed, so
+/// consuming resumes at the table's positions, under a new epoch.
+#[derive(Debug)]
+struct Setback {
+    route: usize,
+    epoch: u64,
+    positions: Positions,
+}
+
+/// What one table's stages share with the consume loop.
+#[derive(Default)]
+struct RouteShared {
+    /// Batches of an older epoch are stale: a batch before them failed.
+    epoch: AtomicU64,
+    /// Cut, not yet committed or dropped: (seq, oldest record's arrival, rows).
+    in_flight: Mutex<Vec<(u64, Instant, usize)>>,
+}
+
+impl RouteShared {
+    fn finished(&self, seq: u64) {
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.retain(|(s, _, _)| *s != seq);
+        }
+    }
+
+    fn stale(&self, epoch: u64) -> bool {
+        epoch < self.epoch.load(Ordering::Acquire)
     }
 }
 
@@ -233,6 +284,8 @@ fn first_field(errors: &ValidationErrors) -> String {
         .map(|p| p.path.clone())
         .unwrap_or_else(|| "unknown".into())
 }
+
+type KafkaConsumer = StreamConsumer<WriterContext>;
 
 impl Writer {
     pub fn new(
@@ -262,16 +315,16 @@ impl Writer {
             handle: tokio::runtime::Handle::current(),
             events: tx,
         };
-        let consumer: StreamConsumer<WriterContext> = ClientConfig::new()
+        let consumer: KafkaConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.bootstrap)
             .set("group.id", &self.settings.group_id)
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range,roundrobin")
             // A writer that died is noticed within 10 s and its partitions move on.
             .set("session.timeout.ms", "10000")
             .create_with_context(context)?;
+        let consumer = Arc::new(consumer);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.bootstrap)
             .set("enable.idempotence", "true")
@@ -282,34 +335,81 @@ impl Writer {
         consumer.subscribe(&topics)?;
         tracing::info!(?topics, group = %self.settings.group_id, "writer subscribed");
 
-        let mut state: BTreeMap<(String, i32), PartitionState> = BTreeMap::new();
-        let mut buffers: Vec<Buffer> = self.routes.iter().map(|_| Buffer::default()).collect();
-        let mut windows: Vec<DedupWindow> = self
-            .routes
-            .iter()
-            .map(|_| DedupWindow::new(self.settings.dedup_window))
-            .collect();
+        let (setback_tx, mut setbacks) = mpsc::unbounded_channel::<Setback>();
+        let mut lanes = Vec::new();
+        let mut stages = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let shared = Arc::new(RouteShared::default());
+            let (cut_tx, cut_rx) = mpsc::channel::<Cut>(1);
+            let (decoded_tx, decoded_rx) = mpsc::channel::<DecodedCut>(1);
+            let schema = route
+                .sink
+                .contract()
+                .arrow_schema()
+                .map(Arc::new)
+                .map_err(|e| KafkaError::ClientCreation(format!("table schema: {e}")))?;
+            let decoder = DecodeStage {
+                route: route.clone(),
+                schema,
+                enricher: self.enricher.clone(),
+                producer: producer.clone(),
+                dlq_topic: self.settings.dlq_topic.clone(),
+                metrics: self.metrics.clone(),
+                shared: shared.clone(),
+            };
+            let committer = CommitStage {
+                index: i,
+                route: route.clone(),
+                window: DedupWindow::new(self.settings.dedup_window),
+                metrics: self.metrics.clone(),
+                shared: shared.clone(),
+                consumer: consumer.clone(),
+                setbacks: setback_tx.clone(),
+            };
+            stages.push(tokio::spawn(decoder.run(cut_rx, decoded_tx)));
+            stages.push(tokio::spawn(committer.run(decoded_rx)));
+            lanes.push(Lane {
+                pending: Pending::default(),
+                epoch: 0,
+                seq: 0,
+                cuts: Some(cut_tx),
+                shared,
+                consumed: self
+                    .metrics
+                    .events_consumed
+                    .get_or_create(&TopicLabel {
+                        topic: route.topic.clone(),
+                    })
+                    .clone(),
+            });
+        }
+        drop(setback_tx);
+
+        let mut state: HashMap<(usize, i32), PartitionState> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(event) = rebalances.recv() => {
-                    self.on_rebalance(event, &consumer, &mut state, &mut buffers);
+                    self.on_rebalance(event, &consumer, &mut state, &mut lanes);
+                }
+                Some(setback) = setbacks.recv() => {
+                    self.on_setback(setback, &consumer, &mut state, &mut lanes);
                 }
                 _ = tick.tick() => {
-                    for i in 0..self.routes.len() {
-                        let due = buffers[i].oldest.is_some_and(|t| t.elapsed() >= self.settings.max_age);
-                        self.observe(i, &buffers[i]);
+                    for (i, lane) in lanes.iter_mut().enumerate() {
+                        self.observe(i, lane);
+                        let due = lane.pending.oldest.is_some_and(|t| t.elapsed() >= self.settings.max_age);
                         if due {
-                            self.flush(i, &consumer, &mut state, &mut buffers[i], &mut windows[i]).await;
+                            self.cut(i, &mut state, lane).await;
                         }
                     }
                 }
                 msg = consumer.recv() => {
                     // Apply assignments that arrived with this poll first.
                     while let Ok(event) = rebalances.try_recv() {
-                        self.on_rebalance(event, &consumer, &mut state, &mut buffers);
+                        self.on_rebalance(event, &consumer, &mut state, &mut lanes);
                     }
                     let msg = match msg {
                         Ok(m) => m,
@@ -318,41 +418,100 @@ impl Writer {
                             continue;
                         }
                     };
-                    let topic = msg.topic().to_string();
-                    let Some(i) = self.routes.iter().position(|r| r.topic == topic) else { continue };
-                    let key = (topic.clone(), msg.partition());
-                    let Some(st) = state.get_mut(&key) else { continue };
+                    let Some(i) = self.routes.iter().position(|r| r.topic == msg.topic()) else { continue };
+                    let partition = msg.partition();
+                    let Some(st) = state.get_mut(&(i, partition)) else { continue };
                     if st.next.is_some_and(|n| msg.offset() < n) {
                         continue;
                     }
                     st.next = Some(msg.offset() + 1);
-                    self.metrics.events_consumed.get_or_create(&TopicLabel { topic: topic.clone() }).inc();
-                    let payload = msg.payload().unwrap_or_default();
-                    self.accept(i, &producer, &msg, payload, &mut buffers[i], &windows[i]);
-                    buffers[i].bytes += payload.len();
-                    if buffers[i].rows() >= self.settings.max_rows || buffers[i].bytes >= self.settings.max_bytes {
-                        self.flush(i, &consumer, &mut state, &mut buffers[i], &mut windows[i]).await;
+                    let lane = &mut lanes[i];
+                    lane.consumed.inc();
+                    let pending = &mut lane.pending;
+                    pending.raw.push(partition, msg.offset(), msg.key(), msg.payload().unwrap_or_default());
+                    pending.partitions.insert(partition);
+                    pending.oldest.get_or_insert_with(Instant::now);
+                    if pending.raw.len() >= self.settings.max_rows || pending.raw.bytes() >= self.settings.max_bytes {
+                        drop(msg);
+                        self.cut(i, &mut state, lane).await;
                     }
                 }
             }
         }
         tracing::info!("shutting down: committing buffered rows");
-        for i in 0..self.routes.len() {
-            self.flush(i, &consumer, &mut state, &mut buffers[i], &mut windows[i])
-                .await;
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            self.cut(i, &mut state, lane).await;
+            lane.cuts = None;
+        }
+        for stage in stages {
+            if let Err(e) = stage.await {
+                tracing::error!(error = %e, "a writer stage failed");
+            }
         }
         Ok(())
     }
 
-    fn observe(&self, i: usize, buffer: &Buffer) {
+    /// Hands a table's pending records to its stages as one batch.
+    async fn cut(
+        &self,
+        i: usize,
+        state: &mut HashMap<(usize, i32), PartitionState>,
+        lane: &mut Lane,
+    ) {
+        if lane.pending.raw.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut lane.pending);
+        let topic = &self.routes[i].topic;
+        let advances: Vec<Advance> = pending
+            .partitions
+            .iter()
+            .filter_map(|p| {
+                let st = state.get_mut(&(i, *p))?;
+                let advance = Advance {
+                    source: kafka_source(topic, *p),
+                    from: st.handed,
+                    to: st.next?,
+                };
+                st.handed = st.next;
+                Some(advance)
+            })
+            .collect();
+        lane.seq += 1;
+        let rows = pending.raw.len();
+        if let Ok(mut f) = lane.shared.in_flight.lock() {
+            f.push((lane.seq, pending.oldest.unwrap_or_else(Instant::now), rows));
+        }
+        let cut = Cut {
+            seq: lane.seq,
+            epoch: lane.epoch,
+            raw: pending.raw,
+            advances,
+        };
+        let Some(cuts) = &lane.cuts else { return };
+        if cuts.send(cut).await.is_err() {
+            tracing::error!(topic = %topic, "the writer's decode stage is gone");
+        }
+        self.observe(i, lane);
+    }
+
+    fn observe(&self, i: usize, lane: &Lane) {
         let table = TableLabel {
             table: self.routes[i].sink.contract().name.to_string(),
         };
+        let mut rows = lane.pending.raw.len();
+        let mut oldest = lane.pending.oldest;
+        if let Ok(f) = lane.shared.in_flight.lock() {
+            for (_, t, n) in f.iter() {
+                rows += n;
+                oldest = Some(oldest.map_or(*t, |o| o.min(*t)));
+            }
+        }
         self.metrics
             .buffer_rows
             .get_or_create(&table)
-            .set(buffer.rows() as i64);
-        let lag = buffer.oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            .set(rows as i64);
+        let lag = oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
         self.metrics
             .commit_lag_seconds
             .get_or_create(&table)
@@ -362,31 +521,34 @@ impl Writer {
     fn on_rebalance(
         &self,
         event: Rebalanced,
-        consumer: &StreamConsumer<WriterContext>,
-        state: &mut BTreeMap<(String, i32), PartitionState>,
-        buffers: &mut [Buffer],
+        consumer: &KafkaConsumer,
+        state: &mut HashMap<(usize, i32), PartitionState>,
+        lanes: &mut [Lane],
     ) {
+        let route_of = |topic: &str| self.routes.iter().position(|r| r.topic == topic);
         match event {
             Rebalanced::Assigned(parts) => {
                 for (topic, partition, start) in parts {
-                    state.insert(
-                        (topic, partition),
-                        PartitionState {
-                            committed: start,
-                            next: start,
-                        },
-                    );
+                    if let Some(i) = route_of(&topic) {
+                        state.insert(
+                            (i, partition),
+                            PartitionState {
+                                handed: start,
+                                next: start,
+                            },
+                        );
+                    }
                 }
             }
             Rebalanced::Revoked(parts) => {
                 // Uncommitted rows of revoked partitions are dropped; whoever
                 // gets the partitions re-reads them from the table's positions.
+                // Batches already cut commit or are fenced: either is right.
                 for (topic, partition) in parts {
-                    state.remove(&(topic.clone(), partition));
-                    if let Some(i) = self.routes.iter().position(|r| r.topic == topic)
-                        && buffers[i].partitions.contains(&partition)
-                    {
-                        self.rewind(i, consumer, state, &mut buffers[i]);
+                    let Some(i) = route_of(&topic) else { continue };
+                    state.remove(&(i, partition));
+                    if lanes[i].pending.partitions.contains(&partition) {
+                        self.rewind(i, consumer, state, &mut lanes[i]);
                     }
                 }
             }
@@ -395,211 +557,252 @@ impl Writer {
         self.status.assigned_partitions.store(n, Ordering::Relaxed);
     }
 
-    /// Drops a route's buffer and moves its partitions back to their
-    /// committed positions, to be consumed again.
+    /// Drops a table's pending records and moves their partitions back to
+    /// where the pending batch started, to be consumed again.
     fn rewind(
         &self,
         i: usize,
-        consumer: &StreamConsumer<WriterContext>,
-        state: &mut BTreeMap<(String, i32), PartitionState>,
-        buffer: &mut Buffer,
+        consumer: &KafkaConsumer,
+        state: &mut HashMap<(usize, i32), PartitionState>,
+        lane: &mut Lane,
     ) {
         let topic = &self.routes[i].topic;
-        for ((t, p), st) in state.iter_mut() {
-            if t != topic || !buffer.partitions.contains(p) {
+        for ((r, p), st) in state.iter_mut() {
+            if *r != i || !lane.pending.partitions.contains(p) {
                 continue;
             }
-            st.next = st.committed;
-            let offset = st.committed.map_or(Offset::Beginning, Offset::Offset);
-            if let Err(e) = consumer.seek(t, *p, offset, Duration::from_secs(5)) {
-                tracing::warn!(error = %e, topic = %t, partition = p, "seek back failed");
-            }
+            st.next = st.handed;
+            seek(consumer, topic, *p, st.handed);
         }
-        *buffer = Buffer::default();
+        lane.pending = Pending::default();
     }
 
-    fn dead_letter(
+    /// A batch was not committed: every partition of the table resumes at
+    /// the table's position, and batches cut before now are stale.
+    fn on_setback(
         &self,
-        producer: &FutureProducer,
-        msg: &rdkafka::message::BorrowedMessage<'_>,
-        payload: &[u8],
-        errors: &ValidationErrors,
-        buffer: &mut Buffer,
+        setback: Setback,
+        consumer: &KafkaConsumer,
+        state: &mut HashMap<(usize, i32), PartitionState>,
+        lanes: &mut [Lane],
     ) {
-        let reason = first_field(errors);
+        let i = setback.route;
+        let topic = &self.routes[i].topic;
+        for ((r, p), st) in state.iter_mut() {
+            if *r != i {
+                continue;
+            }
+            let at = setback.positions.get(&kafka_source(topic, *p)).copied();
+            st.handed = at;
+            st.next = at;
+            seek(consumer, topic, *p, at);
+        }
+        lanes[i].pending = Pending::default();
+        lanes[i].epoch = setback.epoch;
+        tracing::info!(%topic, epoch = setback.epoch, "resuming from the table's positions");
+    }
+}
+
+fn seek(consumer: &KafkaConsumer, topic: &str, partition: i32, at: Option<i64>) {
+    let offset = at.map_or(Offset::Beginning, Offset::Offset);
+    if let Err(e) = consumer.seek(topic, partition, offset, Duration::from_secs(5)) {
+        tracing::warn!(error = %e, topic, partition, "seek back failed");
+    }
+}
+
+/// The consume loop's view of one table.
+struct Lane {
+    pending: Pending,
+    epoch: u64,
+    seq: u64,
+    cuts: Option<mpsc::Sender<Cut>>,
+    shared: Arc<RouteShared>,
+    consumed: Counter,
+}
+
+/// Validates, enriches and builds Arrow columns; sends dead letters.
+struct DecodeStage {
+    route: Route,
+    schema: SchemaRef,
+    enricher: Enricher,
+    producer: FutureProducer,
+    dlq_topic: String,
+    metrics: WriterMetrics,
+    shared: Arc<RouteShared>,
+}
+
+impl DecodeStage {
+    async fn run(self, mut cuts: mpsc::Receiver<Cut>, decoded: mpsc::Sender<DecodedCut>) {
+        while let Some(cut) = cuts.recv().await {
+            if self.shared.stale(cut.epoch) {
+                self.shared.finished(cut.seq);
+                continue;
+            }
+            let started = Instant::now();
+            let (kind, enricher, schema) =
+                (self.route.kind, self.enricher.clone(), self.schema.clone());
+            let raw = cut.raw;
+            let now = chrono::Utc::now().timestamp_micros();
+            let joined = tokio::task::spawn_blocking(move || {
+                let d = decode::decode(kind, &enricher, &schema, &raw, now);
+                (raw, d)
+            })
+            .await;
+            let (raw, result) = match joined {
+                Ok((raw, result)) => (raw, result.map_err(|e| e.to_string())),
+                Err(e) => (
+                    RawRecords::default(),
+                    Err(format!("decoding panicked: {e}")),
+                ),
+            };
+            let dead_letters = match &result {
+                Ok(d) => d
+                    .rejects
+                    .iter()
+                    .map(|r| self.dead_letter(&raw, r))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            let out = DecodedCut {
+                seq: cut.seq,
+                epoch: cut.epoch,
+                advances: cut.advances,
+                decoded: result,
+                dead_letters,
+                started,
+            };
+            if decoded.send(out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn dead_letter(&self, raw: &RawRecords, reject: &decode::Reject) -> DeadLetter {
+        let record = raw.record(reject.record);
         self.metrics
             .dlq
             .get_or_create(&DlqLabel {
-                topic: msg.topic().to_string(),
-                reason,
+                topic: self.route.topic.clone(),
+                reason: first_field(&reject.errors),
             })
             .inc();
-        let errors_text = errors.to_string();
+        let errors_text = reject.errors.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "source.topic",
-                value: Some(msg.topic()),
+                value: Some(&self.route.topic),
             })
             .insert(Header {
                 key: "source.partition",
-                value: Some(&msg.partition().to_string()),
+                value: Some(&record.partition.to_string()),
             })
             .insert(Header {
                 key: "source.offset",
-                value: Some(&msg.offset().to_string()),
+                value: Some(&record.offset.to_string()),
             })
             .insert(Header {
                 key: "error",
                 value: Some(&errors_text),
             });
-        let record = FutureRecord::to(&self.settings.dlq_topic)
+        let payload = reject
+            .item
+            .as_deref()
+            .unwrap_or_else(|| raw.payload(reject.record));
+        let letter = FutureRecord::to(&self.dlq_topic)
             .payload(payload)
             .headers(headers);
-        let record = match msg.key() {
-            Some(k) => record.key(k),
-            None => record,
+        let letter = match raw.key(reject.record) {
+            Some(k) => letter.key(k),
+            None => letter,
         };
-        match producer.send_result(record) {
-            Ok(delivery) => buffer.dlq.push(DeadLetter::Pending(delivery)),
+        match self.producer.send_result(letter) {
+            Ok(delivery) => DeadLetter::Pending(delivery),
             Err((e, _)) => {
-                // Not acknowledged means not durable: count it against the
-                // batch so it is not committed past this record.
+                // Not acknowledged means not durable: the batch must not be
+                // committed past this record.
                 tracing::error!(error = %e, "dead-letter produce failed");
-                buffer.dlq.push(DeadLetter::Failed);
+                DeadLetter::Failed
             }
         }
     }
+}
 
-    fn accept(
-        &self,
-        i: usize,
-        producer: &FutureProducer,
-        msg: &rdkafka::message::BorrowedMessage<'_>,
-        payload: &[u8],
-        buffer: &mut Buffer,
-        window: &DedupWindow,
-    ) {
-        let route = &self.routes[i];
-        let table = TableLabel {
-            table: route.sink.contract().name.to_string(),
-        };
-        buffer.partitions.insert(msg.partition());
-        buffer.oldest.get_or_insert_with(Instant::now);
-        let fresh = |id: &str, buffer: &mut Buffer| {
-            if window.contains(id) || !buffer.ids.insert(id.to_string()) {
-                self.metrics.duplicates_dropped.get_or_create(&table).inc();
-                false
-            } else {
-                true
-            }
-        };
-        match route.kind {
-            RecordKind::Events => match RawEvent::from_json_bytes(payload) {
-                Ok(e) => {
-                    if fresh(&e.event_id, buffer) {
-                        buffer.events.push(e);
-                    }
-                }
-                Err(errors) => self.dead_letter(producer, msg, payload, &errors, buffer),
-            },
-            RecordKind::Lifecycle => match LifecycleEvent::from_json_bytes(payload) {
-                Ok(e) => {
-                    if fresh(&e.event_id, buffer) {
-                        buffer.lifecycle.push(e);
-                    }
-                }
-                Err(errors) => self.dead_letter(producer, msg, payload, &errors, buffer),
-            },
-            RecordKind::PodLogs => {
-                let records: Result<Vec<Value>, ValidationErrors> =
-                    match serde_json::from_slice::<Value>(payload) {
-                        Ok(Value::Array(items)) => Ok(items),
-                        Ok(v) => Ok(vec![v]),
-                        Err(e) => Err(ValidationErrors::single("$", format!("not JSON: {e}"))),
-                    };
-                match records {
-                    Ok(items) => {
-                        for (n, item) in items.iter().enumerate() {
-                            match PodLogRecord::from_json(item) {
-                                Ok(r) => {
-                                    if fresh(&r.line_id, buffer) {
-                                        buffer.pod_logs.push(r);
-                                    }
-                                }
-                                Err(errors) => {
-                                    let one = serde_json::to_vec(item).unwrap_or_default();
-                                    let errors = ValidationErrors(
-                                        errors
-                                            .0
-                                            .into_iter()
-                                            .map(|mut p| {
-                                                p.path = format!("[{n}].{}", p.path);
-                                                p
-                                            })
-                                            .collect(),
-                                    );
-                                    self.dead_letter(producer, msg, &one, &errors, buffer);
-                                }
-                            }
-                        }
-                    }
-                    Err(errors) => self.dead_letter(producer, msg, payload, &errors, buffer),
-                }
-            }
+/// Drops replays, writes Parquet and commits with the batch's positions.
+struct CommitStage {
+    index: usize,
+    route: Route,
+    window: DedupWindow,
+    metrics: WriterMetrics,
+    shared: Arc<RouteShared>,
+    consumer: Arc<KafkaConsumer>,
+    setbacks: mpsc::UnboundedSender<Setback>,
+}
+
+impl CommitStage {
+    fn table(&self) -> TableLabel {
+        TableLabel {
+            table: self.route.sink.contract().name.to_string(),
         }
     }
 
-    async fn flush(
-        &self,
-        i: usize,
-        consumer: &StreamConsumer<WriterContext>,
-        state: &mut BTreeMap<(String, i32), PartitionState>,
-        buffer: &mut Buffer,
-        window: &mut DedupWindow,
-    ) {
-        if buffer.partitions.is_empty() {
-            return;
+    async fn run(mut self, mut batches: mpsc::Receiver<DecodedCut>) {
+        while let Some(cut) = batches.recv().await {
+            let seq = cut.seq;
+            if !self.shared.stale(cut.epoch) {
+                self.commit(cut).await;
+            }
+            self.shared.finished(seq);
         }
-        let route = &self.routes[i];
-        let table = TableLabel {
-            table: route.sink.contract().name.to_string(),
+    }
+
+    async fn commit(&mut self, cut: DecodedCut) {
+        let table = self.table();
+        let decoded = match cut.decoded {
+            Ok(d) => d,
+            Err(e) => {
+                // Validated rows always build; if not, nothing is committed
+                // past them and the batch is read again.
+                tracing::error!(error = %e, topic = %self.route.topic, "building a batch failed");
+                self.metrics.append_errors.get_or_create(&table).inc();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.set_back().await;
+                return;
+            }
         };
-        let started = Instant::now();
         // Dead letters must be durable before the commit moves past them.
-        for d in std::mem::take(&mut buffer.dlq) {
+        for d in cut.dead_letters {
             let acked = match d {
                 DeadLetter::Pending(delivery) => matches!(delivery.await, Ok(Ok(_))),
                 DeadLetter::Failed => false,
             };
             if !acked {
-                tracing::error!(topic = %route.topic, "a dead letter was not acknowledged; re-reading the batch");
+                tracing::error!(topic = %self.route.topic, "a dead letter was not acknowledged; re-reading the batch");
                 self.metrics.append_errors.get_or_create(&table).inc();
-                self.rewind(i, consumer, state, buffer);
+                self.set_back().await;
                 return;
             }
         }
-        let advances: Vec<Advance> = buffer
-            .partitions
-            .iter()
-            .filter_map(|p| {
-                let st = state.get(&(route.topic.clone(), *p))?;
-                Some(Advance {
-                    source: kafka_source(&route.topic, *p),
-                    from: st.committed,
-                    to: st.next?,
-                })
-            })
-            .collect();
-        let batch = match self.build_batch(route, buffer) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "building a batch failed");
-                self.metrics.append_errors.get_or_create(&table).inc();
-                self.rewind(i, consumer, state, buffer);
-                return;
+        let Decoded { batches, keys, .. } = decoded;
+        let fresh = self.window.fresh(&keys);
+        let dropped = fresh.iter().filter(|f| !**f).count();
+        let batches = if dropped == 0 {
+            batches
+        } else {
+            self.metrics
+                .duplicates_dropped
+                .get_or_create(&table)
+                .inc_by(dropped as u64);
+            match keep(&batches, &fresh) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping duplicates failed");
+                    self.metrics.append_errors.get_or_create(&table).inc();
+                    self.set_back().await;
+                    return;
+                }
             }
         };
-        match route.sink.commit(&advances, &[batch]).await {
+        match self.route.sink.commit(&cut.advances, &batches).await {
             Ok(Outcome::Committed {
                 rows, snapshot_id, ..
             }) => {
@@ -610,27 +813,32 @@ impl Writer {
                 self.metrics
                     .batch_flush_seconds
                     .get_or_create(&table)
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe(cut.started.elapsed().as_secs_f64());
+                self.window.commit(
+                    keys.iter()
+                        .zip(&fresh)
+                        .filter(|(_, f)| **f)
+                        .map(|(k, _)| *k),
+                );
+                tracing::debug!(table = %table.table, rows, snapshot_id, "committed");
+                // For lag monitoring only; positions live in the table.
                 let mut offsets = TopicPartitionList::new();
-                for a in &advances {
+                for a in &cut.advances {
                     if let Some(p) = a
                         .source
                         .rsplit(':')
                         .next()
                         .and_then(|p| p.parse::<i32>().ok())
                     {
-                        if let Some(st) = state.get_mut(&(route.topic.clone(), p)) {
-                            st.committed = Some(a.to);
-                        }
-                        let _ = offsets.add_partition_offset(&route.topic, p, Offset::Offset(a.to));
+                        let _ = offsets.add_partition_offset(
+                            &self.route.topic,
+                            p,
+                            Offset::Offset(a.to),
+                        );
                     }
                 }
-                window.commit(std::mem::take(&mut buffer.ids));
-                tracing::debug!(table = %table.table, rows, snapshot_id, "committed");
-                *buffer = Buffer::default();
-                // For lag monitoring only; positions live in the table.
-                if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
-                    tracing::warn!(error = %e, "committing group offsets failed");
+                if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+                    tracing::debug!(error = %e, "committing group offsets failed");
                 }
             }
             Ok(Outcome::Fenced {
@@ -640,52 +848,52 @@ impl Writer {
             }) => {
                 tracing::warn!(%source, ?expected, ?found, "batch refused: the table moved; resuming from its positions");
                 self.metrics.fenced_batches.get_or_create(&table).inc();
-                let positions = route.sink.current_positions().await.unwrap_or_default();
-                for ((t, p), st) in state.iter_mut() {
-                    if *t == route.topic {
-                        st.committed = positions.get(&kafka_source(t, *p)).copied();
-                    }
-                }
-                self.rewind(i, consumer, state, buffer);
+                self.set_back().await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "append failed; re-reading the batch");
                 self.metrics.append_errors.get_or_create(&table).inc();
-                self.rewind(i, consumer, state, buffer);
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                self.set_back().await;
             }
         }
-        self.observe(i, buffer);
     }
 
-    fn build_batch(
-        &self,
-        route: &Route,
-        buffer: &mut Buffer,
-    ) -> Result<arrow_array::RecordBatch, String> {
-        let schema = Arc::new(
-            route
-                .sink
-                .contract()
-                .arrow_schema()
-                .map_err(|e| e.to_string())?,
-        );
-        match route.kind {
-            RecordKind::Events => {
-                let now = chrono::Utc::now().timestamp_micros();
-                let enrichment = self.enricher.enrich_all(buffer.events.iter(), now);
-                let rows: Vec<_> = std::mem::take(&mut buffer.events)
-                    .into_iter()
-                    .zip(enrichment)
-                    .collect();
-                batch::event_logs_batch(&schema, &rows).map_err(|e| e.to_string())
+    /// Marks every batch cut so far stale and sends the consume loop back to
+    /// the table's positions (read until the catalog answers).
+    async fn set_back(&self) {
+        let epoch = self.shared.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut wait = Duration::from_millis(200);
+        let positions = loop {
+            match self.route.sink.current_positions().await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the table's positions; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
             }
-            RecordKind::PodLogs => {
-                batch::pod_logs_batch(&schema, &buffer.pod_logs).map_err(|e| e.to_string())
-            }
-            RecordKind::Lifecycle => {
-                batch::platform_events_batch(&schema, &buffer.lifecycle).map_err(|e| e.to_string())
-            }
-        }
+        };
+        let _ = self.setbacks.send(Setback {
+            route: self.index,
+            epoch,
+            positions,
+        });
     }
+}
+
+/// The rows of `batches` (in order) whose `fresh` flag is set.
+fn keep(
+    batches: &[RecordBatch],
+    fresh: &[bool],
+) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
+    let mut at = 0;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let n = b.num_rows();
+        let mask = BooleanArray::from(fresh[at..at + n].to_vec());
+        at += n;
+        out.push(filter_record_batch(b, &mask)?);
+    }
+    Ok(out)
 }
