@@ -2,12 +2,19 @@
 //!
 //! - sluice: raw JSON events (from memory) → decode → validate → enrich →
 //!   Arrow → sorted, day-partitioned zstd Parquet → Iceberg commit (embedded
-//!   catalog, local warehouse), in batches of `SLUICE_BENCH_BATCH` rows;
+//!   catalog, local warehouse), in batches of `SLUICE_BENCH_BATCH` rows, the
+//!   next batch decoded while the previous one is written, as `sluice write`
+//!   and `sluice import` do;
 //! - ceiling: the same rows, already as Arrow batches, written by a bare
 //!   parquet `ArrowWriter` with the same writer properties.
 //!
-//! `cargo bench --bench writer` (SLUICE_BENCH_EVENTS, default 2000000; SLUICE_BENCH_BATCH, default 250000 = the writer's `max_rows`).
-//! Machines here are noisy: read the ratio, not the absolute numbers.
+//! The two alternate for `SLUICE_BENCH_ROUNDS` rounds and the medians are
+//! compared, since this machine's speed drifts by ±20 % from one second to
+//! the next.
+//!
+//! `cargo bench --bench writer` (SLUICE_BENCH_EVENTS, default 2000000;
+//! SLUICE_BENCH_BATCH, default 250000 = the writer's `max_rows`;
+//! SLUICE_BENCH_ROUNDS, default 3).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,15 +23,109 @@ use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_ingest::enrich::{EnrichConfig, Enricher};
-use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, file_source, parquet_properties};
+use sluice_ingest::sinks::iceberg::{
+    Advance, Outcome, Sorted, TableSink, file_source, parquet_properties,
+};
 use sluice_schema::tables::EVENT_LOGS;
 
 mod common;
 use common::{env_usize, generated_events};
 
+/// One sluice run: wall seconds, decode seconds, commit seconds, and the
+/// Arrow batches it built (per commit).
+struct SluiceRun {
+    secs: f64,
+    decode: f64,
+    commit: f64,
+    batches: Vec<Vec<RecordBatch>>,
+}
+
+fn sluice_run(
+    rt: &tokio::runtime::Runtime,
+    sink: &TableSink,
+    enricher: &Enricher,
+    schema: &arrow_schema::SchemaRef,
+    lines: &[Vec<u8>],
+    batch_rows: usize,
+    round: usize,
+) -> anyhow::Result<SluiceRun> {
+    let started = Instant::now();
+    let mut batches = Vec::new();
+    let mut commit = 0.0;
+    let decode = std::thread::scope(|scope| -> anyhow::Result<f64> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<RecordBatch>, Option<Sorted>)>(1);
+        let producer = scope.spawn(move || -> anyhow::Result<f64> {
+            let mut decode = 0.0;
+            for chunk in lines.chunks(batch_rows) {
+                let t = Instant::now();
+                let payloads: Vec<(usize, &[u8])> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(n, l)| (n, l.as_slice()))
+                    .collect();
+                let decoded = enricher.decode_events(schema, &payloads, 0)?;
+                let sorted = sink.sort(&decoded.batches)?;
+                decode += t.elapsed().as_secs_f64();
+                if tx.send((decoded.batches, sorted)).is_err() {
+                    break;
+                }
+            }
+            Ok(decode)
+        });
+        for (i, (b, sorted)) in rx.iter().enumerate() {
+            let t = Instant::now();
+            let advance = Advance {
+                source: file_source(&format!("bench-{round}-{i}")),
+                from: None,
+                to: 1,
+            };
+            match rt.block_on(sink.commit_sorted(&[advance], sorted.as_ref()))? {
+                Outcome::Committed { .. } => {}
+                other => anyhow::bail!("unexpected {other:?}"),
+            }
+            commit += t.elapsed().as_secs_f64();
+            batches.push(b);
+        }
+        producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?
+    })?;
+    Ok(SluiceRun {
+        secs: started.elapsed().as_secs_f64(),
+        decode,
+        commit,
+        batches,
+    })
+}
+
+fn bare_run(
+    out: &std::path::Path,
+    schema: &arrow_schema::SchemaRef,
+    batches: &[Vec<RecordBatch>],
+) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(out)?;
+    let started = Instant::now();
+    for (i, parts) in batches.iter().enumerate() {
+        let file = std::fs::File::create(out.join(format!("{i}.parquet")))?;
+        let mut w =
+            ArrowWriter::try_new(file, schema.clone(), Some(parquet_properties(256 * 1024)))?;
+        for b in parts {
+            w.write(b)?;
+        }
+        w.close()?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() -> anyhow::Result<()> {
     let events = env_usize("SLUICE_BENCH_EVENTS", 2_000_000);
     let batch_rows = env_usize("SLUICE_BENCH_BATCH", 250_000);
+    let rounds = env_usize("SLUICE_BENCH_ROUNDS", 3).max(1);
     let tmp = tempfile::tempdir()?;
     let (gen_dir, lines) = generated_events(tmp.path(), events, 1)?;
     let input_bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
@@ -36,8 +137,6 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-
-    // sluice: the whole writer path, committing every batch.
     let data_dir = tmp.path().join("data");
     let catalog = rt.block_on(catalog::open(
         &CatalogConfig::default(),
@@ -46,70 +145,31 @@ fn main() -> anyhow::Result<()> {
     ))?;
     rt.block_on(catalog::ensure_tables(catalog.as_ref()))?;
     let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "bench");
-    // As in `sluice import`: the next batch is decoded and built (on every
-    // core) while the previous one is sorted, written and committed.
-    let started = Instant::now();
-    let mut prebuilt = Vec::new();
-    let (mut decode, mut commit) = (0.0, 0.0);
-    let (lines, enricher, schema) = (&lines, &enricher, &schema);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<RecordBatch>>(1);
-        let producer = scope.spawn(move || -> anyhow::Result<f64> {
-            let mut decode = 0.0;
-            for chunk in lines.chunks(batch_rows) {
-                let t = Instant::now();
-                let payloads: Vec<(usize, &[u8])> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(n, l)| (n, l.as_slice()))
-                    .collect();
-                let decoded = enricher.decode_events(schema, &payloads, 0)?;
-                decode += t.elapsed().as_secs_f64();
-                if tx.send(decoded.batches).is_err() {
-                    break;
-                }
-            }
-            Ok(decode)
-        });
-        for (i, b) in rx.iter().enumerate() {
-            let t = Instant::now();
-            let advance = Advance {
-                source: file_source(&format!("bench-{i}")),
-                from: None,
-                to: 1,
-            };
-            match rt.block_on(sink.commit(&[advance], &b))? {
-                Outcome::Committed { .. } => {}
-                other => anyhow::bail!("unexpected {other:?}"),
-            }
-            commit += t.elapsed().as_secs_f64();
-            prebuilt.push(b);
-        }
-        decode = producer
-            .join()
-            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))??;
-        Ok(())
-    })?;
-    let sluice_secs = started.elapsed().as_secs_f64();
 
-    // Ceiling: the same Arrow rows straight into Parquet files.
-    let out = tmp.path().join("bare");
-    std::fs::create_dir_all(&out)?;
-    let started = Instant::now();
-    for (i, parts) in prebuilt.iter().enumerate() {
-        let file = std::fs::File::create(out.join(format!("{i}.parquet")))?;
-        let mut w =
-            ArrowWriter::try_new(file, schema.clone(), Some(parquet_properties(256 * 1024)))?;
-        for b in parts {
-            w.write(b)?;
-        }
-        w.close()?;
+    let (mut sluice, mut bare, mut decode, mut commit) = (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let run = sluice_run(&rt, &sink, &enricher, &schema, &lines, batch_rows, round)?;
+        let b = bare_run(
+            &tmp.path().join(format!("bare-{round}")),
+            &schema,
+            &run.batches,
+        )?;
+        eprintln!(
+            "round {}: sluice {:.2}s (decode+sort {:.2}s, Parquet+commit {:.2}s), bare {b:.2}s",
+            round + 1,
+            run.secs,
+            run.decode,
+            run.commit
+        );
+        sluice.push(run.secs);
+        decode.push(run.decode);
+        commit.push(run.commit);
+        bare.push(b);
     }
-    let bare_secs = started.elapsed().as_secs_f64();
-
+    let (sluice_secs, bare_secs) = (median(sluice), median(bare));
     let rate = |s: f64| events as f64 / s;
     println!(
-        "writer benchmark: {events} events, {:.1} MB of JSON, batches of {batch_rows}",
+        "writer benchmark: {events} events, {:.1} MB of JSON, batches of {batch_rows}, median of {rounds} alternating rounds",
         input_bytes as f64 / 1e6
     );
     println!("{:<58} {:>12} {:>10}", "path", "events/s", "seconds");
@@ -126,7 +186,9 @@ fn main() -> anyhow::Result<()> {
         bare_secs
     );
     println!(
-        "  sluice phases (overlapped): decode+validate+enrich→Arrow {decode:.2}s, sort+Parquet+commit {commit:.2}s"
+        "  sluice stages (overlapped, medians): decode+validate+enrich→Arrow+sort {:.2}s, Parquet+commit {:.2}s",
+        median(decode),
+        median(commit)
     );
     println!(
         "ratio sluice/ceiling: {:.0}%",

@@ -66,10 +66,15 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
          this is not json\n",
     )
     .unwrap();
+    // And one event sent again: a producer's retry the writer must drop.
+    let replay = tmp.path().join("replay.ndjson");
+    let first_event = std::fs::read_to_string(&event_files[0]).unwrap();
+    std::fs::write(&replay, first_event.lines().next().unwrap()).unwrap();
     let mut all_event_files = event_files.clone();
     all_event_files.push(bad.clone());
+    all_event_files.push(replay);
     let produced_events = produce_lines(&bootstrap, &events.name, &all_event_files);
-    assert_eq!(produced_events, 4003);
+    assert_eq!(produced_events, 4004);
     let produced_k8s = produce_lines(&bootstrap, &k8s.name, &[gen_dir.join("k8s-events.ndjson")]);
 
     // Pod logs as the collector sends them: arrays of one container's records,
@@ -78,6 +83,7 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
     let mut lines = 0u64;
     let mut messages = 0u64;
     let mut first: Option<String> = None;
+    let mut replayed = 0u64;
     for pod in &manifest.pods {
         for c in &pod.containers {
             for inst in &c.instances {
@@ -98,7 +104,10 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
                     for chunk in records.chunks(200) {
                         let payload =
                             Value::Array(chunk.iter().map(|r| r.to_json()).collect()).to_string();
-                        first.get_or_insert_with(|| payload.clone());
+                        if first.is_none() {
+                            first = Some(payload.clone());
+                            replayed = chunk.len() as u64;
+                        }
                         let key = format!("{}/{}/{}", meta.pod_uid, meta.container, meta.restart);
                         producer
                             .send(
@@ -176,8 +185,14 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
         "{body}"
     );
     assert!(
-        body.contains("sluice_writer_duplicates_dropped_total"),
-        "{body}"
+        body.contains(&format!(
+            "sluice_writer_duplicates_dropped_total{{table=\"pod_logs\"}} {replayed}"
+        )),
+        "every record of the replayed array counted as a duplicate: {body}"
+    );
+    assert!(
+        body.contains("sluice_writer_duplicates_dropped_total{table=\"platform_event_logs\"} 1"),
+        "the replayed event counted: {body}"
     );
     assert!(
         body.contains("reason=\"occurred_at\""),

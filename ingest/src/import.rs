@@ -270,13 +270,19 @@ impl Importer {
         in_flight: &mut Option<InFlight>,
         report: &mut ImportReport,
     ) -> Result<(), ImportError> {
+        let sink = self.sinks[p.sink_index].clone();
+        // Sorted while the previous commit is still writing.
+        let sorted = {
+            let (sink, batches) = (sink.clone(), p.batches);
+            tokio::task::spawn_blocking(move || sink.sort(&batches)).await??
+        };
         if let Some(commit) = in_flight.take() {
             Self::settle(commit, report).await?;
         }
-        let sink = self.sinks[p.sink_index].clone();
         let files = p.files;
+        let advances = p.advances;
         let task = tokio::spawn(async move {
-            let outcome = sink.commit(&p.advances, &p.batches).await;
+            let outcome = sink.commit_sorted(&advances, sorted.as_ref()).await;
             (sink.contract().name, outcome)
         });
         *in_flight = Some(InFlight { task, files });

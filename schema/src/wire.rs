@@ -308,10 +308,281 @@ pub fn decode_event(bytes: &[u8]) -> Option<RawEvent> {
 
 /// [`decode_event`] without copying the strings out of `bytes`.
 pub fn decode_event_view(bytes: &[u8]) -> Option<EventView<'_>> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let w: Wire<'_> = de::Deserialize::deserialize(&mut de).ok()?;
-    de.end().ok()?;
+    let w = match flat::scan(bytes) {
+        Some(w) => w,
+        None => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let w: Wire<'_> = de::Deserialize::deserialize(&mut de).ok()?;
+            de.end().ok()?;
+            w
+        }
+    };
     build(w).ok()
+}
+
+/// The common shape, read without serde: one flat object whose strings have
+/// no escapes and whose values are strings, numbers, booleans or null. The
+/// input is checked as UTF-8 once, strings are found by scanning for their
+/// closing quote, and each field is assigned as `Wire`'s serde
+/// implementation would assign it. Anything else (an escape, a nested value,
+/// a type the field does not take, a number out of range) answers `None` and
+/// serde decides; a differential test holds the two to the same result.
+mod flat {
+    use std::borrow::Cow;
+
+    use super::{Str, Timestamp, Wire};
+
+    #[derive(Clone, Copy)]
+    enum Val<'a> {
+        Str(&'a str),
+        Int(&'a str),
+        Float(&'a str),
+        Bool(bool),
+        Null,
+    }
+
+    struct Cursor<'a> {
+        text: &'a str,
+        at: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.text.as_bytes().get(self.at).copied()
+        }
+
+        fn skip_ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        fn eat(&mut self, c: u8) -> Option<()> {
+            self.skip_ws();
+            (self.peek()? == c).then(|| self.at += 1)
+        }
+
+        /// A string without escapes or control characters.
+        fn string(&mut self) -> Option<&'a str> {
+            let rest = &self.text.as_bytes()[self.at + 1..];
+            let len = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            if rest[len] != b'"' {
+                return None;
+            }
+            let start = self.at + 1;
+            self.at = start + len + 1;
+            self.text.get(start..start + len)
+        }
+
+        fn number(&mut self) -> Option<Val<'a>> {
+            let b = self.text.as_bytes();
+            let start = self.at;
+            let mut i = start;
+            if b.get(i) == Some(&b'-') {
+                i += 1;
+            }
+            let digits = |i: &mut usize| {
+                let from = *i;
+                while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                    *i += 1;
+                }
+                *i - from
+            };
+            let first = *b.get(i)?;
+            let int_digits = digits(&mut i);
+            if int_digits == 0 || (first == b'0' && int_digits > 1) {
+                return None;
+            }
+            let mut float = false;
+            if b.get(i) == Some(&b'.') {
+                i += 1;
+                if digits(&mut i) == 0 {
+                    return None;
+                }
+                float = true;
+            }
+            if matches!(b.get(i), Some(b'e' | b'E')) {
+                i += 1;
+                if matches!(b.get(i), Some(b'+' | b'-')) {
+                    i += 1;
+                }
+                if digits(&mut i) == 0 {
+                    return None;
+                }
+                float = true;
+            }
+            self.at = i;
+            let text = self.text.get(start..i)?;
+            // serde_json reads `-0` as the float -0.0, keeping its sign.
+            Some(if float || text == "-0" {
+                Val::Float(text)
+            } else {
+                Val::Int(text)
+            })
+        }
+
+        fn literal(&mut self, word: &str, value: Val<'a>) -> Option<Val<'a>> {
+            self.text[self.at..].starts_with(word).then(|| {
+                self.at += word.len();
+                value
+            })
+        }
+
+        fn value(&mut self) -> Option<Val<'a>> {
+            self.skip_ws();
+            match self.peek()? {
+                b'"' => self.string().map(Val::Str),
+                b't' => self.literal("true", Val::Bool(true)),
+                b'f' => self.literal("false", Val::Bool(false)),
+                b'n' => self.literal("null", Val::Null),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+    }
+
+    /// JSON integers as serde_json reads them: u64, or i64 when negative.
+    fn integer(text: &str) -> Option<i128> {
+        if text.starts_with('-') {
+            text.parse::<i64>().ok().map(i128::from)
+        } else {
+            text.parse::<u64>().ok().map(i128::from)
+        }
+    }
+
+    fn text(v: Val<'_>) -> Option<Option<Str<'_>>> {
+        match v {
+            Val::Str(s) => Some(Some(Str(Cow::Borrowed(s)))),
+            Val::Null => Some(None),
+            _ => None,
+        }
+    }
+
+    fn long(v: Val<'_>) -> Option<Option<i64>> {
+        match v {
+            Val::Int(t) => Some(Some(i64::try_from(integer(t)?).ok()?)),
+            Val::Null => Some(None),
+            _ => None,
+        }
+    }
+
+    fn double(v: Val<'_>) -> Option<Option<f64>> {
+        match v {
+            // serde_json reads an integer as one and converts it.
+            Val::Int(t) => Some(Some(match integer(t)? {
+                n if n < 0 => n as i64 as f64,
+                n => n as u64 as f64,
+            })),
+            Val::Float(t) => {
+                let f = t.parse::<f64>().ok()?;
+                f.is_finite().then_some(Some(f))
+            }
+            Val::Null => Some(None),
+            _ => None,
+        }
+    }
+
+    fn boolean(v: Val<'_>) -> Option<Option<bool>> {
+        match v {
+            Val::Bool(b) => Some(Some(b)),
+            Val::Null => Some(None),
+            _ => None,
+        }
+    }
+
+    fn timestamp(v: Val<'_>) -> Option<Option<Timestamp<'_>>> {
+        match v {
+            Val::Str(s) => Some(Some(Timestamp::Text(Str(Cow::Borrowed(s))))),
+            Val::Int(t) => Some(Some(Timestamp::Millis(i64::try_from(integer(t)?).ok()?))),
+            Val::Null => Some(None),
+            _ => None,
+        }
+    }
+
+    /// An attribute as `super::Attribute` keeps it.
+    fn attribute(v: Val<'_>) -> Option<Option<Cow<'_, str>>> {
+        let json = |v: serde_json::Value| Some(Some(Cow::Owned(v.to_string())));
+        match v {
+            Val::Str(s) => Some(Some(Cow::Borrowed(s))),
+            Val::Null => Some(None),
+            Val::Bool(b) => json(serde_json::Value::Bool(b)),
+            Val::Int(t) => match integer(t)? {
+                n if n < 0 => json(serde_json::Value::from(n as i64)),
+                n => json(serde_json::Value::from(n as u64)),
+            },
+            Val::Float(t) => {
+                let f = t.parse::<f64>().ok()?;
+                if f.is_finite() {
+                    json(serde_json::Value::from(f))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    pub(super) fn scan(bytes: &[u8]) -> Option<Wire<'_>> {
+        let mut c = Cursor {
+            text: std::str::from_utf8(bytes).ok()?,
+            at: 0,
+        };
+        let mut w = Wire::default();
+        c.eat(b'{')?;
+        c.skip_ws();
+        if c.peek()? == b'}' {
+            c.at += 1;
+        } else {
+            loop {
+                c.skip_ws();
+                if c.peek()? != b'"' {
+                    return None;
+                }
+                let key = c.string()?;
+                c.eat(b':')?;
+                let v = c.value()?;
+                match key {
+                    "event_id" => w.event_id = text(v)?,
+                    "occurred_at" => w.occurred_at = timestamp(v)?,
+                    "service" => w.service = text(v)?,
+                    "action" => w.action = text(v)?,
+                    "success" => w.success = boolean(v)?,
+                    "user_id" => w.user_id = text(v)?,
+                    "method" => w.method = text(v)?,
+                    "path" => w.path = text(v)?,
+                    "status_code" => w.status_code = long(v)?,
+                    "latency_ms" => w.latency_ms = double(v)?,
+                    "client_ip" => w.client_ip = text(v)?,
+                    "user_agent" => w.user_agent = text(v)?,
+                    "service_account" => w.service_account = boolean(v)?,
+                    "request_id" => w.request_id = text(v)?,
+                    "trace_id" => w.trace_id = text(v)?,
+                    "bytes_in" => w.bytes_in = long(v)?,
+                    "bytes_out" => w.bytes_out = long(v)?,
+                    _ => match attribute(v)? {
+                        None => {
+                            w.attributes.remove(key);
+                        }
+                        Some(value) => {
+                            w.attributes.insert(Cow::Borrowed(key), value);
+                        }
+                    },
+                }
+                c.skip_ws();
+                match c.peek()? {
+                    b',' => c.at += 1,
+                    b'}' => {
+                        c.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        c.skip_ws();
+        (c.at == bytes.len()).then_some(w)
+    }
 }
 
 fn name(s: Option<Str<'_>>, required: bool) -> Result<Option<Cow<'_, str>>, ()> {
@@ -472,6 +743,100 @@ mod tests {
             let bytes = serde_json::to_vec(&v).unwrap();
             prop_assert_eq!(decode_event(&bytes), slow(&bytes));
         }
+    }
+
+    fn serde_path(bytes: &[u8]) -> Option<EventView<'_>> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let w: Wire<'_> = de::Deserialize::deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        build(w).ok()
+    }
+
+    /// Raw JSON value texts, in forms serde_json and the flat reader must
+    /// read alike (or the flat reader must leave to serde).
+    fn raw_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            Just("\"plain\"".to_string()),
+            Just("\"\"".to_string()),
+            Just("\"esc\\\"aped\"".to_string()),
+            Just("\"tab\\tbed\"".to_string()),
+            Just("\"caf\u{e9} \u{1F600}\"".to_string()),
+            Just("\"2026-11-21T12:00:00Z\"".to_string()),
+            Just("\"2026-11-21T12:00:00.123+01:00\"".to_string()),
+            Just("\"10.1.2.3\"".to_string()),
+            Just("\"::FFFF:10.0.0.1\"".to_string()),
+            Just("0".to_string()),
+            Just("-0".to_string()),
+            Just("00".to_string()),
+            Just("200".to_string()),
+            Just("-1".to_string()),
+            Just("1795264328500".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("9223372036854775808".to_string()),
+            Just("-9223372036854775809".to_string()),
+            Just("12.5".to_string()),
+            Just("-0.0".to_string()),
+            Just("1e2".to_string()),
+            Just("1.5E-3".to_string()),
+            Just("1e400".to_string()),
+            Just("1.".to_string()),
+            Just(".5".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{\"a\": 1}".to_string()),
+            Just("nul".to_string()),
+        ]
+    }
+
+    fn raw_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(RAW_EVENT_FIELDS.to_vec()).prop_map(|k| format!("\"{k}\"")),
+            Just("\"region\"".to_string()),
+            Just("\"r\\u0065gion\"".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Whenever the flat reader answers, it answers as serde does.
+        #[test]
+        fn flat_reader_agrees_with_serde(
+            fields in proptest::collection::vec((raw_key(), raw_value()), 0..8),
+            base_fields in proptest::bool::ANY,
+            spacing in proptest::sample::select(vec!["", " ", "\n\t ", "\r\n"]),
+            trailing in proptest::sample::select(vec!["", " ", "\n", " x", ","]),
+        ) {
+            let mut parts: Vec<String> = Vec::new();
+            if base_fields {
+                parts.push(r#""event_id":"e","occurred_at":"2026-11-21T12:00:00Z","service":"s","action":"a","success":true"#.to_string());
+            }
+            for (k, v) in &fields {
+                parts.push(format!("{k}{spacing}:{spacing}{v}"));
+            }
+            let text = format!("{spacing}{{{spacing}{}{spacing}}}{trailing}", parts.join(&format!("{spacing},{spacing}")));
+            let bytes = text.as_bytes();
+            if let Some(w) = flat::scan(bytes) {
+                prop_assert_eq!(build(w).ok(), serde_path(bytes), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn flat_reader_takes_the_common_shape() {
+        let line = br#"{"event_id":"b19787e6","occurred_at":"2026-11-23T00:00:47.111Z","service":"iom-cluster","action":"clusters.status.get","success":true,"user_id":"rosa.kaya","method":"GET","path":"/api/v1/clusters/8aa4/status","status_code":200,"latency_ms":27.252,"client_ip":"10.20.26.141","request_id":"req-db96","bytes_in":168,"bytes_out":311,"org_id":172}"#;
+        let w = flat::scan(line).expect("flat");
+        assert_eq!(build(w).ok(), serde_path(line));
+        assert!(
+            flat::scan(br#"{"event_id":"a\"b"}"#).is_none(),
+            "escapes go to serde"
+        );
+        assert!(
+            flat::scan(br#"{"tags":[1]}"#).is_none(),
+            "nesting goes to serde"
+        );
     }
 
     #[test]

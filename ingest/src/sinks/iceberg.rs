@@ -19,11 +19,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use arrow_schema::{ArrowError, DataType, TimeUnit};
-use arrow_select::interleave::interleave_record_batch;
+use arrow_select::concat::concat;
+use arrow_select::filter::filter_record_batch;
+use arrow_select::interleave::interleave;
+use arrow_select::take::take;
 use async_trait::async_trait;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Transform};
@@ -232,11 +235,20 @@ impl TableSink {
 
     /// The rows of `batches` in the order of the table's data files: by day
     /// of the partition column, then by the contract's sort columns (nulls
-    /// first), gathered in one copy. Also returns the row ranges of each day.
+    /// first). CPU work with no I/O: callers that pipeline run it beside the
+    /// previous batch's commit ([`Self::commit_sorted`]); `None` when there
+    /// are no rows.
+    pub fn sort(&self, batches: &[RecordBatch]) -> Result<Option<Sorted>, SinkError> {
+        Ok(self
+            .sorted(batches)?
+            .map(|(batch, days, order)| Sorted { batch, days, order }))
+    }
+
+    #[allow(clippy::type_complexity)]
     fn sorted(
         &self,
         batches: &[RecordBatch],
-    ) -> Result<Option<(RecordBatch, Vec<DayRun>)>, SinkError> {
+    ) -> Result<Option<(RecordBatch, Vec<DayRun>, Vec<u32>)>, SinkError> {
         let parts: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
         if parts.is_empty() {
             return Ok(None);
@@ -248,21 +260,10 @@ impl TableSink {
         for name in self.contract.sort_columns {
             keys.push(order_keys(&parts, name, false).map_err(&sort_err)?);
         }
-        let mut order: Vec<u32> = (0..days.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            days[a].cmp(&days[b]).then_with(|| {
-                keys.iter()
-                    .map(|k| k[a].cmp(&k[b]))
-                    .find(|o| o.is_ne())
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-        });
-        let mut located = Vec::with_capacity(days.len());
-        for (i, b) in parts.iter().enumerate() {
-            located.extend((0..b.num_rows()).map(|row| (i, row)));
-        }
-        let indices: Vec<(usize, usize)> = order.iter().map(|&i| located[i as usize]).collect();
+        let mut all_keys = Vec::with_capacity(keys.len() + 1);
+        all_keys.push(&days);
+        all_keys.extend(keys.iter());
+        let order = sort_order(&all_keys);
         let mut runs: Vec<DayRun> = Vec::new();
         for (pos, &i) in order.iter().enumerate() {
             match runs.last_mut() {
@@ -270,8 +271,8 @@ impl TableSink {
                 _ => runs.push((pos, 1)),
             }
         }
-        let sorted = interleave_record_batch(&parts, &indices).map_err(&sort_err)?;
-        Ok(Some((sorted, runs)))
+        let sorted = gather(&parts, &order).map_err(&sort_err)?;
+        Ok(Some((sorted, runs, order)))
     }
 
     /// The batch with the table's own field ids (the catalog may have
@@ -305,21 +306,21 @@ impl TableSink {
         RecordBatch::try_new(target, columns).map_err(self.arrow_err("matching the table's schema"))
     }
 
-    /// Writes `batches` as Parquet data files of `table`, partitioned by day and
-    /// sorted within each file. Files are named `<writer>-<commit uuid>-NNNNN`,
-    /// unique across writers and commits.
+    /// Writes sorted rows as Parquet data files of `table`, one per day
+    /// partition (rolling over at the target size). Files are named
+    /// `<writer>-<commit uuid>-NNNNN`, unique across writers and commits.
     pub async fn write_files(
         &self,
         table: &Table,
-        batches: &[RecordBatch],
+        sorted: Option<&Sorted>,
     ) -> Result<(Vec<DataFile>, u64), SinkError> {
-        let Some((batch, days)) = self.sorted(batches)? else {
+        let Some(Sorted { batch, days, .. }) = sorted else {
             return Ok((Vec::new(), 0));
         };
         let rows = batch.num_rows() as u64;
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
-        let batch = self.in_table_schema(&batch, &schema)?;
+        let batch = self.in_table_schema(batch, &schema)?;
         let spec = metadata.default_partition_spec().clone();
         let by_day = schema
             .field_by_name(self.contract.day_partition_column)
@@ -347,7 +348,7 @@ impl TableSink {
         // general path.
         let parts: Vec<(PartitionKey, RecordBatch)> = if by_day {
             let mut parts = Vec::with_capacity(days.len());
-            for (start, len) in days {
+            for &(start, len) in days {
                 let slice = batch.slice(start, len);
                 let key = splitter
                     .split(&slice.slice(0, 1))
@@ -388,6 +389,25 @@ impl TableSink {
         advances: &[Advance],
         batches: &[RecordBatch],
     ) -> Result<Outcome, SinkError> {
+        // Sorting is CPU work: off the async runtime.
+        let sink = self.clone();
+        let owned = batches.to_vec();
+        let sorted = tokio::task::spawn_blocking(move || sink.sort(&owned))
+            .await
+            .map_err(|e| SinkError::Arrow {
+                table: self.contract.name,
+                context: "sorting",
+                source: ArrowError::ExternalError(Box::new(e)),
+            })??;
+        self.commit_sorted(advances, sorted.as_ref()).await
+    }
+
+    /// [`Self::commit`] of rows [`Self::sort`] prepared.
+    pub async fn commit_sorted(
+        &self,
+        advances: &[Advance],
+        sorted: Option<&Sorted>,
+    ) -> Result<Outcome, SinkError> {
         let mut files: Option<(Vec<DataFile>, u64)> = None;
         let mut backoff = Duration::from_millis(20);
         for attempt in 1..=self.max_attempts {
@@ -408,7 +428,7 @@ impl TableSink {
             }
             // Data files are written once and reused if the commit is retried.
             if files.is_none() {
-                files = Some(self.write_files(&table, batches).await?);
+                files = Some(self.write_files(&table, sorted).await?);
                 failpoint_abort_before_commit();
             }
             let (data_files, rows) = files.clone().unwrap_or_default();
@@ -462,8 +482,126 @@ impl TableSink {
     }
 }
 
+/// The rows `order` names (numbered across `parts`), in that order. Each
+/// column is copied once, straight from the parts, except nested ones (the
+/// attributes map): interleaving those goes row by row through Arrow's
+/// generic path, so they are concatenated and taken instead.
+fn gather(parts: &[&RecordBatch], order: &[u32]) -> Result<RecordBatch, ArrowError> {
+    let schema = parts[0].schema();
+    let mut located = Vec::with_capacity(order.len());
+    for (i, b) in parts.iter().enumerate() {
+        located.extend((0..b.num_rows()).map(|row| (i, row)));
+    }
+    let from_parts: Vec<(usize, usize)> = order.iter().map(|&i| located[i as usize]).collect();
+    let indices = UInt32Array::from(order.to_vec());
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = parts.iter().map(|b| b.column(c).as_ref()).collect();
+            if schema.field(c).data_type().is_nested() {
+                take(concat(&arrays)?.as_ref(), &indices, None)
+            } else {
+                interleave(&arrays, &from_parts)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}
+
+/// Row numbers in the order of their keys (compared left to right). When
+/// the keys' ranges fit in 128 bits together (the contracts' do: a day, a
+/// few ranks, a timestamp), each row's keys are packed into one integer and
+/// the sort compares integers; otherwise it compares key by key.
+fn sort_order(keys: &[&Vec<Option<i64>>]) -> Vec<u32> {
+    let rows = keys.first().map_or(0, |k| k.len());
+    // (min, bits): a key is stored as 0 for null, value - min + 1 otherwise.
+    let ranges: Vec<(i64, u32)> = keys
+        .iter()
+        .map(|k| {
+            let (lo, hi) = k
+                .iter()
+                .flatten()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let span = if lo > hi {
+                0
+            } else {
+                (hi as i128 - lo as i128 + 1) as u128
+            };
+            (lo, 128 - span.leading_zeros())
+        })
+        .collect();
+    if ranges.iter().map(|(_, bits)| bits).sum::<u32>() <= 128 {
+        let mut packed: Vec<(u128, u32)> = (0..rows)
+            .map(|row| {
+                let key = keys
+                    .iter()
+                    .zip(&ranges)
+                    .fold(0u128, |acc, (k, (lo, bits))| {
+                        let v = k[row].map_or(0, |v| (v as i128 - *lo as i128 + 1) as u128);
+                        if *bits == 0 { acc } else { (acc << bits) | v }
+                    });
+                (key, row as u32)
+            })
+            .collect();
+        packed.sort_unstable();
+        return packed.into_iter().map(|(_, row)| row).collect();
+    }
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        keys.iter()
+            .map(|k| k[a as usize].cmp(&k[b as usize]))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    order
+}
+
 /// The rows of one day in a sorted batch: (first row, row count).
 type DayRun = (usize, usize);
+
+/// Rows in the order of a table's data files, from [`TableSink::sort`].
+#[derive(Debug, Clone)]
+pub struct Sorted {
+    batch: RecordBatch,
+    days: Vec<DayRun>,
+    /// For each sorted row, its number in the input.
+    order: Vec<u32>,
+}
+
+impl Sorted {
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Keeps the rows whose input row number is flagged in `keep` (indexed
+    /// in input order); `None` when none are left.
+    pub fn retain(self, keep: &[bool]) -> Result<Option<Self>, ArrowError> {
+        let mask: Vec<bool> = self.order.iter().map(|&i| keep[i as usize]).collect();
+        if mask.iter().all(|k| *k) {
+            return Ok(Some(self));
+        }
+        let mut days = Vec::with_capacity(self.days.len());
+        let mut at = 0;
+        for &(start, len) in &self.days {
+            let kept = mask[start..start + len].iter().filter(|k| **k).count();
+            if kept > 0 {
+                days.push((at, kept));
+                at += kept;
+            }
+        }
+        if at == 0 {
+            return Ok(None);
+        }
+        let order = self
+            .order
+            .iter()
+            .zip(&mask)
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| *i)
+            .collect();
+        let batch = filter_record_batch(&self.batch, &BooleanArray::from(mask))?;
+        Ok(Some(Self { batch, days, order }))
+    }
+}
 
 /// One order key per row of `parts` for column `name`: comparing keys
 /// compares values, nulls first. Strings become their rank among the
@@ -516,28 +654,22 @@ fn order_keys(
     if keys.len() == rows {
         return Ok(keys);
     }
-    let mut distinct: Vec<&str> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // One hash probe per row: first-seen ids, then ids → ranks.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut first_seen: Vec<Option<usize>> = Vec::with_capacity(rows);
     for c in &columns {
-        for v in c.as_string::<i32>().iter().flatten() {
-            if seen.insert(v) {
-                distinct.push(v);
-            }
+        for v in c.as_string::<i32>().iter() {
+            let next = ids.len();
+            first_seen.push(v.map(|v| *ids.entry(v).or_insert(next)));
         }
     }
+    let mut distinct: Vec<(&str, usize)> = ids.into_iter().collect();
     distinct.sort_unstable();
-    let rank: HashMap<&str, i64> = distinct
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (v, i as i64))
-        .collect();
-    for c in &columns {
-        keys.extend(
-            c.as_string::<i32>()
-                .iter()
-                .map(|v| v.and_then(|v| rank.get(v).copied())),
-        );
+    let mut rank = vec![0i64; distinct.len()];
+    for (r, (_, id)) in distinct.iter().enumerate() {
+        rank[*id] = r as i64;
     }
+    keys.extend(first_seen.into_iter().map(|id| id.map(|id| rank[id])));
     Ok(keys)
 }
 
@@ -618,5 +750,49 @@ impl Catalog for PinnedCatalog {
     }
     async fn register_table(&self, t: &TableIdent, m: String) -> iceberg::Result<Table> {
         self.inner.register_table(t, m).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_comparison(keys: &[&Vec<Option<i64>>]) -> Vec<Vec<Option<i64>>> {
+        let rows = keys[0].len();
+        let mut tuples: Vec<Vec<Option<i64>>> = (0..rows)
+            .map(|r| keys.iter().map(|k| k[r]).collect())
+            .collect();
+        tuples.sort();
+        tuples
+    }
+
+    fn tuples(keys: &[&Vec<Option<i64>>], order: &[u32]) -> Vec<Vec<Option<i64>>> {
+        order
+            .iter()
+            .map(|&r| keys.iter().map(|k| k[r as usize]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn packed_and_compared_orders_agree() {
+        // Small ranges (packed) and full-range i64 keys (compared), nulls first.
+        let day = vec![Some(3), Some(1), Some(3), Some(2), Some(1)];
+        let rank = vec![Some(0), None, Some(2), Some(1), Some(0)];
+        let ts = vec![Some(50), Some(-7), Some(10), None, Some(-7)];
+        let wide = vec![
+            Some(i64::MAX),
+            Some(i64::MIN),
+            None,
+            Some(0),
+            Some(i64::MIN),
+        ];
+        for keys in [
+            vec![&day, &rank, &ts],
+            vec![&day, &wide, &ts],
+            vec![&wide, &wide, &rank],
+        ] {
+            let order = sort_order(&keys);
+            assert_eq!(tuples(&keys, &order), by_comparison(&keys));
+        }
     }
 }

@@ -30,9 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
-use arrow_select::filter::filter_record_batch;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -45,8 +43,8 @@ use sluice_schema::validation::ValidationErrors;
 use tokio::sync::mpsc;
 
 use crate::enrich::Enricher;
-use crate::sinks::iceberg::{Advance, Outcome, Positions, TableSink, kafka_source};
-use decode::{Decoded, RawRecords};
+use crate::sinks::iceberg::{Advance, Outcome, Positions, Sorted, TableSink, kafka_source};
+use decode::RawRecords;
 use dedup::DedupWindow;
 use metrics::{DlqLabel, TableLabel, TopicLabel, WriterMetrics};
 
@@ -215,13 +213,20 @@ struct Cut {
     advances: Vec<Advance>,
 }
 
+/// A batch's rows, validated and sorted for its table.
+struct Prepared {
+    sorted: Option<Sorted>,
+    /// Dedup key of every row, in input order.
+    keys: Vec<u128>,
+}
+
 /// A decoded batch whose dead letters are on their way to the broker.
 struct DecodedCut {
     seq: u64,
     epoch: u64,
     advances: Vec<Advance>,
     /// `Err` when the batch could not be built: it must not be committed.
-    decoded: Result<Decoded, String>,
+    decoded: Result<Prepared, String>,
     dead_letters: Vec<DeadLetter>,
     started: Instant,
 }
@@ -642,26 +647,39 @@ impl DecodeStage {
             let (kind, enricher, schema) =
                 (self.route.kind, self.enricher.clone(), self.schema.clone());
             let raw = cut.raw;
+            let sink = self.route.sink.clone();
             let now = chrono::Utc::now().timestamp_micros();
+            // Decoding and sorting run here, beside the previous batch's
+            // Parquet encoding in the commit stage.
             let joined = tokio::task::spawn_blocking(move || {
-                let d = decode::decode(kind, &enricher, &schema, &raw, now);
-                (raw, d)
+                let prepared = decode::decode(kind, &enricher, &schema, &raw, now)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| {
+                        let sorted = sink.sort(&d.batches).map_err(|e| e.to_string())?;
+                        Ok((
+                            Prepared {
+                                sorted,
+                                keys: d.keys,
+                            },
+                            d.rejects,
+                        ))
+                    });
+                (raw, prepared)
             })
             .await;
             let (raw, result) = match joined {
-                Ok((raw, result)) => (raw, result.map_err(|e| e.to_string())),
+                Ok((raw, result)) => (raw, result),
                 Err(e) => (
                     RawRecords::default(),
                     Err(format!("decoding panicked: {e}")),
                 ),
             };
-            let dead_letters = match &result {
-                Ok(d) => d
-                    .rejects
-                    .iter()
-                    .map(|r| self.dead_letter(&raw, r))
-                    .collect(),
-                Err(_) => Vec::new(),
+            let (result, dead_letters) = match result {
+                Ok((prepared, rejects)) => (
+                    Ok(prepared),
+                    rejects.iter().map(|r| self.dead_letter(&raw, r)).collect(),
+                ),
+                Err(e) => (Err(e), Vec::new()),
             };
             let out = DecodedCut {
                 seq: cut.seq,
@@ -782,18 +800,18 @@ impl CommitStage {
                 return;
             }
         }
-        let Decoded { batches, keys, .. } = decoded;
+        let Prepared { sorted, keys } = decoded;
         let fresh = self.window.fresh(&keys);
         let dropped = fresh.iter().filter(|f| !**f).count();
-        let batches = if dropped == 0 {
-            batches
+        let sorted = if dropped == 0 {
+            sorted
         } else {
             self.metrics
                 .duplicates_dropped
                 .get_or_create(&table)
                 .inc_by(dropped as u64);
-            match keep(&batches, &fresh) {
-                Ok(b) => b,
+            match sorted.map(|s| s.retain(&fresh)).transpose() {
+                Ok(s) => s.flatten(),
                 Err(e) => {
                     tracing::error!(error = %e, "dropping duplicates failed");
                     self.metrics.append_errors.get_or_create(&table).inc();
@@ -802,7 +820,12 @@ impl CommitStage {
                 }
             }
         };
-        match self.route.sink.commit(&cut.advances, &batches).await {
+        match self
+            .route
+            .sink
+            .commit_sorted(&cut.advances, sorted.as_ref())
+            .await
+        {
             Ok(Outcome::Committed {
                 rows, snapshot_id, ..
             }) => {
@@ -880,20 +903,4 @@ impl CommitStage {
             positions,
         });
     }
-}
-
-/// The rows of `batches` (in order) whose `fresh` flag is set.
-fn keep(
-    batches: &[RecordBatch],
-    fresh: &[bool],
-) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
-    let mut at = 0;
-    let mut out = Vec::with_capacity(batches.len());
-    for b in batches {
-        let n = b.num_rows();
-        let mask = BooleanArray::from(fresh[at..at + n].to_vec());
-        at += n;
-        out.push(filter_record_batch(b, &mask)?);
-    }
-    Ok(out)
 }
