@@ -15,7 +15,9 @@
 //! drops replayed ids, writes Parquet and commits. A batch's start positions
 //! are the previous batch's ends, so if that one fails, the batches queued
 //! behind it are fenced (and dropped early by epoch) and the loop seeks back
-//! to the table's positions. Channels of one batch bound the memory.
+//! to the table's positions. Channels of one batch bound the memory: a
+//! table holds at most five batches (filling, queued, decoding, queued,
+//! committing).
 //!
 //! Invalid records go to the dead-letter topic with headers naming their
 //! source and every validation error; they are acknowledged by the broker
