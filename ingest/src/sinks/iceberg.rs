@@ -45,6 +45,7 @@ use iceberg::{
 };
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use rayon::prelude::*;
 use sluice_schema::tables::TableContract;
 
 /// Failpoint for crash tests: when set to N, the process aborts (as a
@@ -494,7 +495,10 @@ fn gather(parts: &[&RecordBatch], order: &[u32]) -> Result<RecordBatch, ArrowErr
     }
     let from_parts: Vec<(usize, usize)> = order.iter().map(|&i| located[i as usize]).collect();
     let indices = UInt32Array::from(order.to_vec());
+    // Columns are independent; callers sort in their decoding stage, whose
+    // cores are free once the batch is decoded.
     let columns = (0..schema.fields().len())
+        .into_par_iter()
         .map(|c| {
             let arrays: Vec<&dyn Array> = parts.iter().map(|b| b.column(c).as_ref()).collect();
             if schema.field(c).data_type().is_nested() {
