@@ -282,6 +282,11 @@ pub struct Writer {
 pub enum WriterError {
     #[error("Kafka client: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("{table}: the table contract has no valid Arrow schema: {source}")]
+    Schema {
+        table: &'static str,
+        source: Box<iceberg::Error>,
+    },
 }
 
 fn first_field(errors: &ValidationErrors) -> String {
@@ -354,7 +359,10 @@ impl Writer {
                 .contract()
                 .arrow_schema()
                 .map(Arc::new)
-                .map_err(|e| KafkaError::ClientCreation(format!("table schema: {e}")))?;
+                .map_err(|source| WriterError::Schema {
+                    table: route.sink.contract().name,
+                    source: Box::new(source),
+                })?;
             let decoder = DecodeStage {
                 route: route.clone(),
                 schema,
