@@ -11,8 +11,9 @@
 //!
 //! Three stages per table run at once, so consuming never waits for a commit:
 //! the consume loop only copies records into the next batch; a decode stage
-//! validates, enriches and builds Arrow columns on every core; a commit stage
-//! drops replayed ids, writes Parquet and commits. A batch's start positions
+//! validates, enriches, builds Arrow columns on every core and sorts them
+//! into file order; a commit stage drops replayed ids, writes Parquet and
+//! commits. A batch's start positions
 //! are the previous batch's ends, so if that one fails, the batches queued
 //! behind it are fenced (and dropped early by epoch) and the loop seeks back
 //! to the table's positions. Channels of one batch bound the memory: a
