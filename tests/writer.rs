@@ -91,7 +91,7 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
                     let path = gen_dir.join(&c.dir).join(f);
                     let meta = PodLogPath::parse(&path).unwrap();
                     let content = std::fs::read(&path).unwrap();
-                    let (records, _) = pod_log_file::read_cri(
+                    let (records, _) = pod_log_file::read_pod_log(
                         &meta,
                         &content,
                         &Origin {

@@ -356,9 +356,9 @@ impl Importer {
                     node: None,
                 };
                 let (records, stats): (Vec<PodLogRecord>, _) =
-                    pod_log_file::read_cri(&meta, content, &origin, DEFAULT_MAX_LINE_BYTES);
+                    pod_log_file::read_pod_log(&meta, content, &origin, DEFAULT_MAX_LINE_BYTES);
                 for example in &stats.malformed_examples {
-                    reject(example.clone(), "not a CRI log line".into());
+                    reject(example.clone(), "not a CRI or json-file log line".into());
                 }
                 rejected += stats
                     .malformed_lines

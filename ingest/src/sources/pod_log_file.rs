@@ -11,6 +11,7 @@ use sluice_schema::raw::PodLogRecord;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::cri::{self, PartialJoiner};
+use super::docker_json;
 use super::level;
 use super::pod_log_path::PodLogPath;
 
@@ -57,14 +58,16 @@ pub struct Origin<'a> {
     pub node: Option<&'a str>,
 }
 
-/// Parses a whole (uncompressed) CRI file into records.
-pub fn read_cri(
+/// Parses a whole (uncompressed) kubelet log file into records: CRI or
+/// Docker json-file, told apart by the file's first byte.
+pub fn read_pod_log(
     path: &PodLogPath,
     content: &[u8],
     origin: &Origin<'_>,
     max_line_bytes: usize,
 ) -> (Vec<PodLogRecord>, ReadStats) {
     let fp = fingerprint(content);
+    let json_file = docker_json::is_docker_json(content);
     let mut joiner = PartialJoiner::new(max_line_bytes);
     let mut stats = ReadStats::default();
     let mut out = Vec::new();
@@ -79,7 +82,13 @@ pub fn read_cri(
             break;
         }
         stats.physical_lines += 1;
-        let line = match cri::parse_line(raw) {
+        let docker = json_file.then(|| docker_json::parse_line(raw));
+        let parsed = match &docker {
+            Some(Ok(d)) => Ok(d.as_cri()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => cri::parse_line(raw).map_err(|e| e.to_string()),
+        };
+        let line = match parsed {
             Ok(l) => l,
             Err(e) => {
                 stats.malformed_lines += 1;
@@ -123,6 +132,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn docker_json_files_read_like_cri_files() {
+        let path = PodLogPath::parse(Path::new("ns_p_uid/c/0.log")).unwrap();
+        let content = concat!(
+            r#"{"log":"{\"level\":\"warn\",\"msg\":\"slow\"}\n","stream":"stdout","time":"2026-11-21T14:32:08.5Z"}"#,
+            "\n",
+            r#"{"log":"long line, first part ","stream":"stderr","time":"2026-11-21T14:32:09Z"}"#,
+            "\n",
+            r#"{"log":"and the rest\n","stream":"stderr","time":"2026-11-21T14:32:09.1Z"}"#,
+            "\nnot json\n",
+        )
+        .as_bytes();
+        let origin = Origin {
+            cluster: "c1",
+            node: None,
+        };
+        let (recs, stats) = read_pod_log(&path, content, &origin, 1024);
+        assert_eq!(recs.len(), 2, "{stats:?}");
+        assert_eq!(recs[0].message, r#"{"level":"warn","msg":"slow"}"#);
+        assert_eq!(recs[0].level.as_deref(), Some("warn"));
+        assert_eq!(recs[0].ts, 1_795_271_528_500_000);
+        assert_eq!(recs[1].message, "long line, first part and the rest");
+        assert_eq!(recs[1].stream, "stderr");
+        assert_eq!(stats.malformed_lines, 1);
+        assert!(stats.malformed_examples[0].contains("not a log object"));
+    }
+
+    #[test]
     fn ids_are_stable_and_partials_join() {
         let path = PodLogPath::parse(Path::new("ns_p_uid/c/2.log")).unwrap();
         let content = b"2026-11-21T14:32:08Z stdout F {\"level\":\"info\",\"msg\":\"a\"}\n\
@@ -135,7 +171,7 @@ garbage\n\
             cluster: "c1",
             node: Some("n1"),
         };
-        let (recs, stats) = read_cri(&path, content, &origin, 1024);
+        let (recs, stats) = read_pod_log(&path, content, &origin, 1024);
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[0].level.as_deref(), Some("info"));
         assert_eq!(recs[1].message, "ERROR b");
@@ -149,15 +185,15 @@ garbage\n\
         assert_eq!(stats.malformed_lines, 1);
         assert_eq!(stats.physical_lines, 5);
         // Same bytes, same ids; a different file (other first line), other ids.
-        let (again, _) = read_cri(&path, content, &origin, 1024);
+        let (again, _) = read_pod_log(&path, content, &origin, 1024);
         assert_eq!(recs, again);
         let other = b"2026-11-21T15:00:00Z stdout F x\n";
-        let (o, _) = read_cri(&path, other, &origin, 1024);
+        let (o, _) = read_pod_log(&path, other, &origin, 1024);
         assert_ne!(o[0].line_id, recs[0].line_id);
         // Growing the file does not change the ids of lines already there.
         let mut longer = content[..content.len() - 12].to_vec();
         longer.extend_from_slice(b"more\n");
-        let (grown, _) = read_cri(&path, &longer, &origin, 1024);
+        let (grown, _) = read_pod_log(&path, &longer, &origin, 1024);
         assert_eq!(grown[..3], recs[..]);
     }
 }
