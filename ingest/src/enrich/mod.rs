@@ -103,21 +103,14 @@ impl Enricher {
         e: &RawEvent,
         ingested_at: i64,
     ) -> Enrichment {
-        let principal = match (directory, &e.user_id) {
-            (Some(d), Some(user)) => d.lookup(user),
-            _ => None,
-        };
-        let service_account =
-            e.service_account == Some(true) || principal.is_some_and(|p| p.service_account);
+        let mut endpoint = String::new();
+        let x = self.enrich_view(directory, &e.view(), ingested_at, &mut endpoint);
         Enrichment {
-            endpoint: e.path.as_deref().map(|p| self.endpoints.template(p)),
-            caller_type: Some(
-                self.callers
-                    .classify(e.client_ip.as_deref(), service_account),
-            ),
-            team: principal.map(|p| p.team.to_string()),
-            domain: principal.and_then(|p| p.domain.map(str::to_string)),
-            ingested_at: Some(ingested_at),
+            endpoint: x.endpoint.map(str::to_string),
+            caller_type: x.caller_type,
+            team: x.team.map(str::to_string),
+            domain: x.domain.map(str::to_string),
+            ingested_at: x.ingested_at,
         }
     }
 
