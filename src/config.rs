@@ -88,7 +88,8 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriterConfig {
-    /// Commit a table's batch at this many rows…
+    /// Commit a table's batch at this many Kafka records (a pod-log record
+    /// may carry many lines; `max_bytes` bounds those)…
     pub max_rows: usize,
     /// …or this many bytes of buffered input (bounds memory for large records)…
     pub max_bytes: usize,

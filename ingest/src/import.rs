@@ -272,10 +272,7 @@ impl Importer {
     ) -> Result<(), ImportError> {
         let sink = self.sinks[p.sink_index].clone();
         // Sorted while the previous commit is still writing.
-        let sorted = {
-            let (sink, batches) = (sink.clone(), p.batches);
-            tokio::task::spawn_blocking(move || sink.sort(&batches)).await??
-        };
+        let sorted = sink.sort_blocking(p.batches).await?;
         if let Some(commit) = in_flight.take() {
             Self::settle(commit, report).await?;
         }

@@ -142,7 +142,6 @@ impl PrincipalDirectory {
 /// principal instead of ordered-map walks.
 #[derive(Debug, Clone, Default)]
 pub struct DirectoryIndex {
-    directory: PrincipalDirectory,
     /// principal → (index into `teams`, is a service account)
     principals: HashMap<String, (usize, bool)>,
     /// (team, its domain)
@@ -150,7 +149,7 @@ pub struct DirectoryIndex {
 }
 
 impl DirectoryIndex {
-    pub fn new(directory: PrincipalDirectory) -> Self {
+    pub fn new(directory: &PrincipalDirectory) -> Self {
         let mut team_index: HashMap<&str, usize> = HashMap::new();
         let mut teams = Vec::new();
         let mut principals = HashMap::new();
@@ -172,15 +171,7 @@ impl DirectoryIndex {
                 .entry(principal.clone())
                 .or_insert((t, service_account));
         }
-        Self {
-            directory,
-            principals,
-            teams,
-        }
-    }
-
-    pub fn directory(&self) -> &PrincipalDirectory {
-        &self.directory
+        Self { principals, teams }
     }
 
     /// The same answer as [`PrincipalDirectory::lookup`].
@@ -205,7 +196,7 @@ mod tests {
             "principal,kind,team,domain\nalice,user,data,analytics\nsvc,service_account,sre,platform\nboth,user,data,\nboth,service_account,sre,\n",
         )
         .unwrap();
-        let index = DirectoryIndex::new(d.clone());
+        let index = DirectoryIndex::new(&d);
         for p in ["alice", "svc", "both", "nobody"] {
             assert_eq!(index.lookup(p), d.lookup(p), "{p}");
         }

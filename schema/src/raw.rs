@@ -161,8 +161,14 @@ impl RawEvent {
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ValidationErrors> {
         match crate::wire::decode_event(bytes) {
             Some(event) => Ok(event),
-            None => Self::from_json(&parse_json(bytes)?),
+            None => Self::validate_json_bytes(bytes),
         }
+    }
+
+    /// The field-by-field validator alone, for a payload the fast path
+    /// ([`crate::wire::decode_event_view`]) already stepped aside from.
+    pub fn validate_json_bytes(bytes: &[u8]) -> Result<Self, ValidationErrors> {
+        Self::from_json(&parse_json(bytes)?)
     }
 
     /// The event in the raw contract's JSON form (timestamps as RFC 3339).

@@ -71,7 +71,7 @@ impl WatchedDirectory {
             path: path.to_path_buf(),
             interval,
             state: RwLock::new(State {
-                directory: Arc::new(DirectoryIndex::new(directory)),
+                directory: Arc::new(DirectoryIndex::new(&directory)),
                 stamp: stamp(path),
                 checked: Instant::now(),
             }),
@@ -106,7 +106,7 @@ impl WatchedDirectory {
         match load(&self.path) {
             Ok(d) => {
                 tracing::info!(path = %self.path.display(), principals = d.users.len() + d.service_accounts.len(), "principal directory reloaded");
-                s.directory = Arc::new(DirectoryIndex::new(d));
+                s.directory = Arc::new(DirectoryIndex::new(&d));
                 s.stamp = now;
             }
             Err(e) => {

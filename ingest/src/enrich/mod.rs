@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sluice_schema::batch::{EnrichmentRef, EventLogsBuilder};
 use sluice_schema::directory::DirectoryIndex;
-use sluice_schema::raw::{Enrichment, RawEvent};
+use sluice_schema::raw::RawEvent;
 use sluice_schema::validation::ValidationErrors;
 use sluice_schema::wire::{self, EventView};
 
@@ -84,36 +84,6 @@ impl Enricher {
         })
     }
 
-    /// Enriches a batch of events (one directory snapshot for the batch).
-    pub fn enrich_all<'a>(
-        &self,
-        events: impl IntoIterator<Item = &'a RawEvent>,
-        ingested_at: i64,
-    ) -> Vec<Enrichment> {
-        let directory = self.directory.as_ref().map(|d| d.current());
-        events
-            .into_iter()
-            .map(|e| self.enrich_one(directory.as_deref(), e, ingested_at))
-            .collect()
-    }
-
-    fn enrich_one(
-        &self,
-        directory: Option<&DirectoryIndex>,
-        e: &RawEvent,
-        ingested_at: i64,
-    ) -> Enrichment {
-        let mut endpoint = String::new();
-        let x = self.enrich_view(directory, &e.view(), ingested_at, &mut endpoint);
-        Enrichment {
-            endpoint: x.endpoint.map(str::to_string),
-            caller_type: x.caller_type,
-            team: x.team.map(str::to_string),
-            domain: x.domain.map(str::to_string),
-            ingested_at: x.ingested_at,
-        }
-    }
-
     /// Decodes, validates and enriches raw event payloads on every core,
     /// straight into `schema`'s Arrow columns, keeping their order. Each
     /// payload comes with a caller's tag (a line number, a Kafka offset)
@@ -146,7 +116,7 @@ impl Enricher {
                         }
                         // Not for the fast path: the validator says why (or,
                         // should it accept, the row goes in all the same).
-                        None => match RawEvent::from_json_bytes(payload) {
+                        None => match RawEvent::validate_json_bytes(payload) {
                             Ok(owned) => {
                                 let e = owned.view();
                                 let x = self.enrich_view(directory, &e, ingested_at, &mut endpoint);
@@ -216,7 +186,10 @@ pub struct DecodedEvents<T> {
 
 #[cfg(test)]
 mod tests {
+    use arrow_array::Array;
     use serde_json::json;
+    use sluice_schema::batch::{Strings, Timestamps, column};
+    use sluice_schema::tables::EVENT_LOGS;
 
     use super::*;
 
@@ -231,29 +204,41 @@ mod tests {
         })
         .unwrap();
         let ev = |user: Option<&str>, ip: Option<&str>| {
-            RawEvent::from_json(&json!({
+            json!({
                 "event_id": "1", "occurred_at": 1_795_264_328_500_i64, "service": "s", "action": "a",
                 "success": true, "user_id": user, "client_ip": ip, "path": "/api/v1/jobs/12?x=1",
-            }))
-            .unwrap()
+            })
+            .to_string()
         };
         let events = [
             ev(Some("alice"), Some("203.0.113.5")),
             ev(Some("svc-x"), None),
             ev(Some("mallory"), None),
         ];
-        let out = e.enrich_all(events.iter(), 42);
-        assert_eq!(out[0].team.as_deref(), Some("data-eng"));
-        assert_eq!(out[0].domain.as_deref(), Some("data"));
-        assert_eq!(out[0].caller_type, Some("external"));
-        assert_eq!(out[0].endpoint.as_deref(), Some("jobs/{id}"));
+        let payloads: Vec<(usize, &[u8])> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.as_bytes()))
+            .collect();
+        let schema = Arc::new(EVENT_LOGS.arrow_schema().unwrap());
+        let decoded = e.decode_events(&schema, &payloads, 42).unwrap();
+        assert!(decoded.rejected.is_empty());
+        let b = &decoded.batches[0];
+        let text = |name: &str, row: usize| {
+            let c = column::<Strings>(b, name).unwrap();
+            c.is_valid(row).then(|| c.value(row).to_string())
+        };
+        assert_eq!(text("team", 0).as_deref(), Some("data-eng"));
+        assert_eq!(text("domain", 0).as_deref(), Some("data"));
+        assert_eq!(text("caller_type", 0).as_deref(), Some("external"));
+        assert_eq!(text("endpoint", 0).as_deref(), Some("jobs/{id}"));
         assert_eq!(
-            out[1].caller_type,
+            text("caller_type", 1).as_deref(),
             Some("internal"),
             "directory service account"
         );
-        assert_eq!(out[2].team, None);
-        assert_eq!(out[2].caller_type, Some("unknown"));
-        assert_eq!(out[2].ingested_at, Some(42));
+        assert_eq!(text("team", 2), None);
+        assert_eq!(text("caller_type", 2).as_deref(), Some("unknown"));
+        assert_eq!(column::<Timestamps>(b, "ingested_at").unwrap().value(2), 42);
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, BooleanArray, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow_schema::{ArrowError, DataType, TimeUnit};
 use arrow_select::concat::concat;
 use arrow_select::filter::filter_record_batch;
@@ -240,16 +240,6 @@ impl TableSink {
     /// previous batch's commit ([`Self::commit_sorted`]); `None` when there
     /// are no rows.
     pub fn sort(&self, batches: &[RecordBatch]) -> Result<Option<Sorted>, SinkError> {
-        Ok(self
-            .sorted(batches)?
-            .map(|(batch, days, order)| Sorted { batch, days, order }))
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn sorted(
-        &self,
-        batches: &[RecordBatch],
-    ) -> Result<Option<(RecordBatch, Vec<DayRun>, Vec<u32>)>, SinkError> {
         let parts: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
         if parts.is_empty() {
             return Ok(None);
@@ -273,7 +263,11 @@ impl TableSink {
             }
         }
         let sorted = gather(&parts, &order).map_err(&sort_err)?;
-        Ok(Some((sorted, runs, order)))
+        Ok(Some(Sorted {
+            batch: sorted,
+            days: runs,
+            order,
+        }))
     }
 
     /// The batch with the table's own field ids (the catalog may have
@@ -390,17 +384,24 @@ impl TableSink {
         advances: &[Advance],
         batches: &[RecordBatch],
     ) -> Result<Outcome, SinkError> {
-        // Sorting is CPU work: off the async runtime.
+        let sorted = self.sort_blocking(batches.to_vec()).await?;
+        self.commit_sorted(advances, sorted.as_ref()).await
+    }
+
+    /// [`Self::sort`] on a blocking thread: it is CPU work, not for the
+    /// async runtime's workers.
+    pub async fn sort_blocking(
+        &self,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Option<Sorted>, SinkError> {
         let sink = self.clone();
-        let owned = batches.to_vec();
-        let sorted = tokio::task::spawn_blocking(move || sink.sort(&owned))
+        tokio::task::spawn_blocking(move || sink.sort(&batches))
             .await
             .map_err(|e| SinkError::Arrow {
                 table: self.contract.name,
                 context: "sorting",
                 source: ArrowError::ExternalError(Box::new(e)),
-            })??;
-        self.commit_sorted(advances, sorted.as_ref()).await
+            })?
     }
 
     /// [`Self::commit`] of rows [`Self::sort`] prepared.
@@ -625,6 +626,11 @@ fn order_keys(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let rows = columns.iter().map(|c| c.len()).sum();
+    // Every part has the table's schema: the first column tells the type.
+    let data_type = columns.first().map(|c| c.data_type().clone());
+    if data_type == Some(DataType::Utf8) && !as_day {
+        return Ok(string_ranks(&columns, rows));
+    }
     let mut keys = Vec::with_capacity(rows);
     for c in &columns {
         match c.data_type() {
@@ -647,7 +653,6 @@ fn order_keys(
                     .iter()
                     .map(|v| v.map(i64::from)),
             ),
-            DataType::Utf8 => {}
             other => {
                 return Err(ArrowError::SchemaError(format!(
                     "cannot sort by {name} of type {other}"
@@ -655,13 +660,15 @@ fn order_keys(
             }
         }
     }
-    if keys.len() == rows {
-        return Ok(keys);
-    }
-    // One hash probe per row: first-seen ids, then ids → ranks.
+    Ok(keys)
+}
+
+/// Each string's rank among the distinct values (nulls stay `None`), with
+/// one hash probe per row: first-seen ids, then ids → ranks.
+fn string_ranks(columns: &[&ArrayRef], rows: usize) -> Vec<Option<i64>> {
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut first_seen: Vec<Option<usize>> = Vec::with_capacity(rows);
-    for c in &columns {
+    for c in columns {
         for v in c.as_string::<i32>().iter() {
             let next = ids.len();
             first_seen.push(v.map(|v| *ids.entry(v).or_insert(next)));
@@ -673,8 +680,10 @@ fn order_keys(
     for (r, (_, id)) in distinct.iter().enumerate() {
         rank[*id] = r as i64;
     }
-    keys.extend(first_seen.into_iter().map(|id| id.map(|id| rank[id])));
-    Ok(keys)
+    first_seen
+        .into_iter()
+        .map(|id| id.map(|id| rank[id]))
+        .collect()
 }
 
 /// A catalog view whose `load_table` returns the table a commit was checked
@@ -775,6 +784,17 @@ mod tests {
             .iter()
             .map(|&r| keys.iter().map(|k| k[r as usize]).collect())
             .collect()
+    }
+
+    #[test]
+    fn strings_rank_by_value_across_parts_nulls_first() {
+        use arrow_array::StringArray;
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("web"), None, Some("api")]));
+        let b: ArrayRef = Arc::new(StringArray::from(vec![Some("db"), Some("web")]));
+        assert_eq!(
+            string_ranks(&[&a, &b], 5),
+            vec![Some(2), None, Some(0), Some(1), Some(2)]
+        );
     }
 
     #[test]

@@ -95,12 +95,6 @@ pub struct Decoded {
     pub rejects: Vec<Reject>,
 }
 
-impl Decoded {
-    pub fn rows(&self) -> usize {
-        self.keys.len()
-    }
-}
-
 fn keys_of(batches: &[RecordBatch], column: &str) -> Result<Vec<u128>, ArrowError> {
     let mut keys = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for b in batches {

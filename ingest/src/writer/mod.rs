@@ -75,7 +75,8 @@ pub struct WriterSettings {
     pub bootstrap: String,
     pub group_id: String,
     pub dlq_topic: String,
-    /// Flush a table's batch at this many rows…
+    /// Cut a table's batch at this many Kafka records (counted as consumed,
+    /// before decoding; a pod-log record may carry many lines)…
     pub max_rows: usize,
     /// …or this many bytes of input payload (bounds memory for big records)…
     pub max_bytes: usize,
