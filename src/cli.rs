@@ -49,7 +49,7 @@ pub enum Command {
     /// Run the whole pipeline in one process (collect → write → index → serve)
     Up(PlannedArgs),
     /// Collect pod logs, lifecycle events and platform events into Kafka
-    Collect(PlannedArgs),
+    Collect(CollectArgs),
     /// Consume Kafka and append to the Iceberg tables, exactly once
     Write,
     /// Load history (NDJSON events, a /var/log/pods tree) straight into the tables
@@ -89,6 +89,25 @@ impl Command {
             Command::Config => "config",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Root of the kubelet log tree [default: /var/log/pods]
+    #[arg(long, value_name = "DIR")]
+    pub pods_root: Option<PathBuf>,
+    /// Node name stamped on every line [env: NODE_NAME, or SLUICE_NODE]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Do not tail pod log files (HTTP intake and the Kubernetes watcher only)
+    #[arg(long)]
+    pub no_pod_logs: bool,
+    /// Watch Pods and Events in the Kubernetes API (lifecycle events)
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Kubeconfig for --kubernetes [default: in-cluster, else $KUBECONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Arguments of a role that is not built yet.

@@ -57,6 +57,9 @@ pub struct KafkaConfig {
     /// Consumer group of the writers.
     pub group_id: String,
     pub topics: Topics,
+    /// Extra librdkafka properties for every client (`security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, …).
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -65,6 +68,55 @@ impl Default for KafkaConfig {
             bootstrap: None,
             group_id: "sluice-writer".into(),
             topics: Topics::default(),
+            properties: Default::default(),
+        }
+    }
+}
+
+/// `[collector]`: what `sluice collect` reads and how it produces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Root of the kubelet log tree (`<ns>_<pod>_<uid>/<container>/<n>.log`).
+    pub pods_root: PathBuf,
+    /// Tail the pod log files (off for a collector that only runs intake).
+    pub pod_logs: bool,
+    /// Log lines per Kafka message (a JSON array of one container's lines;
+    /// 1 = one JSON object per message).
+    pub batch_lines: usize,
+    /// Longest logical line kept; the rest is cut and counted.
+    pub max_line_bytes: usize,
+    /// Memory bound: bytes the producer may hold unacknowledged before
+    /// reading pauses (the rest of the budget is read buffers).
+    pub memory_limit_bytes: usize,
+    /// `lz4`, `zstd`, `gzip`, `snappy` or `none`.
+    pub compression: String,
+    /// Milliseconds between listings of the log tree (new restarts, rotations).
+    pub scan_interval_ms: u64,
+    /// Largest `POST /v1/events` body (compressed or decoded).
+    pub intake_max_body_bytes: usize,
+    /// Bearer tokens `POST /v1/events` accepts; empty = no authentication.
+    pub intake_tokens: Vec<String>,
+    /// Watch Pods and Events in the Kubernetes API.
+    pub kubernetes: bool,
+    /// Kubeconfig for the watcher [default: in-cluster, else $KUBECONFIG, else ~/.kube/config].
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            pods_root: PathBuf::from("/var/log/pods"),
+            pod_logs: true,
+            batch_lines: 500,
+            max_line_bytes: 256 * 1024,
+            memory_limit_bytes: 256 << 20,
+            compression: "lz4".into(),
+            scan_interval_ms: 250,
+            intake_max_body_bytes: 8 << 20,
+            intake_tokens: Vec::new(),
+            kubernetes: false,
+            kubeconfig: None,
         }
     }
 }
@@ -126,6 +178,7 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     pub enrich: EnrichConfig,
     pub writer: WriterConfig,
+    pub collector: CollectorConfig,
     pub query: QueryConfig,
     pub guardrails: GuardrailsConfig,
 }
@@ -143,6 +196,7 @@ impl Default for Config {
             warehouse: WarehouseConfig::default(),
             enrich: EnrichConfig::default(),
             writer: WriterConfig::default(),
+            collector: CollectorConfig::default(),
             query: QueryConfig::default(),
             guardrails: GuardrailsConfig::default(),
         }

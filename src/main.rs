@@ -58,6 +58,22 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
     match command {
         Command::Gen(args) => gen_command(args),
         Command::Write => runtime()?.block_on(commands::write::run(config)),
+        Command::Collect(args) => {
+            let mut config = config.clone();
+            let c = &mut config.collector;
+            if let Some(root) = args.pods_root {
+                c.pods_root = root;
+            }
+            c.pod_logs &= !args.no_pod_logs;
+            c.kubernetes |= args.kubernetes;
+            if args.kubeconfig.is_some() {
+                c.kubeconfig = args.kubeconfig;
+            }
+            if let Some(node) = args.node.or_else(|| std::env::var("NODE_NAME").ok()) {
+                config.node = Some(node);
+            }
+            runtime()?.block_on(commands::collect::run(&config))
+        }
         Command::Import(args) => runtime()?.block_on(commands::import::run(
             config,
             commands::import::ImportOptions {

@@ -3,6 +3,7 @@
 //! catalog, and the sinks.
 
 pub mod catalog;
+pub mod collect;
 pub mod enrich;
 pub mod import;
 pub mod sinks;

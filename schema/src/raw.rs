@@ -301,6 +301,48 @@ impl PodLogRecord {
         Self::from_json(&parse_json(bytes)?)
     }
 
+    /// Appends the record's JSON (the same document as [`to_json`](Self::to_json))
+    /// without building a `Value`: the collector writes one per log line.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            ts: String,
+            cluster: &'a str,
+            namespace: &'a str,
+            pod: &'a str,
+            pod_uid: &'a str,
+            container: &'a str,
+            restart: i32,
+            stream: &'a str,
+            message: &'a str,
+            line_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            level: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            node: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            byte_offset: Option<i64>,
+        }
+        serde_json::to_writer(
+            out,
+            &Doc {
+                ts: format_micros(self.ts),
+                cluster: &self.cluster,
+                namespace: &self.namespace,
+                pod: &self.pod,
+                pod_uid: &self.pod_uid,
+                container: &self.container,
+                restart: self.restart,
+                stream: &self.stream,
+                message: &self.message,
+                line_id: &self.line_id,
+                level: self.level.as_deref(),
+                node: self.node.as_deref(),
+                byte_offset: self.byte_offset,
+            },
+        )
+    }
+
     pub fn to_json(&self) -> Value {
         let mut v = json!({
             "ts": format_micros(self.ts),
@@ -440,6 +482,35 @@ impl LifecycleEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_log_write_json_is_to_json() {
+        let mut r = PodLogRecord {
+            ts: 1_795_271_528_500_001,
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            pod: "p".into(),
+            pod_uid: "u".into(),
+            container: "app".into(),
+            restart: 3,
+            stream: "stderr".into(),
+            level: Some("error".into()),
+            message: "quote \" and \u{1} and é".into(),
+            node: None,
+            line_id: "id".into(),
+            byte_offset: Some(42),
+        };
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            r.write_json(&mut out).unwrap();
+            let back: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, r.to_json());
+            assert_eq!(PodLogRecord::from_json(&back).unwrap(), r);
+            r.level = None;
+            r.byte_offset = None;
+            r.node = Some("n1".into());
+        }
+    }
 
     #[test]
     fn reports_every_problem_with_its_path() {

@@ -1,5 +1,6 @@
 //! The CLI's commands that do more than parse arguments.
 
+pub mod collect;
 pub mod import;
 pub mod query;
 pub mod serve;

@@ -21,6 +21,11 @@ pub const POSTGRES_ENV: &str = "SLUICE_TEST_POSTGRES";
 pub const S3_ENDPOINT_ENV: &str = "SLUICE_TEST_S3_ENDPOINT";
 pub const S3_ACCESS_KEY_ENV: &str = "SLUICE_TEST_S3_ACCESS_KEY";
 pub const S3_SECRET_KEY_ENV: &str = "SLUICE_TEST_S3_SECRET_KEY";
+/// Environment variable holding the path of the nisshi broker binary, for
+/// tests that need a broker of their own (to stop it).
+pub const NISSHI_ENV: &str = "SLUICE_TEST_NISSHI";
+/// Environment variable holding a kubeconfig for the test kube-apiserver.
+pub const KUBECONFIG_ENV: &str = "SLUICE_TEST_KUBECONFIG";
 /// Environment variable holding the Iceberg REST catalog URI.
 pub const ICEBERG_REST_ENV: &str = "SLUICE_TEST_ICEBERG_REST";
 
@@ -39,6 +44,73 @@ pub fn kafka_bootstrap() -> String {
     required_env(KAFKA_ENV, "a running Kafka-protocol broker")
 }
 
+/// A broker of the calling test's own (in-memory storage), killed on drop.
+pub struct OwnBroker {
+    pub bootstrap: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let bin = required_env(NISSHI_ENV, "the nisshi broker binary");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let url = format!("tcp://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let child = std::process::Command::new(bin)
+            .current_dir(dir.path())
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("CLUSTER_ID")
+            .args(["broker", "--silent", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://nisshi/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting nisshi: {e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nisshi did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnBroker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to the broker process.
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name} nisshi");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        // A stopped process does not die of SIGKILL until continued.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A file of the package under test, found at run time: cargo sets
 /// `CARGO_MANIFEST_DIR` for test processes. The compile-time `env!` form would
 /// bake in the path of whichever checkout first built a cached test binary.
@@ -49,6 +121,17 @@ pub fn source_path(relative: &str) -> PathBuf {
 /// The interop venv's Python (with pyiceberg, duckdb, jsonschema, confluent-kafka).
 pub fn python() -> PathBuf {
     PathBuf::from(required_env(PYTHON_ENV, "the interop Python venv"))
+}
+
+/// A kubeconfig (cluster admin) for the running test kube-apiserver.
+pub fn kubeconfig() -> PathBuf {
+    PathBuf::from(required_env(KUBECONFIG_ENV, "a running kube-apiserver"))
+}
+
+/// The etcd behind the test kube-apiserver (`http://host:port`), for tests
+/// that compact it.
+pub fn etcd_url() -> String {
+    required_env("SLUICE_TEST_ETCD", "the kube-apiserver's etcd")
 }
 
 /// The running Postgres server's URI.

@@ -47,6 +47,8 @@ pub struct ReadStats {
     pub physical_lines: u64,
     pub malformed_lines: u64,
     pub truncated_lines: u64,
+    /// Physical lines longer than any runtime writes, dropped whole.
+    pub oversized_lines: u64,
     /// First few malformed lines, with the reason, for the operator.
     pub malformed_examples: Vec<String>,
 }
@@ -66,23 +68,144 @@ pub fn read_pod_log(
     origin: &Origin<'_>,
     max_line_bytes: usize,
 ) -> (Vec<PodLogRecord>, ReadStats) {
-    let fp = fingerprint(content);
-    let json_file = docker_json::is_docker_json(content);
-    let mut joiner = PartialJoiner::new(max_line_bytes);
-    let mut stats = ReadStats::default();
+    let mut reader = PodLogReader::new(
+        path.clone(),
+        LogFormat::detect(content),
+        fingerprint(content),
+        0,
+        max_line_bytes,
+    );
     let mut out = Vec::new();
-    let mut offset = 0u64;
-    // Offset where the logical line being joined started.
-    let mut line_start = [None::<u64>; 2];
-    for raw in content.split_inclusive(|b| *b == b'\n') {
-        let here = offset;
-        offset += raw.len() as u64;
-        if !raw.ends_with(b"\n") {
-            // An unterminated last line is still being written; leave it.
-            break;
+    reader.feed(content, origin, &mut out);
+    (out, reader.stats)
+}
+
+/// The two on-disk formats kubelets leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Cri,
+    DockerJson,
+}
+
+impl LogFormat {
+    /// Told from the file's first bytes (a json-file line starts with `{`).
+    pub fn detect(content: &[u8]) -> Self {
+        if docker_json::is_docker_json(content) {
+            LogFormat::DockerJson
+        } else {
+            LogFormat::Cri
         }
-        stats.physical_lines += 1;
-        let docker = json_file.then(|| docker_json::parse_line(raw));
+    }
+}
+
+/// Reads one log file incrementally: fed the bytes that follow what it has
+/// consumed, it emits every logical line completed so far. The ids it gives
+/// are those [`read_pod_log`] gives for the whole file, wherever reading
+/// started, as long as it started at a [`PodLogReader::resume_offset`].
+#[derive(Debug)]
+pub struct PodLogReader {
+    path: PodLogPath,
+    format: LogFormat,
+    fingerprint: u64,
+    joiner: PartialJoiner,
+    /// Offset of the next physical line.
+    offset: u64,
+    /// Where the logical line being joined started, per stream.
+    line_start: [Option<u64>; 2],
+    /// Inside a physical line longer than the bound: dropping to its end.
+    discarding: bool,
+    max_line_bytes: usize,
+    pub stats: ReadStats,
+}
+
+impl PodLogReader {
+    /// `offset` must be a line start, normally a saved
+    /// [`resume_offset`](Self::resume_offset).
+    pub fn new(
+        path: PodLogPath,
+        format: LogFormat,
+        fingerprint: u64,
+        offset: u64,
+        max_line_bytes: usize,
+    ) -> Self {
+        Self {
+            path,
+            format,
+            fingerprint,
+            joiner: PartialJoiner::new(max_line_bytes),
+            offset,
+            line_start: [None; 2],
+            discarding: false,
+            max_line_bytes,
+            stats: ReadStats::default(),
+        }
+    }
+
+    pub fn path(&self) -> &PodLogPath {
+        &self.path
+    }
+
+    /// Renamed (rotated) files keep their identity; only the path changes.
+    pub fn set_path(&mut self, path: PodLogPath) {
+        self.path = path;
+    }
+
+    /// Offset of the next byte to feed.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Where reading must start again so that no logical line is lost: the
+    /// start of the oldest partial line still being joined, else
+    /// [`offset`](Self::offset). Lines re-read from there get the same ids.
+    pub fn resume_offset(&self) -> u64 {
+        self.line_start
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(self.offset)
+    }
+
+    /// A physical line can be at most this long before it is dropped (a
+    /// runtime splits lines at 16 KiB; anything longer is not a log line).
+    pub fn max_physical_line(&self) -> usize {
+        self.max_line_bytes + 64 * 1024
+    }
+
+    /// Consumes every complete physical line at the start of `buf` (which
+    /// starts at [`offset`](Self::offset)) and returns how many bytes that
+    /// was; the rest is an unfinished line to feed again with what follows.
+    pub fn feed(&mut self, buf: &[u8], origin: &Origin<'_>, out: &mut Vec<PodLogRecord>) -> usize {
+        let mut consumed = 0usize;
+        for raw in buf.split_inclusive(|b| *b == b'\n') {
+            if !raw.ends_with(b"\n") {
+                if raw.len() > self.max_physical_line() {
+                    // Bounded memory whatever the file holds: drop it whole.
+                    if !self.discarding {
+                        self.stats.oversized_lines += 1;
+                    }
+                    self.discarding = true;
+                    consumed += raw.len();
+                    self.offset += raw.len() as u64;
+                }
+                break;
+            }
+            let here = self.offset;
+            consumed += raw.len();
+            self.offset += raw.len() as u64;
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            self.line(raw, here, origin, out);
+        }
+        consumed
+    }
+
+    fn line(&mut self, raw: &[u8], here: u64, origin: &Origin<'_>, out: &mut Vec<PodLogRecord>) {
+        self.stats.physical_lines += 1;
+        let docker = (self.format == LogFormat::DockerJson).then(|| docker_json::parse_line(raw));
         let parsed = match &docker {
             Some(Ok(d)) => Ok(d.as_cri()),
             Some(Err(e)) => Err(e.to_string()),
@@ -91,21 +214,24 @@ pub fn read_pod_log(
         let line = match parsed {
             Ok(l) => l,
             Err(e) => {
-                stats.malformed_lines += 1;
-                if stats.malformed_examples.len() < 5 {
-                    stats.malformed_examples.push(format!("offset {here}: {e}"));
+                self.stats.malformed_lines += 1;
+                if self.stats.malformed_examples.len() < 5 {
+                    self.stats
+                        .malformed_examples
+                        .push(format!("offset {here}: {e}"));
                 }
-                continue;
+                return;
             }
         };
-        let slot = &mut line_start[line.stream as usize];
+        let slot = &mut self.line_start[line.stream as usize];
         let start = *slot.get_or_insert(here);
-        let Some(joined) = joiner.push(&line) else {
-            continue;
+        let Some(joined) = self.joiner.push(&line) else {
+            return;
         };
         *slot = None;
-        stats.truncated_lines += u64::from(joined.truncated);
+        self.stats.truncated_lines += u64::from(joined.truncated);
         let message = String::from_utf8_lossy(&joined.content).into_owned();
+        let path = &self.path;
         out.push(PodLogRecord {
             ts: joined.ts_nanos.div_euclid(1000),
             cluster: origin.cluster.to_string(),
@@ -118,11 +244,10 @@ pub fn read_pod_log(
             level: level::parse(&message).map(str::to_string),
             message,
             node: origin.node.map(str::to_string),
-            line_id: line_id(path, fp, start),
+            line_id: line_id(path, self.fingerprint, start),
             byte_offset: Some(start as i64),
         });
     }
-    (out, stats)
 }
 
 #[cfg(test)]

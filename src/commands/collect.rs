@@ -1,0 +1,161 @@
+//! `sluice collect`: the node agent (DaemonSet) and HTTP intake.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use rdkafka::producer::{FutureProducer, Producer};
+use sluice_ingest::collect::acks::Acks;
+use sluice_ingest::collect::checkpoint::CheckpointFile;
+use sluice_ingest::collect::intake::{Intake, IntakeSettings};
+use sluice_ingest::collect::kube_watch::{self, KubeSettings, KubeWatcher};
+use sluice_ingest::collect::metrics::CollectorMetrics;
+use sluice_ingest::collect::produce::{LogProducer, ProducerSettings};
+use sluice_ingest::collect::tail::{TailSettings, Tailer};
+
+use crate::config::Config;
+use crate::health;
+
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let Some(bootstrap) = config.kafka.bootstrap.clone() else {
+        anyhow::bail!(
+            "sluice collect produces to Kafka: pass --kafka BROKERS (or SLUICE_KAFKA, or [kafka] bootstrap)"
+        );
+    };
+    let c = &config.collector;
+    let topics = &config.kafka.topics;
+    let producer_settings = ProducerSettings {
+        bootstrap,
+        compression: c.compression.clone(),
+        queue_bytes: c.memory_limit_bytes / 4 * 3,
+        extra: config.kafka.properties.clone(),
+    };
+    let mut registry = Registry::default();
+    let metrics = CollectorMetrics::register(&mut registry);
+
+    let intake_producer: FutureProducer = producer_settings
+        .client_config()
+        // An intake request waits for its records; do not hold them back.
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .context("creating the intake producer")?;
+    let intake = Arc::new(Intake::new(
+        intake_producer.clone(),
+        IntakeSettings {
+            topic: topics.events.clone(),
+            max_body_bytes: c.intake_max_body_bytes,
+            tokens: c.intake_tokens.clone(),
+        },
+        metrics.clone(),
+    ));
+
+    let watcher = if c.kubernetes {
+        let client = kube_watch::client(c.kubeconfig.as_deref())
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let watcher = KubeWatcher::new(
+            KubeSettings {
+                cluster: config.cluster.clone(),
+                topic: topics.k8s.clone(),
+                kubeconfig: c.kubeconfig.clone(),
+                state_path: config.data_dir.join("collector/k8s-watch.json"),
+            },
+            client,
+            intake_producer.clone(),
+            metrics.clone(),
+        )?;
+        tracing::info!(topic = %topics.k8s, "watching Pods, Events, Deployments, StatefulSets and DaemonSets in the Kubernetes API");
+        Some(watcher)
+    } else {
+        None
+    };
+
+    let ready: health::ReadyCheck = {
+        let producer = intake_producer.clone();
+        let watcher = watcher.clone();
+        Arc::new(move || {
+            let producer = producer.clone();
+            let watcher = watcher.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    producer
+                        .client()
+                        .fetch_metadata(None, Duration::from_secs(2))
+                        .map(|_| ())
+                        .map_err(|e| format!("Kafka: {e}"))
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                if let Some(w) = watcher {
+                    w.check().await?;
+                }
+                Ok(())
+            })
+        })
+    };
+    let watch_task = watcher.clone().map(|w| tokio::spawn(w.run()));
+    let router = health::routes(Arc::new(registry), ready).merge(intake.routes());
+    let addr = health::spawn(&config.http.addr, router).await?;
+    tracing::info!(%addr, "collector serving POST /v1/events, /healthz, /readyz, /metrics");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tailer_thread = None;
+    if c.pod_logs {
+        let acks = Arc::new(Acks::default());
+        let producer = LogProducer::new(
+            &producer_settings,
+            &topics.podlogs,
+            acks.clone(),
+            metrics.clone(),
+        )
+        .context("creating the pod log producer")?;
+        let mut settings = TailSettings::new(
+            c.pods_root.clone(),
+            config.cluster.clone(),
+            config.node.clone(),
+        );
+        settings.batch_lines = c.batch_lines.max(1);
+        settings.max_line_bytes = c.max_line_bytes.max(1024);
+        settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
+        let checkpoint = CheckpointFile::new(&config.data_dir.join("collector"));
+        tracing::info!(
+            root = %c.pods_root.display(),
+            checkpoint = %checkpoint.path().display(),
+            topic = %topics.podlogs,
+            "tailing pod logs"
+        );
+        let tailer = Tailer::new(settings, checkpoint, producer, acks, metrics.clone())
+            .context("starting the pod log tailer")?;
+        let stop = stop.clone();
+        tailer_thread = Some(
+            std::thread::Builder::new()
+                .name("tailer".into())
+                .spawn(move || tailer.run(&stop, Duration::from_secs(10)))
+                .context("starting the tailer thread")?,
+        );
+    }
+
+    health::shutdown_signal().await;
+    tracing::info!("shutting down: draining acknowledgements, saving checkpoints");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = tailer_thread {
+        let result = tokio::task::spawn_blocking(move || t.join())
+            .await
+            .context("joining the tailer")?;
+        match result {
+            Ok(r) => r.context("pod log tailer")?,
+            Err(_) => anyhow::bail!("the pod log tailer panicked"),
+        }
+    }
+    if let (Some(task), Some(w)) = (watch_task, watcher) {
+        task.abort();
+        w.save().context("saving the Kubernetes watch state")?;
+    }
+    intake_producer
+        .flush(Duration::from_secs(10))
+        .context("flushing intake records")?;
+    Ok(())
+}
