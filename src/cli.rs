@@ -55,7 +55,7 @@ pub enum Command {
     /// Load history (NDJSON events, a /var/log/pods tree) straight into the tables
     Import(ImportArgs),
     /// Follow the pod_logs table and maintain the log search index
-    Index(PlannedArgs),
+    Index(IndexArgs),
     /// Serve SQL, attribution, guardrails, log search and the console over HTTP
     Serve,
     /// Run a read-only SQL query
@@ -108,6 +108,22 @@ pub struct CollectArgs {
     /// Kubeconfig for --kubernetes [default: in-cluster, else $KUBECONFIG]
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Replace the index with one built from the table's current files
+    #[arg(long)]
+    pub rebuild: bool,
+    /// With --rebuild: only lines from this time (RFC 3339 or a span like 7d)
+    #[arg(long, value_name = "TIME", requires = "rebuild")]
+    pub from: Option<String>,
+    /// Index what is new once and exit (default: follow the table)
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between looks at the table
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
 }
 
 /// Arguments of a role that is not built yet.

@@ -83,6 +83,15 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             },
         )),
         Command::Serve => runtime()?.block_on(commands::serve::run(config)),
+        Command::Index(args) => runtime()?.block_on(commands::index::run(
+            config,
+            commands::index::IndexOptions {
+                rebuild: args.rebuild,
+                from: args.from,
+                once: args.once,
+                interval: std::time::Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0)),
+            },
+        )),
         Command::Sql(args) => runtime()?.block_on(async {
             let backend = Backend::open(config, args.server.server, args.server.token).await?;
             let answer = backend.sql(&args.sql).await?;

@@ -32,6 +32,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub guardrails: GuardrailsConfig,
+    pub logs: Arc<crate::logsearch::LogIndex>,
 }
 
 /// What each route needs: the roles that may call it.
@@ -89,6 +90,8 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
         .route("/v1/guardrails/simulate", post(simulate_route))
         .route("/v1/guardrails/export", get(export_route))
         .route("/v1/services/{namespace}/{name}/health", get(health_route))
+        .route("/v1/logs/search", get(log_search_route))
+        .route("/v1/logs/restarts", get(restarts_route))
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
         .layer(middleware::from_fn_with_state(Arc::new(tokens), authorize));
@@ -287,6 +290,41 @@ async fn export_route(
             HeaderValue::from_static("application/yaml"),
         );
         Ok(response)
+    })
+    .await
+}
+
+async fn log_search_route(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<crate::logsearch::SearchParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "logs_search", async {
+        let request = query_params(params)?.request(Utc::now())?;
+        Ok(Json(state.logs.search(request).await?).into_response())
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartsParams {
+    namespace: Option<String>,
+    pod: Option<String>,
+}
+
+async fn restarts_route(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<RestartsParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "logs_restarts", async {
+        let p = query_params(params)?;
+        let report = crate::logsearch::restarts::restarts(
+            &state.engine,
+            p.namespace.as_deref().unwrap_or(""),
+            p.pod.as_deref().unwrap_or(""),
+        )
+        .await?;
+        Ok(Json(report).into_response())
     })
     .await
 }

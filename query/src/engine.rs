@@ -78,6 +78,11 @@ impl Engine {
         })
     }
 
+    /// The object stores the engine reads the warehouse through.
+    pub fn stores(&self) -> &Arc<ObjectStores> {
+        &self.stores
+    }
+
     pub fn metrics(&self) -> &QueryMetrics {
         &self.metrics
     }

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod engine;
 pub mod error;
 pub mod guardrails;
+pub mod logsearch;
 pub mod metrics;
 pub mod object_stores;
 pub mod params;

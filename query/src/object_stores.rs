@@ -57,6 +57,31 @@ impl ObjectStores {
         })
     }
 
+    /// A store and the path inside it for a location the index writes to
+    /// (`file://…`, a plain path, or `s3://bucket/…`).
+    pub fn store_for(
+        &self,
+        location: &str,
+    ) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path), String> {
+        if let Some(path) = location
+            .strip_prefix("file://")
+            .or_else(|| location.starts_with('/').then_some(location))
+        {
+            std::fs::create_dir_all(path).map_err(|e| format!("creating {path}: {e}"))?;
+            let store = object_store::local::LocalFileSystem::new();
+            let root =
+                object_store::path::Path::from_filesystem_path(path).map_err(|e| e.to_string())?;
+            return Ok((Arc::new(store), root));
+        }
+        let rest = location
+            .strip_prefix("s3://")
+            .or_else(|| location.strip_prefix("s3a://"))
+            .ok_or_else(|| format!("no object store for {location:?} (file:// or s3://)"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let store = self.bucket(bucket).map_err(|e| e.to_string())?;
+        Ok((Arc::new(store), object_store::path::Path::from(key)))
+    }
+
     fn bucket(&self, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
         // The standard AWS environment first; the warehouse's settings win.
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);

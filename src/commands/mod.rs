@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod import;
+pub mod index;
 pub mod query;
 pub mod serve;
 pub mod write;

@@ -56,9 +56,15 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             Box::pin(async move { engine.ready().await })
         })
     };
+    let logs = Arc::new(sluice_query::logsearch::LogIndex::new(
+        engine.catalog().clone(),
+        engine.stores().clone(),
+        config.data_dir.join("index-cache"),
+    ));
     let state = Arc::new(ApiState {
         engine: engine.clone(),
         guardrails: config.guardrails.clone(),
+        logs,
     });
     let router = health::routes(Arc::new(registry), ready)
         .merge(api::router(state, config.query.tokens.clone()))

@@ -148,6 +148,7 @@ pub struct Changes {
     pub records: Vec<LifecycleEvent>,
     restarts: Vec<(String, Option<i32>)>,
     events: Vec<(String, i32)>,
+    forget_events: Vec<String>,
     workloads: Vec<(String, Option<WorkloadSeen>)>,
 }
 
@@ -167,6 +168,9 @@ impl Changes {
         }
         for (k, v) in self.events {
             state.events.insert(k, v);
+        }
+        for k in self.forget_events {
+            state.events.remove(&k);
         }
     }
 }
@@ -365,6 +369,28 @@ impl Watched for Pod {
 impl Watched for Event {
     fn changes(&self, cluster: &str, state: &WatchState, out: &mut Changes) {
         event_change(cluster, self, state, out);
+    }
+    // Events expire (an hour by default); their counts need not outlive them.
+    fn deleted(&self, out: &mut Changes) {
+        if let Some(uid) = &self.metadata.uid {
+            out.forget_events.push(uid.clone());
+        }
+    }
+    fn state_keys(&self, alive: &mut std::collections::HashSet<String>) {
+        if let Some(uid) = &self.metadata.uid {
+            alive.insert(uid.clone());
+        }
+    }
+    fn forget_missing(
+        state: &WatchState,
+        alive: &std::collections::HashSet<String>,
+        out: &mut Changes,
+    ) {
+        for uid in state.events.keys() {
+            if !alive.contains(uid) {
+                out.forget_events.push(uid.clone());
+            }
+        }
     }
 }
 

@@ -207,8 +207,13 @@ impl Tailer {
 
     /// One turn over every file; `Read` if any made progress.
     fn pass(&mut self) -> Step {
-        for failed in self.io.producer.take_failed() {
-            std::thread::sleep(Duration::from_millis(100));
+        let failed = self.io.producer.take_failed();
+        if !failed.is_empty() {
+            // Deliveries only fail for lasting reasons (the timeout is
+            // infinite): do not spin on them.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for failed in failed {
             let key = failed.key;
             let mut delivery = failed.delivery;
             loop {

@@ -1,0 +1,355 @@
+//! `sluice index`: follows the `pod_logs` table and indexes what each new
+//! snapshot appended.
+//!
+//! For every snapshot after the watermark (oldest first) the data files it
+//! added are read and indexed into one split per hour of log time; the
+//! splits are uploaded, then the state (splits + the snapshot as the new
+//! watermark) is replaced in one put. A crash before that put leaves
+//! unlisted splits (removed by the next rebuild or merge) and the old
+//! watermark, so the snapshot is indexed again: no line twice, none skipped.
+//! Small splits of the same hour are merged in the background.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use iceberg::Catalog;
+use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus};
+use iceberg::table::Table;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sluice_schema::tables::POD_LOGS;
+
+use super::split::{SplitError, SplitMeta, SplitWriter};
+use super::store::{IndexState, IndexStore, StoreError};
+
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("Iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error("reading {0}: {1}")]
+    Parquet(String, parquet::errors::ParquetError),
+    #[error(transparent)]
+    Split(#[from] SplitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("tantivy: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexerSettings {
+    /// Where splits are built before upload.
+    pub work_dir: PathBuf,
+    /// Where splits are unpacked for merging (and searching).
+    pub cache_dir: PathBuf,
+    /// Splits of one hour merged once there are this many.
+    pub merge_at: usize,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundReport {
+    pub snapshots: usize,
+    pub files: usize,
+    pub lines: u64,
+    pub bytes: u64,
+    pub splits: usize,
+    pub merged: usize,
+    pub watermark: Option<i64>,
+}
+
+pub struct Indexer {
+    catalog: Arc<dyn Catalog>,
+    store: IndexStore,
+    settings: IndexerSettings,
+}
+
+fn new_split_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Indexer {
+    pub fn new(catalog: Arc<dyn Catalog>, store: IndexStore, settings: IndexerSettings) -> Self {
+        Self {
+            catalog,
+            store,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &IndexStore {
+        &self.store
+    }
+
+    async fn table(&self) -> Result<Table, IndexError> {
+        Ok(self.catalog.load_table(&POD_LOGS.ident()).await?)
+    }
+
+    /// Snapshots after `watermark` up to the current one, oldest first;
+    /// `None` when the watermark is not an ancestor (history rewritten).
+    fn new_snapshots(table: &Table, watermark: Option<i64>) -> Option<Vec<i64>> {
+        let meta = table.metadata();
+        let mut out = Vec::new();
+        let mut at = meta.current_snapshot().map(|s| s.snapshot_id());
+        while let Some(id) = at {
+            if Some(id) == watermark {
+                out.reverse();
+                return Some(out);
+            }
+            out.push(id);
+            at = meta.snapshot_by_id(id).and_then(|s| s.parent_snapshot_id());
+        }
+        if watermark.is_some() {
+            return None;
+        }
+        out.reverse();
+        Some(out)
+    }
+
+    /// Data files a snapshot added.
+    async fn added_files(table: &Table, snapshot_id: i64) -> Result<Vec<String>, IndexError> {
+        let Some(snapshot) = table.metadata().snapshot_by_id(snapshot_id) else {
+            return Ok(Vec::new());
+        };
+        let list = table.manifest_list_reader(snapshot).load().await?;
+        let mut files = Vec::new();
+        for mf in list.entries() {
+            if mf.added_snapshot_id != snapshot_id || mf.content != ManifestContentType::Data {
+                continue;
+            }
+            let manifest = mf.load_manifest(table.file_io()).await?;
+            for e in manifest.entries() {
+                if e.status() == ManifestStatus::Added
+                    && e.content_type() == DataContentType::Data
+                    && e.snapshot_id().is_none_or(|s| s == snapshot_id)
+                {
+                    files.push(e.file_path().to_string());
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Every live data file of the current snapshot (for a rebuild).
+    async fn all_files(table: &Table) -> Result<Vec<String>, IndexError> {
+        use futures::TryStreamExt;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let tasks: Vec<_> = table
+            .scan()
+            .build()?
+            .plan_files()
+            .await?
+            .try_collect()
+            .await?;
+        Ok(tasks.into_iter().map(|t| t.data_file_path).collect())
+    }
+
+    /// Reads `files` and builds one split per hour of log time (rows before
+    /// `from` skipped); uploads them and returns their metadata.
+    async fn build_splits(
+        &self,
+        table: &Table,
+        files: &[String],
+        from: Option<i64>,
+        report: &mut RoundReport,
+    ) -> Result<Vec<SplitMeta>, IndexError> {
+        let mut writers: BTreeMap<i64, (String, PathBuf, SplitWriter)> = BTreeMap::new();
+        for path in files {
+            let bytes = table.file_io().new_input(path)?.read().await?;
+            report.bytes += bytes.len() as u64;
+            report.files += 1;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.with_batch_size(8192).build())
+                .map_err(|e| IndexError::Parquet(path.clone(), e))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| IndexError::Parquet(path.clone(), e.into()))?;
+                for (hour, rows) in hour_slices(&batch, from)? {
+                    let entry = match writers.entry(hour) {
+                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            let id = new_split_id();
+                            let dir = self.settings.work_dir.join(&id);
+                            let w = SplitWriter::create(&dir, &id)?;
+                            v.insert((id, dir, w))
+                        }
+                    };
+                    entry.2.add_batch(&rows)?;
+                }
+            }
+        }
+        let mut metas = Vec::new();
+        for (_, (id, dir, writer)) in writers {
+            let lines = writer.lines();
+            let mut meta = tokio::task::block_in_place(|| writer.finish())?;
+            meta.split_bytes = self.store.upload_split(&id, &dir).await?;
+            let _ = std::fs::remove_dir_all(&dir);
+            report.lines += lines;
+            report.splits += 1;
+            metas.push(meta);
+        }
+        Ok(metas)
+    }
+
+    /// Indexes every snapshot after the watermark; merges small splits.
+    pub async fn run_once(&self) -> Result<RoundReport, IndexError> {
+        let table = self.table().await?;
+        let mut state = self.store.load_state().await?;
+        let mut report = RoundReport {
+            watermark: state.watermark,
+            ..Default::default()
+        };
+        let Some(snapshots) = Self::new_snapshots(&table, state.watermark) else {
+            tracing::warn!(
+                watermark = ?state.watermark,
+                "the indexed snapshot is no longer in the table's history; rebuilding"
+            );
+            return self.rebuild(None).await;
+        };
+        for snapshot in snapshots {
+            let started = Instant::now();
+            let files = Self::added_files(&table, snapshot).await?;
+            let metas = self.build_splits(&table, &files, None, &mut report).await?;
+            state.splits.extend(metas);
+            state.watermark = Some(snapshot);
+            self.store.save_state(&state).await?;
+            report.snapshots += 1;
+            report.watermark = Some(snapshot);
+            tracing::debug!(snapshot, files = files.len(), elapsed = ?started.elapsed(), "indexed");
+        }
+        report.merged = self.merge(&mut state).await?;
+        Ok(report)
+    }
+
+    /// Replaces the index with one built from the table's current files
+    /// (lines at or after `from` only).
+    pub async fn rebuild(&self, from: Option<i64>) -> Result<RoundReport, IndexError> {
+        let table = self.table().await?;
+        let old = self.store.load_state().await?;
+        let mut report = RoundReport::default();
+        let files = Self::all_files(&table).await?;
+        let metas = self.build_splits(&table, &files, from, &mut report).await?;
+        let state = IndexState {
+            version: 1,
+            watermark: table.metadata().current_snapshot().map(|s| s.snapshot_id()),
+            splits: metas,
+        };
+        self.store.save_state(&state).await?;
+        for s in &old.splits {
+            self.store.delete_split(&s.id).await?;
+        }
+        report.watermark = state.watermark;
+        Ok(report)
+    }
+
+    /// Merges the splits of an hour once there are `merge_at` of them.
+    async fn merge(&self, state: &mut IndexState) -> Result<usize, IndexError> {
+        let mut by_hour: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, s) in state.splits.iter().enumerate() {
+            // Splits within one hour bucket (those that straddle are left).
+            if s.min_ts.div_euclid(HOUR_MICROS) == s.max_ts.div_euclid(HOUR_MICROS) {
+                by_hour
+                    .entry(s.min_ts.div_euclid(HOUR_MICROS))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut merged = 0;
+        for (_, group) in by_hour {
+            if group.len() < self.settings.merge_at.max(2) {
+                continue;
+            }
+            let metas: Vec<SplitMeta> = group.iter().map(|i| state.splits[*i].clone()).collect();
+            let new = self.merge_splits(&metas).await?;
+            let gone: HashSet<&str> = metas.iter().map(|m| m.id.as_str()).collect();
+            state.splits.retain(|s| !gone.contains(s.id.as_str()));
+            state.splits.push(new);
+            self.store.save_state(state).await?;
+            for m in &metas {
+                self.store.delete_split(&m.id).await?;
+                let _ = std::fs::remove_dir_all(self.settings.cache_dir.join(&m.id));
+            }
+            merged += metas.len();
+        }
+        Ok(merged)
+    }
+
+    async fn merge_splits(&self, metas: &[SplitMeta]) -> Result<SplitMeta, IndexError> {
+        let mut indexes = Vec::new();
+        for m in metas {
+            let dir = self
+                .store
+                .fetch_split(&m.id, &self.settings.cache_dir)
+                .await?;
+            let index = tantivy::Index::open_in_dir(&dir)?;
+            super::split::register_tokenizer(&index);
+            indexes.push(index);
+        }
+        let id = new_split_id();
+        let dir = self.settings.work_dir.join(&id);
+        std::fs::create_dir_all(&dir)?;
+        tokio::task::block_in_place(|| {
+            let out = tantivy::directory::MmapDirectory::open(&dir)
+                .map_err(tantivy::TantivyError::from)?;
+            tantivy::indexer::merge_indices(&indexes, out).map(|_| ())
+        })?;
+        let mut meta = SplitMeta {
+            id: id.clone(),
+            min_ts: metas.iter().map(|m| m.min_ts).min().unwrap_or_default(),
+            max_ts: metas.iter().map(|m| m.max_ts).max().unwrap_or_default(),
+            lines: metas.iter().map(|m| m.lines).sum(),
+            raw_bytes: metas.iter().map(|m| m.raw_bytes).sum(),
+            split_bytes: 0,
+            namespaces: metas
+                .iter()
+                .flat_map(|m| m.namespaces.iter().cloned())
+                .collect(),
+            pods: metas.iter().flat_map(|m| m.pods.iter().cloned()).collect(),
+        };
+        meta.split_bytes = self.store.upload_split(&id, &dir).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(meta)
+    }
+}
+
+/// The rows of `batch` grouped by hour of `ts` (rows before `from` left out).
+fn hour_slices(
+    batch: &arrow_array::RecordBatch,
+    from: Option<i64>,
+) -> Result<Vec<(i64, arrow_array::RecordBatch)>, IndexError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMicrosecondType;
+    let ts = batch
+        .column_by_name("ts")
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or(SplitError::Column("ts"))?;
+    let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, t) in ts.values().iter().enumerate() {
+        if from.is_some_and(|f| *t < f) {
+            continue;
+        }
+        rows.entry(t.div_euclid(HOUR_MICROS))
+            .or_default()
+            .push(i as u32);
+    }
+    let mut out = Vec::new();
+    for (hour, idx) in rows {
+        let idx = arrow_array::UInt32Array::from(idx);
+        let cols = batch
+            .columns()
+            .iter()
+            .map(|c| arrow_select::take::take(c, &idx, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SplitError::Io(std::io::Error::other(e)))?;
+        let b = arrow_array::RecordBatch::try_new(batch.schema(), cols)
+            .map_err(|e| SplitError::Io(std::io::Error::other(e)))?;
+        out.push((hour, b));
+    }
+    Ok(out)
+}

@@ -1,0 +1,553 @@
+//! Running a log search over a set of splits: one query per split, exact
+//! totals, hits merged newest (or oldest) first, a cursor for the next page,
+//! and context lines from the same container instance.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+use serde::Serialize;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{DocAddress, Index, IndexReader, Order, ReloadPolicy, Searcher, TantivyDocument};
+
+use super::query_lang::Expr;
+use super::split::{LogFields, SplitMeta, register_tokenizer};
+
+/// An opened split.
+pub struct OpenSplit {
+    pub meta: SplitMeta,
+    reader: IndexReader,
+    fields: LogFields,
+}
+
+impl OpenSplit {
+    pub fn open(meta: SplitMeta, dir: &std::path::Path) -> tantivy::Result<Self> {
+        let index = Index::open_in_dir(dir)?;
+        register_tokenizer(&index);
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            meta,
+            reader,
+            fields: LogFields::new(),
+        })
+    }
+
+    fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+}
+
+/// Newest first (the default) or oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    Desc,
+    Asc,
+}
+
+/// Where the previous page ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub ts: i64,
+    pub line_id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.ts, self.line_id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ts, id) = text.split_once('_')?;
+        Some(Self {
+            ts: ts.parse().ok()?,
+            line_id: id.to_string(),
+        })
+    }
+}
+
+/// Exact-match filters besides `q`.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container: Option<String>,
+    pub restart: Option<i64>,
+    pub stream: Option<String>,
+    pub level: Option<String>,
+    pub node: Option<String>,
+    /// Epoch microseconds, inclusive.
+    pub from: Option<i64>,
+    /// Epoch microseconds, exclusive.
+    pub to: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub q: Expr,
+    pub filters: Filters,
+    pub limit: usize,
+    pub order: SortOrder,
+    pub cursor: Option<Cursor>,
+    pub context: usize,
+}
+
+/// One log line as search returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    /// Epoch microseconds.
+    pub ts: i64,
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    pub restart: i64,
+    pub stream: String,
+    pub level: Option<String>,
+    pub node: Option<String>,
+    pub message: String,
+    pub line_id: String,
+    pub byte_offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    #[serde(flatten)]
+    pub line: LogLine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Context>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Context {
+    pub before: Vec<LogLine>,
+    pub after: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResult {
+    /// Every line that matches (all pages).
+    pub total: u64,
+    pub hits: Vec<Hit>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// Splits opened / splits in the index.
+    pub splits_searched: usize,
+}
+
+fn term_text(f: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        tantivy::Term::from_field_text(f, text),
+        IndexRecordOption::Basic,
+    ))
+}
+
+fn term_i64(f: tantivy::schema::Field, v: i64) -> Box<dyn Query> {
+    Box::new(TermQuery::new(
+        tantivy::Term::from_field_i64(f, v),
+        IndexRecordOption::Basic,
+    ))
+}
+
+/// The tantivy query of an expression.
+pub fn expr_query(fields: &LogFields, e: &Expr) -> Box<dyn Query> {
+    match e {
+        Expr::All => Box::new(AllQuery),
+        Expr::Word(w) => Box::new(TermQuery::new(
+            tantivy::Term::from_field_text(fields.message, w),
+            IndexRecordOption::WithFreqs,
+        )),
+        Expr::Phrase(words) => Box::new(PhraseQuery::new(
+            words
+                .iter()
+                .map(|w| tantivy::Term::from_field_text(fields.message, w))
+                .collect(),
+        )),
+        Expr::Field(name, value) => {
+            if name == "restart" {
+                return match value.parse::<i64>() {
+                    Ok(v) => term_i64(fields.restart, v),
+                    // A restart that is not a number matches nothing.
+                    Err(_) => Box::new(BooleanQuery::new(vec![])),
+                };
+            }
+            match fields.exact(name) {
+                Some(f) => term_text(f, value),
+                None => Box::new(BooleanQuery::new(vec![])),
+            }
+        }
+        Expr::And(parts) => Box::new(BooleanQuery::new(
+            parts
+                .iter()
+                .map(|p| match p {
+                    Expr::Not(inner) => (Occur::MustNot, expr_query(fields, inner)),
+                    other => (Occur::Must, expr_query(fields, other)),
+                })
+                .chain(std::iter::once((
+                    Occur::Must,
+                    Box::new(AllQuery) as Box<dyn Query>,
+                )))
+                .collect(),
+        )),
+        Expr::Or(parts) => Box::new(BooleanQuery::new(
+            parts
+                .iter()
+                .map(|p| (Occur::Should, expr_query(fields, p)))
+                .collect(),
+        )),
+        Expr::Not(inner) => Box::new(BooleanQuery::new(vec![
+            (Occur::Must, Box::new(AllQuery)),
+            (Occur::MustNot, expr_query(fields, inner)),
+        ])),
+    }
+}
+
+fn ts_range(fields: &LogFields, from: Bound<i64>, to: Bound<i64>) -> Box<dyn Query> {
+    let term = |v| tantivy::Term::from_field_i64(fields.ts, v);
+    Box::new(RangeQuery::new(from.map(term), to.map(term)))
+}
+
+/// `q` and the filters, plus an extra time bound (the cursor's).
+fn full_query(fields: &LogFields, req: &SearchRequest, cursor_bound: bool) -> Box<dyn Query> {
+    let f = &req.filters;
+    let mut parts: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, expr_query(fields, &req.q))];
+    for (field, value) in [
+        (fields.namespace, &f.namespace),
+        (fields.pod, &f.pod),
+        (fields.pod_uid, &f.pod_uid),
+        (fields.container, &f.container),
+        (fields.stream, &f.stream),
+        (fields.level, &f.level),
+        (fields.node, &f.node),
+    ] {
+        if let Some(v) = value {
+            parts.push((Occur::Must, term_text(field, v)));
+        }
+    }
+    if let Some(r) = f.restart {
+        parts.push((Occur::Must, term_i64(fields.restart, r)));
+    }
+    let mut lo = f.from.map_or(Bound::Unbounded, Bound::Included);
+    let mut hi = f.to.map_or(Bound::Unbounded, Bound::Excluded);
+    if cursor_bound && let Some(c) = &req.cursor {
+        // Inclusive: lines sharing the cursor's timestamp are told apart by
+        // line id after the search.
+        match req.order {
+            SortOrder::Desc => hi = tighter_hi(hi, c.ts),
+            SortOrder::Asc => lo = tighter_lo(lo, c.ts),
+        }
+    }
+    if !(matches!(lo, Bound::Unbounded) && matches!(hi, Bound::Unbounded)) {
+        parts.push((Occur::Must, ts_range(fields, lo, hi)));
+    }
+    Box::new(BooleanQuery::new(parts))
+}
+
+fn tighter_hi(hi: Bound<i64>, ts: i64) -> Bound<i64> {
+    match hi {
+        Bound::Excluded(h) if h <= ts => Bound::Excluded(h),
+        Bound::Included(h) if h < ts => Bound::Included(h),
+        _ => Bound::Included(ts),
+    }
+}
+
+fn tighter_lo(lo: Bound<i64>, ts: i64) -> Bound<i64> {
+    match lo {
+        Bound::Included(l) if l > ts => Bound::Included(l),
+        _ => Bound::Included(ts),
+    }
+}
+
+fn text(doc: &TantivyDocument, f: tantivy::schema::Field) -> Option<String> {
+    doc.get_first(f)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+fn int(doc: &TantivyDocument, f: tantivy::schema::Field) -> Option<i64> {
+    doc.get_first(f).and_then(|v| v.as_i64())
+}
+
+fn load(split: &OpenSplit, searcher: &Searcher, addr: DocAddress) -> tantivy::Result<LogLine> {
+    let doc: TantivyDocument = searcher.doc(addr)?;
+    let f = &split.fields;
+    Ok(LogLine {
+        ts: int(&doc, f.ts).unwrap_or_default(),
+        namespace: text(&doc, f.namespace).unwrap_or_default(),
+        pod: text(&doc, f.pod).unwrap_or_default(),
+        pod_uid: text(&doc, f.pod_uid).unwrap_or_default(),
+        container: text(&doc, f.container).unwrap_or_default(),
+        restart: int(&doc, f.restart).unwrap_or_default(),
+        stream: text(&doc, f.stream).unwrap_or_default(),
+        level: text(&doc, f.level),
+        node: text(&doc, f.node),
+        message: text(&doc, f.message).unwrap_or_default(),
+        line_id: text(&doc, f.line_id).unwrap_or_default(),
+        byte_offset: int(&doc, f.byte_offset),
+    })
+}
+
+fn compare(order: SortOrder, a: &LogLine, b: &LogLine) -> Ordering {
+    let key = |l: &LogLine| (l.ts, l.byte_offset.unwrap_or(0), l.line_id.clone());
+    match order {
+        SortOrder::Desc => key(b).cmp(&key(a)),
+        SortOrder::Asc => key(a).cmp(&key(b)),
+    }
+}
+
+/// Whether `line` comes strictly after the cursor in this order.
+fn past_cursor(order: SortOrder, cursor: &Cursor, line: &LogLine) -> bool {
+    match order {
+        SortOrder::Desc => (line.ts, &line.line_id) < (cursor.ts, &cursor.line_id),
+        SortOrder::Asc => (line.ts, &line.line_id) > (cursor.ts, &cursor.line_id),
+    }
+}
+
+/// Lines matching `query` in every split, `limit` per split in `order`.
+fn top_lines(
+    splits: &[&OpenSplit],
+    query: &dyn Query,
+    order: SortOrder,
+    limit: usize,
+) -> tantivy::Result<Vec<LogLine>> {
+    let tantivy_order = match order {
+        SortOrder::Desc => Order::Desc,
+        SortOrder::Asc => Order::Asc,
+    };
+    let mut out = Vec::new();
+    for split in splits {
+        let searcher = split.searcher();
+        let top = searcher.search(
+            query,
+            &TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>("ts", tantivy_order),
+        )?;
+        for (_, addr) in top {
+            out.push(load(split, &searcher, addr)?);
+        }
+    }
+    out.sort_by(|a, b| compare(order, a, b));
+    Ok(out)
+}
+
+/// Runs a search over `splits` (already chosen by their metadata).
+pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<SearchResult> {
+    let fields = LogFields::new();
+    let counted = full_query(&fields, req, false);
+    let mut total = 0u64;
+    for split in splits {
+        total += split.searcher().search(counted.as_ref(), &Count)? as u64;
+    }
+    // Lines sharing the cursor's timestamp may come back again: take enough
+    // more to skip them.
+    let slack = if req.cursor.is_some() { 256 } else { 0 };
+    let paged = full_query(&fields, req, true);
+    let mut lines = top_lines(splits, paged.as_ref(), req.order, req.limit + slack)?;
+    if let Some(c) = &req.cursor {
+        lines.retain(|l| past_cursor(req.order, c, l));
+    }
+    lines.truncate(req.limit);
+    let next_cursor = (lines.len() == req.limit && req.limit > 0).then(|| {
+        let last = &lines[lines.len() - 1];
+        Cursor {
+            ts: last.ts,
+            line_id: last.line_id.clone(),
+        }
+        .encode()
+    });
+    let mut hits = Vec::with_capacity(lines.len());
+    for line in lines {
+        let context = if req.context > 0 {
+            Some(context_of(splits, &line, req.context)?)
+        } else {
+            None
+        };
+        hits.push(Hit { line, context });
+    }
+    Ok(SearchResult {
+        total,
+        hits,
+        next_cursor,
+        splits_searched: splits.len(),
+    })
+}
+
+/// `n` lines before and after `line` in its container instance.
+pub fn context_of(splits: &[&OpenSplit], line: &LogLine, n: usize) -> tantivy::Result<Context> {
+    let fields = LogFields::new();
+    let instance = |bound_lo: Bound<i64>, bound_hi: Bound<i64>| -> Box<dyn Query> {
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, term_text(fields.pod_uid, &line.pod_uid)),
+            (Occur::Must, term_text(fields.container, &line.container)),
+            (Occur::Must, term_i64(fields.restart, line.restart)),
+            (Occur::Must, ts_range(&fields, bound_lo, bound_hi)),
+        ]))
+    };
+    let key = |l: &LogLine| (l.ts, l.byte_offset.unwrap_or(0), l.line_id.clone());
+    let me = key(line);
+    let mut before = top_lines(
+        splits,
+        instance(Bound::Unbounded, Bound::Included(line.ts)).as_ref(),
+        SortOrder::Desc,
+        n + 64,
+    )?;
+    before.retain(|l| key(l) < me);
+    before.truncate(n);
+    before.reverse();
+    let mut after = top_lines(
+        splits,
+        instance(Bound::Included(line.ts), Bound::Unbounded).as_ref(),
+        SortOrder::Asc,
+        n + 64,
+    )?;
+    after.retain(|l| key(l) > me);
+    after.truncate(n);
+    Ok(Context { before, after })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::logsearch::query_lang::parse;
+    use crate::logsearch::split::SplitWriter;
+
+    fn batch(lines: &[(i64, i32, &str)]) -> RecordBatch {
+        let s = |n: &str| Field::new(n, DataType::Utf8, true);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                false,
+            ),
+            s("namespace"),
+            s("pod"),
+            s("pod_uid"),
+            s("container"),
+            Field::new("restart", DataType::Int32, false),
+            s("stream"),
+            s("level"),
+            s("node"),
+            s("message"),
+            s("line_id"),
+            Field::new("byte_offset", DataType::Int64, true),
+        ]));
+        let n = lines.len();
+        let col = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(
+                    TimestampMicrosecondArray::from(lines.iter().map(|l| l.0).collect::<Vec<_>>())
+                        .with_timezone("+00:00"),
+                ),
+                col("shop"),
+                col("api-0"),
+                col("uid-1"),
+                col("app"),
+                Arc::new(Int32Array::from(
+                    lines.iter().map(|l| l.1).collect::<Vec<_>>(),
+                )),
+                col("stdout"),
+                Arc::new(StringArray::from(vec![Some("info"); n])),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(StringArray::from(
+                    lines.iter().map(|l| l.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    (0..n).map(|i| format!("id{i:03}")).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn terms_phrases_filters_pages_and_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SplitWriter::create(dir.path(), "s1").unwrap();
+        let mut lines = Vec::new();
+        for i in 0..50i32 {
+            let text = match i % 10 {
+                0 => "Container app OOMKilled (req-8c1f) out of memory",
+                5 => "memory pressure: out of budget",
+                _ => "handled request GET /v1/orders/12",
+            };
+            lines.push((1_000 + i64::from(i), i / 25, text));
+        }
+        w.add_batch(&batch(&lines)).unwrap();
+        let meta = w.finish().unwrap();
+        assert_eq!(meta.lines, 50);
+        assert!(meta.may_match(Some(1_000), None, Some("shop"), Some("api-0")));
+        assert!(!meta.may_match(Some(2_000), None, None, None));
+        let split = OpenSplit::open(meta, dir.path()).unwrap();
+        let run = |q: &str,
+                   restart: Option<i64>,
+                   limit: usize,
+                   cursor: Option<Cursor>,
+                   context: usize| {
+            search(
+                &[&split],
+                &SearchRequest {
+                    q: parse(q).unwrap(),
+                    filters: Filters {
+                        restart,
+                        ..Default::default()
+                    },
+                    limit,
+                    order: SortOrder::Desc,
+                    cursor,
+                    context,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(run("OOMKilled", None, 100, None, 0).total, 5);
+        assert_eq!(
+            run("8c1f", None, 100, None, 0).total,
+            5,
+            "a part of an identifier"
+        );
+        assert_eq!(run("\"out of memory\"", None, 100, None, 0).total, 5);
+        assert_eq!(run("\"of memory out\"", None, 100, None, 0).total, 0);
+        assert_eq!(run("memory", None, 100, None, 0).total, 10);
+        assert_eq!(run("memory AND NOT oomkilled", None, 100, None, 0).total, 5);
+        assert_eq!(run("orders OR budget", None, 100, None, 0).total, 45);
+        assert_eq!(run("*", Some(1), 100, None, 0).total, 25);
+        assert_eq!(run("restart:1 oomkilled", None, 100, None, 0).total, 2);
+        // Newest first, paged by cursor without loss or repetition.
+        let first = run("*", None, 20, None, 0);
+        assert_eq!(first.hits[0].line.ts, 1_049);
+        let mut seen: Vec<i64> = first.hits.iter().map(|h| h.line.ts).collect();
+        let mut cursor = first.next_cursor.clone();
+        while let Some(c) = cursor {
+            let page = run("*", None, 20, Cursor::decode(&c), 0);
+            assert_eq!(page.total, 50);
+            seen.extend(page.hits.iter().map(|h| h.line.ts));
+            cursor = page.next_cursor;
+        }
+        assert_eq!(seen, (1_000..1_050).rev().collect::<Vec<_>>());
+        // Context: lines around a hit in the same instance.
+        let hit = &run("oomkilled", Some(0), 1, None, 2).hits[0];
+        assert_eq!(hit.line.ts, 1_020);
+        let ctx = hit.context.as_ref().unwrap();
+        assert_eq!(
+            ctx.before.iter().map(|l| l.ts).collect::<Vec<_>>(),
+            vec![1_018, 1_019]
+        );
+        assert_eq!(
+            ctx.after.iter().map(|l| l.ts).collect::<Vec<_>>(),
+            vec![1_021, 1_022]
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! How log text becomes searchable terms.
+//!
+//! A log line is split on whitespace and on the punctuation that separates
+//! values (`"`, `,`, `;`, `=`, brackets, …) into *words*, each kept whole and
+//! lowercased: `OOMKilled`, `req-8c1f`, `10.0.0.12`, `/v1/orders/{id}`. A
+//! word made of several parts joined by `-`, `.`, `/`, `:` or `_` is also
+//! indexed by each part, at the same position, so `8c1f`, `orders` and
+//! `10` find it too. A search term is one word, matched whole; a phrase is
+//! consecutive words.
+
+/// A term and the word position it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub position: usize,
+    pub text: String,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// Longest word indexed; a longer run (a base64 blob) is cut.
+pub const MAX_WORD_BYTES: usize = 128;
+
+fn separates_words(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '"' | '\''
+                | '`'
+                | ','
+                | ';'
+                | '='
+                | '('
+                | ')'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '<'
+                | '>'
+                | '|'
+                | '!'
+                | '?'
+                | '*'
+                | '&'
+                | '^'
+                | '~'
+                | '\\'
+                | '$'
+                | '#'
+                | '@'
+                | '%'
+                | '+'
+        )
+}
+
+fn joins_parts(c: char) -> bool {
+    matches!(c, '-' | '.' | '/' | ':' | '_')
+}
+
+/// The words of `text` (as written), with their byte offsets.
+pub fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut rest = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        // Skip separators, then take the word up to the next one.
+        while let Some(&(_, c)) = rest.peek() {
+            if !separates_words(c) {
+                break;
+            }
+            rest.next();
+        }
+        let (start, _) = *rest.peek()?;
+        let mut end = text.len();
+        while let Some(&(i, c)) = rest.peek() {
+            if separates_words(c) {
+                end = i;
+                break;
+            }
+            rest.next();
+        }
+        Some((start, &text[start..end]))
+    })
+    .filter_map(|(start, w)| {
+        // Sentence punctuation around a word is not part of it.
+        let trimmed = w.trim_matches(joins_parts);
+        let lead = w.len() - w.trim_start_matches(joins_parts).len();
+        (!trimmed.is_empty()).then_some((start + lead, trimmed))
+    })
+}
+
+fn truncated(w: &str) -> &str {
+    if w.len() <= MAX_WORD_BYTES {
+        return w;
+    }
+    let mut end = MAX_WORD_BYTES;
+    while !w.is_char_boundary(end) {
+        end -= 1;
+    }
+    &w[..end]
+}
+
+/// Every term of `text`, in order, appended to `out` (reused between lines).
+pub fn terms_into(text: &str, out: &mut Vec<Term>) {
+    out.clear();
+    for (position, (start, word)) in words(text).enumerate() {
+        let whole = truncated(word);
+        out.push(Term {
+            position,
+            text: whole.to_lowercase(),
+            from: start,
+            to: start + whole.len(),
+        });
+        if whole.contains(joins_parts) {
+            let mut at = start;
+            for part in whole.split(joins_parts) {
+                if !part.is_empty() {
+                    out.push(Term {
+                        position,
+                        text: part.to_lowercase(),
+                        from: at,
+                        to: at + part.len(),
+                    });
+                }
+                at += part.len() + 1;
+            }
+        }
+    }
+}
+
+/// The whole words of a query text, lowercased (what a search matches).
+pub fn query_words(text: &str) -> Vec<String> {
+    words(text)
+        .map(|(_, w)| truncated(w).to_lowercase())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(s: &str) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        terms_into(s, &mut out);
+        out.into_iter().map(|t| (t.position, t.text)).collect()
+    }
+
+    #[test]
+    fn identifiers_are_whole_and_by_part() {
+        let t = texts("Container app OOMKilled (req-8c1f) from 10.0.0.12 on /v1/orders.");
+        let has = |p: usize, w: &str| t.contains(&(p, w.to_string()));
+        assert!(has(2, "oomkilled"));
+        assert!(has(3, "req-8c1f") && has(3, "req") && has(3, "8c1f"));
+        assert!(has(5, "10.0.0.12") && has(5, "12"));
+        assert!(has(7, "v1/orders"), "{t:?}");
+        assert!(has(7, "orders"));
+        assert_eq!(
+            query_words("OOMKilled req-8c1f"),
+            vec!["oomkilled", "req-8c1f"]
+        );
+    }
+
+    #[test]
+    fn json_and_logfmt_values_are_words() {
+        let t = texts(r#"{"level":"error","msg":"out of memory"} user=alice.chen"#);
+        let words: Vec<&str> = t.iter().map(|(_, w)| w.as_str()).collect();
+        for w in [
+            "level",
+            "error",
+            "out",
+            "of",
+            "memory",
+            "alice.chen",
+            "alice",
+            "chen",
+        ] {
+            assert!(words.contains(&w), "{w} in {words:?}");
+        }
+    }
+
+    #[test]
+    fn long_words_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(200);
+        let t = texts(&long);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].1.len() <= MAX_WORD_BYTES);
+    }
+}
