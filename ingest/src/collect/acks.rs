@@ -35,6 +35,20 @@ struct State {
     changed: bool,
 }
 
+impl State {
+    /// A retiring lane with nothing in flight keeps only its position.
+    fn forget_if_drained(&mut self, lane: LaneId) {
+        let drained = self
+            .lanes
+            .get(&lane)
+            .is_some_and(|l| l.retiring && l.pending.is_empty());
+        if drained && let Some(l) = self.lanes.remove(&lane) {
+            self.retired.insert(l.key, (l.durable, Instant::now()));
+            self.changed = true;
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Acks {
     state: Mutex<State>,
@@ -112,12 +126,7 @@ impl Acks {
 
     pub fn acked(&self, lane: LaneId, seq: u64) {
         let mut s = self.lock();
-        let State {
-            lanes,
-            retired,
-            changed,
-            ..
-        } = &mut *s;
+        let State { lanes, changed, .. } = &mut *s;
         let Some(l) = lanes.get_mut(&lane) else {
             return;
         };
@@ -131,34 +140,16 @@ impl Acks {
                 *changed = true;
             }
         }
-        if l.retiring && l.pending.is_empty() {
-            let l = lanes.remove(&lane).map(|l| (l.key, l.durable));
-            if let Some((key, pos)) = l {
-                retired.insert(key, (pos, Instant::now()));
-                *changed = true;
-            }
-        }
+        s.forget_if_drained(lane);
     }
 
     /// The file behind `lane` is gone and fully read.
     pub fn retire(&self, lane: LaneId) {
         let mut s = self.lock();
-        let State {
-            lanes,
-            retired,
-            changed,
-            ..
-        } = &mut *s;
-        let Some(l) = lanes.get_mut(&lane) else {
-            return;
-        };
-        l.retiring = true;
-        if l.pending.is_empty()
-            && let Some(l) = lanes.remove(&lane)
-        {
-            retired.insert(l.key, (l.durable, Instant::now()));
-            *changed = true;
+        if let Some(l) = s.lanes.get_mut(&lane) {
+            l.retiring = true;
         }
+        s.forget_if_drained(lane);
     }
 
     /// Messages sent but not yet acknowledged.
