@@ -721,17 +721,11 @@ impl KubeWatcher {
         let api: Api<K> = Api::all(self.client.clone());
         let mut stream = match api.watch(&params, &version).await {
             Ok(s) => s.boxed(),
-            Err(kube::Error::Api(st)) if st.code == 410 => {
-                return self.watch_error(kind, st.code, &st.message);
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return self.request_error(kind, e),
         };
         while let Some(ev) = match stream.try_next().await {
             Ok(ev) => ev,
-            Err(kube::Error::Api(st)) if st.code == 410 => {
-                return self.watch_error(kind, st.code, &st.message);
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return self.request_error(kind, e),
         } {
             let mut changes = Changes::default();
             let version = match ev {
@@ -749,6 +743,15 @@ impl KubeWatcher {
             self.commit(kind, changes, version).await?;
         }
         Ok(())
+    }
+
+    /// A failed watch request: 410 Gone (answered on the request rather than
+    /// in the stream) is an expiry like the stream's; the rest is an error.
+    fn request_error(&self, kind: Kind, e: kube::Error) -> Result<(), KubeError> {
+        match e {
+            kube::Error::Api(st) if st.code == 410 => self.watch_error(kind, st.code, &st.message),
+            e => Err(e.into()),
+        }
     }
 
     fn watch_error(&self, kind: Kind, code: u16, message: &str) -> Result<(), KubeError> {

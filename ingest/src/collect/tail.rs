@@ -652,15 +652,10 @@ impl Io {
                 .send(&t.message_key, &out.payload, out.delivery)
             {
                 Ok(()) => {}
-                Err((SendError::QueueFull, delivery)) => {
-                    t.outbox.push_front(Outgoing {
-                        delivery,
-                        payload: out.payload,
-                    });
-                    return false;
-                }
-                Err((SendError::Other(e), delivery)) => {
-                    tracing::warn!(error = %e, "enqueueing failed; retrying");
+                Err((why, delivery)) => {
+                    if let SendError::Other(e) = why {
+                        tracing::warn!(error = %e, "enqueueing failed; retrying");
+                    }
                     t.outbox.push_front(Outgoing {
                         delivery,
                         payload: out.payload,
