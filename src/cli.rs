@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+pub use sluice::commands::logs::LogsAction;
+pub use sluice::commands::query::ServerArgs;
 use sluice::config::LogFormat;
 use sluice::output::OutputFormat;
 
@@ -61,7 +63,7 @@ pub enum Command {
     /// Run a read-only SQL query
     Sql(SqlArgs),
     /// Search pod logs across container restarts, or tail an instance
-    Logs(PlannedArgs),
+    Logs(LogsArgs),
     /// Who drives API load: requests, share, success/failed, latency percentiles
     Attribution(AttributionArgs),
     /// Historical peaks per principal, cap simulation and export
@@ -183,23 +185,6 @@ pub struct ImportArgs {
 }
 
 /// Where a query command runs.
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// URL of a running `sluice serve`; without it the configured catalog is opened directly
-    #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
-    pub server: Option<String>,
-    /// Bearer token for --server
-    #[arg(
-        long,
-        env = "SLUICE_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
-}
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -238,6 +223,12 @@ pub fn push(pairs: &mut Vec<(String, String)>, name: &str, value: &Option<String
     if let Some(v) = value {
         pairs.push((name.to_string(), v.clone()));
     }
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(subcommand)]
+    pub action: LogsAction,
 }
 
 #[derive(Debug, Args)]

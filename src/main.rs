@@ -109,6 +109,7 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             query::print_attribution(&report, args.server.format, args.show_sql)
         }),
         Command::Guardrails(args) => runtime()?.block_on(guardrails_command(args.action, config)),
+        Command::Logs(args) => runtime()?.block_on(commands::logs::run(args.action, config)),
         Command::Config => {
             let text = toml::to_string_pretty(config).context("rendering configuration")?;
             print!("{text}");

@@ -92,11 +92,13 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
         .route("/v1/services/{namespace}/{name}/health", get(health_route))
         .route("/v1/logs/search", get(log_search_route))
         .route("/v1/logs/restarts", get(restarts_route))
+        .merge(crate::loki::routes())
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
         .layer(middleware::from_fn_with_state(Arc::new(tokens), authorize));
     Router::new()
         .route("/openapi.json", get(openapi))
+        .route("/ready", get(crate::loki::ready))
         .merge(api)
 }
 

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod guardrails;
 pub mod logsearch;
+pub mod loki;
 pub mod metrics;
 pub mod object_stores;
 pub mod params;

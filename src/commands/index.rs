@@ -37,6 +37,12 @@ pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
         merge_at: 8,
     };
     let indexer = Indexer::new(catalog.clone(), store, settings);
+    // An upload younger than this may be another indexer's, about to commit.
+    match indexer.collect_garbage(Duration::from_secs(15 * 60)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(splits = n, "removed splits a stopped indexer left unlisted"),
+        Err(e) => tracing::warn!(error = %e, "could not clean up unlisted splits"),
+    }
     if opts.rebuild {
         let from = opts
             .from

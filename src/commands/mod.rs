@@ -3,6 +3,7 @@
 pub mod collect;
 pub mod import;
 pub mod index;
+pub mod logs;
 pub mod query;
 pub mod serve;
 pub mod write;

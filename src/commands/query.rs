@@ -12,9 +12,30 @@ use sluice_query::attribution::{self, AttributionQuery, AttributionReport};
 use sluice_query::encode::{self, ColumnInfo};
 use sluice_query::engine::Engine;
 use sluice_query::guardrails::{self, PeaksParams, PeaksReport, SimulateReport, SimulateRequest};
+use sluice_query::logsearch::restarts::Restarts;
+use sluice_query::logsearch::search::SearchResult;
+use sluice_query::logsearch::{LogIndex, SearchParams};
 
 use crate::config::Config;
 use crate::output::{DataTable, Datum, OutputFormat};
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// URL of a running `sluice serve`; without it the configured catalog is opened directly
+    #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for --server
+    #[arg(
+        long,
+        env = "SLUICE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
 
 /// Where queries run.
 pub enum Backend {
@@ -22,6 +43,7 @@ pub enum Backend {
     Local {
         engine: Arc<Engine>,
         guardrails: sluice_query::config::GuardrailsConfig,
+        logs: Arc<LogIndex>,
     },
 }
 
@@ -108,10 +130,19 @@ impl Backend {
                     .build()
                     .context("starting the HTTP client")?,
             })),
-            None => Ok(Backend::Local {
-                engine: crate::commands::serve::open_engine(config).await?,
-                guardrails: config.guardrails.clone(),
-            }),
+            None => {
+                let engine = crate::commands::serve::open_engine(config).await?;
+                let logs = Arc::new(LogIndex::new(
+                    engine.catalog().clone(),
+                    engine.stores().clone(),
+                    config.data_dir.join("index-cache"),
+                ));
+                Ok(Backend::Local {
+                    engine,
+                    guardrails: config.guardrails.clone(),
+                    logs,
+                })
+            }
         }
     }
 
@@ -128,6 +159,33 @@ impl Backend {
                     columns: encode::columns(&out.schema),
                     rows: encode::json_rows(&out.batches)?,
                 })
+            }
+        }
+    }
+
+    pub async fn log_search(&self, pairs: &[(String, String)]) -> anyhow::Result<SearchResult> {
+        const PATH: &str = "/v1/logs/search";
+        match self {
+            Backend::Remote(s) => s.call(s.get(PATH, pairs), PATH).await,
+            Backend::Local { logs, .. } => {
+                let params: SearchParams = pairs_to_params(pairs)?;
+                Ok(logs.search(params.request(Utc::now())?).await?)
+            }
+        }
+    }
+
+    pub async fn log_restarts(&self, namespace: &str, pod: &str) -> anyhow::Result<Restarts> {
+        const PATH: &str = "/v1/logs/restarts";
+        match self {
+            Backend::Remote(s) => {
+                let pairs = [
+                    ("namespace".to_string(), namespace.to_string()),
+                    ("pod".to_string(), pod.to_string()),
+                ];
+                s.call(s.get(PATH, &pairs), PATH).await
+            }
+            Backend::Local { engine, .. } => {
+                Ok(sluice_query::logsearch::restarts::restarts(engine, namespace, pod).await?)
             }
         }
     }
@@ -150,7 +208,9 @@ impl Backend {
         const PATH: &str = "/v1/guardrails/peaks";
         match self {
             Backend::Remote(s) => s.call(s.get(PATH, pairs), PATH).await,
-            Backend::Local { engine, guardrails } => {
+            Backend::Local {
+                engine, guardrails, ..
+            } => {
                 let p: PeaksParams = pairs_to_params(pairs)?;
                 Ok(p.peaks(engine, guardrails, Utc::now()).await?)
             }
@@ -171,7 +231,9 @@ impl Backend {
         const PATH: &str = "/v1/guardrails/export";
         match self {
             Backend::Remote(s) => s.send(s.get(PATH, pairs), PATH).await,
-            Backend::Local { engine, guardrails } => {
+            Backend::Local {
+                engine, guardrails, ..
+            } => {
                 let p: PeaksParams = pairs_to_params(pairs)?;
                 Ok(p.export(engine, guardrails, Utc::now()).await?)
             }

@@ -5,8 +5,9 @@
 //! added are read and indexed into one split per hour of log time; the
 //! splits are uploaded, then the state (splits + the snapshot as the new
 //! watermark) is replaced in one put. A crash before that put leaves
-//! unlisted splits (removed by the next rebuild or merge) and the old
-//! watermark, so the snapshot is indexed again: no line twice, none skipped.
+//! unlisted splits (removed when an indexer next starts, see
+//! [`Indexer::collect_garbage`]) and the old watermark, so the snapshot is
+//! indexed again: no line twice, none skipped.
 //! Small splits of the same hour are merged in the background.
 
 use std::collections::{BTreeMap, HashSet};
@@ -80,6 +81,26 @@ impl Indexer {
             store,
             settings,
         }
+    }
+
+    /// Removes what a killed indexer left: splits uploaded but never listed
+    /// in the state (older than `min_age`, so another indexer's upload in
+    /// flight is not taken) and half-built splits in the work directory.
+    /// Returns how many splits were removed.
+    pub async fn collect_garbage(&self, min_age: std::time::Duration) -> Result<usize, IndexError> {
+        let _ = std::fs::remove_dir_all(&self.settings.work_dir);
+        let state = self.store.load_state().await?;
+        let listed: HashSet<&str> = state.splits.iter().map(|s| s.id.as_str()).collect();
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::zero());
+        let mut removed = 0;
+        for (id, changed) in self.store.list_splits().await? {
+            if !listed.contains(id.as_str()) && changed <= cutoff {
+                self.store.delete_split(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub fn store(&self) -> &IndexStore {

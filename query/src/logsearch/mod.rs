@@ -73,18 +73,23 @@ impl LogIndex {
             .await
     }
 
-    /// Runs a search; `namespace`/`pod` filters and the time range choose
-    /// the splits.
-    pub async fn search(&self, req: SearchRequest) -> Result<SearchResult, QueryError> {
+    /// The splits that may hold lines in `[from, to)` of `namespace`/`pod`
+    /// (by their metadata), fetched into the local cache and opened.
+    pub async fn open_splits(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+        namespace: Option<&str>,
+        pod: Option<&str>,
+    ) -> Result<Vec<Arc<OpenSplit>>, QueryError> {
         let store = self.store().await?;
         let state = store
             .load_state()
             .await
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let f = &req.filters;
         let mut splits = Vec::new();
         for meta in state.splits {
-            if !meta.may_match(f.from, f.to, f.namespace.as_deref(), f.pod.as_deref()) {
+            if !meta.may_match(from, to, namespace, pod) {
                 continue;
             }
             let cached = self
@@ -115,6 +120,16 @@ impl LogIndex {
             };
             splits.push(split);
         }
+        Ok(splits)
+    }
+
+    /// Runs a search; `namespace`/`pod` filters and the time range choose
+    /// the splits.
+    pub async fn search(&self, req: SearchRequest) -> Result<SearchResult, QueryError> {
+        let f = &req.filters;
+        let splits = self
+            .open_splits(f.from, f.to, f.namespace.as_deref(), f.pod.as_deref())
+            .await?;
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&OpenSplit> = splits.iter().map(|s| s.as_ref()).collect();
             search::search(&refs, &req)

@@ -3,7 +3,7 @@
 //! `platform_events`) — so an operator can open "the instance before the
 //! OOMKill".
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::encode::json_rows;
@@ -12,7 +12,7 @@ use crate::error::QueryError;
 use crate::params::Bindings;
 use crate::service_health::TERMINATION_REASONS;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub container: String,
     pub restart: i64,
@@ -26,7 +26,7 @@ pub struct Instance {
     pub exit_code: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Restarts {
     pub namespace: String,
     pub pod: String,

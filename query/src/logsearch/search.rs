@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
@@ -36,8 +36,12 @@ impl OpenSplit {
         })
     }
 
-    fn searcher(&self) -> Searcher {
+    pub fn searcher(&self) -> Searcher {
         self.reader.searcher()
+    }
+
+    pub fn fields(&self) -> &LogFields {
+        &self.fields
     }
 }
 
@@ -97,7 +101,7 @@ pub struct SearchRequest {
 }
 
 /// One log line as search returns it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     /// Epoch microseconds.
     pub ts: i64,
@@ -114,7 +118,7 @@ pub struct LogLine {
     pub byte_offset: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
     #[serde(flatten)]
     pub line: LogLine,
@@ -122,13 +126,13 @@ pub struct Hit {
     pub context: Option<Context>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Context {
     pub before: Vec<LogLine>,
     pub after: Vec<LogLine>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchResult {
     /// Every line that matches (all pages).
     pub total: u64,
@@ -211,8 +215,19 @@ fn ts_range(fields: &LogFields, from: Bound<i64>, to: Bound<i64>) -> Box<dyn Que
     Box::new(RangeQuery::new(from.map(term), to.map(term)))
 }
 
-/// `q` and the filters, plus an extra time bound (the cursor's).
-fn full_query(fields: &LogFields, req: &SearchRequest, cursor_bound: bool) -> Box<dyn Query> {
+/// Which lines relative to the cursor's time a query takes.
+#[derive(Clone, Copy)]
+enum AtCursor {
+    /// Ignore the cursor (exact totals).
+    Ignore,
+    /// Strictly past the cursor's time.
+    Beyond,
+    /// Exactly at the cursor's time (told apart by line id afterwards).
+    Same,
+}
+
+/// `q` and the filters, bounded by the cursor as `at` says.
+fn full_query(fields: &LogFields, req: &SearchRequest, at: AtCursor) -> Box<dyn Query> {
     let f = &req.filters;
     let mut parts: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, expr_query(fields, &req.q))];
     for (field, value) in [
@@ -233,12 +248,17 @@ fn full_query(fields: &LogFields, req: &SearchRequest, cursor_bound: bool) -> Bo
     }
     let mut lo = f.from.map_or(Bound::Unbounded, Bound::Included);
     let mut hi = f.to.map_or(Bound::Unbounded, Bound::Excluded);
-    if cursor_bound && let Some(c) = &req.cursor {
-        // Inclusive: lines sharing the cursor's timestamp are told apart by
-        // line id after the search.
-        match req.order {
-            SortOrder::Desc => hi = tighter_hi(hi, c.ts),
-            SortOrder::Asc => lo = tighter_lo(lo, c.ts),
+    if let Some(c) = &req.cursor {
+        match (at, req.order) {
+            (AtCursor::Ignore, _) => {}
+            (AtCursor::Beyond, SortOrder::Desc) => hi = tighter_hi(hi, Bound::Excluded(c.ts)),
+            (AtCursor::Beyond, SortOrder::Asc) => lo = tighter_lo(lo, Bound::Excluded(c.ts)),
+            (AtCursor::Same, _) => {
+                parts.push((
+                    Occur::Must,
+                    ts_range(fields, Bound::Included(c.ts), Bound::Included(c.ts)),
+                ));
+            }
         }
     }
     if !(matches!(lo, Bound::Unbounded) && matches!(hi, Bound::Unbounded)) {
@@ -247,19 +267,22 @@ fn full_query(fields: &LogFields, req: &SearchRequest, cursor_bound: bool) -> Bo
     Box::new(BooleanQuery::new(parts))
 }
 
-fn tighter_hi(hi: Bound<i64>, ts: i64) -> Bound<i64> {
-    match hi {
-        Bound::Excluded(h) if h <= ts => Bound::Excluded(h),
-        Bound::Included(h) if h < ts => Bound::Included(h),
-        _ => Bound::Included(ts),
-    }
+fn tighter_hi(hi: Bound<i64>, bound: Bound<i64>) -> Bound<i64> {
+    let key = |b: &Bound<i64>| match b {
+        Bound::Included(v) => (*v, 1),
+        Bound::Excluded(v) => (*v, 0),
+        Bound::Unbounded => (i64::MAX, 2),
+    };
+    if key(&bound) < key(&hi) { bound } else { hi }
 }
 
-fn tighter_lo(lo: Bound<i64>, ts: i64) -> Bound<i64> {
-    match lo {
-        Bound::Included(l) if l > ts => Bound::Included(l),
-        _ => Bound::Included(ts),
-    }
+fn tighter_lo(lo: Bound<i64>, bound: Bound<i64>) -> Bound<i64> {
+    let key = |b: &Bound<i64>| match b {
+        Bound::Included(v) => (*v, 0),
+        Bound::Excluded(v) => (*v, 1),
+        Bound::Unbounded => (i64::MIN, -1),
+    };
+    if key(&bound) > key(&lo) { bound } else { lo }
 }
 
 fn text(doc: &TantivyDocument, f: tantivy::schema::Field) -> Option<String> {
@@ -291,8 +314,11 @@ fn load(split: &OpenSplit, searcher: &Searcher, addr: DocAddress) -> tantivy::Re
     })
 }
 
+/// The order of hits, the same the cursor pages by: time, then line id.
 fn compare(order: SortOrder, a: &LogLine, b: &LogLine) -> Ordering {
-    let key = |l: &LogLine| (l.ts, l.byte_offset.unwrap_or(0), l.line_id.clone());
+    fn key(l: &LogLine) -> (i64, &str) {
+        (l.ts, l.line_id.as_str())
+    }
     match order {
         SortOrder::Desc => key(b).cmp(&key(a)),
         SortOrder::Asc => key(a).cmp(&key(b)),
@@ -336,19 +362,29 @@ fn top_lines(
 /// Runs a search over `splits` (already chosen by their metadata).
 pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<SearchResult> {
     let fields = LogFields::new();
-    let counted = full_query(&fields, req, false);
+    let counted = full_query(&fields, req, AtCursor::Ignore);
     let mut total = 0u64;
     for split in splits {
         total += split.searcher().search(counted.as_ref(), &Count)? as u64;
     }
-    // Lines sharing the cursor's timestamp may come back again: take enough
-    // more to skip them.
-    let slack = if req.cursor.is_some() { 256 } else { 0 };
-    let paged = full_query(&fields, req, true);
-    let mut lines = top_lines(splits, paged.as_ref(), req.order, req.limit + slack)?;
-    if let Some(c) = &req.cursor {
-        lines.retain(|l| past_cursor(req.order, c, l));
-    }
+    let mut lines = match &req.cursor {
+        None => top_lines(splits, counted.as_ref(), req.order, req.limit)?,
+        Some(c) => {
+            // Every line sharing the cursor's time (however many), then the
+            // first `limit` past it.
+            let same = full_query(&fields, req, AtCursor::Same);
+            let mut at_ts = 0;
+            for split in splits {
+                at_ts += split.searcher().search(same.as_ref(), &Count)?;
+            }
+            let mut lines = top_lines(splits, same.as_ref(), req.order, at_ts)?;
+            lines.retain(|l| past_cursor(req.order, c, l));
+            let beyond = full_query(&fields, req, AtCursor::Beyond);
+            lines.extend(top_lines(splits, beyond.as_ref(), req.order, req.limit)?);
+            lines.sort_by(|a, b| compare(req.order, a, b));
+            lines
+        }
+    };
     lines.truncate(req.limit);
     let next_cursor = (lines.len() == req.limit && req.limit > 0).then(|| {
         let last = &lines[lines.len() - 1];

@@ -36,6 +36,8 @@ pub struct LogFields {
     pub message: Field,
     pub line_id: Field,
     pub byte_offset: Field,
+    /// Bytes of the message (what Loki's volume and `bytes_*` count).
+    pub bytes: Field,
 }
 
 impl Default for LogFields {
@@ -67,6 +69,7 @@ impl LogFields {
         let message = b.add_text_field("message", message);
         let line_id = b.add_text_field("line_id", STRING | STORED);
         let byte_offset = b.add_i64_field("byte_offset", STORED | FAST);
+        let bytes = b.add_u64_field("bytes", FAST);
         Self {
             schema: b.build(),
             ts,
@@ -81,6 +84,7 @@ impl LogFields {
             message,
             line_id,
             byte_offset,
+            bytes,
         }
     }
 
@@ -295,6 +299,7 @@ impl SplitWriter {
                 doc.add_text(f.node, node.value(i));
             }
             doc.add_text(f.message, message.value(i));
+            doc.add_u64(f.bytes, message.value(i).len() as u64);
             doc.add_text(f.line_id, line_id.value(i));
             if let Some(o) = offset.filter(|o| o.is_valid(i)) {
                 doc.add_i64(f.byte_offset, o.value(i));

@@ -143,6 +143,27 @@ impl IndexStore {
         }
     }
 
+    /// Ids of the split objects in the store, with their last change.
+    pub async fn list_splits(
+        &self,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        use futures::TryStreamExt;
+        let prefix = self.path("splits");
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?.strip_suffix(".split")?.to_string();
+                Some((name, o.last_modified))
+            })
+            .collect())
+    }
+
     /// The split unpacked under `cache/<id>`, downloaded if not there yet.
     pub async fn fetch_split(&self, id: &str, cache: &Path) -> Result<PathBuf, StoreError> {
         let dir = cache.join(id);
@@ -157,12 +178,27 @@ impl IndexStore {
             .bytes()
             .await
             .map_err(|e| self.err(e))?;
-        let tmp = cache.join(format!("{id}.tmp-{}", std::process::id()));
+        // Requests may fetch the same split at once: each unpacks into its own
+        // directory and the first to finish wins.
+        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = cache.join(format!("{id}.tmp-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         unpack(id, &bytes, &tmp)?;
         std::fs::write(tmp.join(".complete"), b"").map_err(|e| StoreError::Io(tmp.clone(), e))?;
+        if dir.join(".complete").exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(dir);
+        }
+        // A directory without its marker is a fetch that died half-way.
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if dir.join(".complete").exists() {
+                return Ok(dir);
+            }
+            return Err(StoreError::Io(dir.clone(), e));
+        }
         Ok(dir)
     }
 }

@@ -20,6 +20,11 @@ pub struct Term {
 /// Longest word indexed; a longer run (a base64 blob) is cut.
 pub const MAX_WORD_BYTES: usize = 128;
 
+/// Indexed (once per word) beside a word that was cut, so a substring
+/// search knows which lines the cut words may hide a match in. No query
+/// word can produce it: it starts with a control character.
+pub const CUT_WORD_MARKER: &str = "\u{1}cut";
+
 fn separates_words(c: char) -> bool {
     c.is_whitespace()
         || matches!(
@@ -109,6 +114,14 @@ pub fn terms_into(text: &str, out: &mut Vec<Term>) {
             from: start,
             to: start + whole.len(),
         });
+        if whole.len() < word.len() {
+            out.push(Term {
+                position,
+                text: CUT_WORD_MARKER.to_string(),
+                from: start,
+                to: start + whole.len(),
+            });
+        }
         if whole.contains(joins_parts) {
             let mut at = start;
             for part in whole.split(joins_parts) {
@@ -180,7 +193,9 @@ mod tests {
     fn long_words_are_cut_on_a_char_boundary() {
         let long = "é".repeat(200);
         let t = texts(&long);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.len(), 2);
         assert!(t[0].1.len() <= MAX_WORD_BYTES);
+        assert_eq!(t[1].1, CUT_WORD_MARKER, "a cut word is marked");
+        assert_eq!(texts("short").len(), 1);
     }
 }
