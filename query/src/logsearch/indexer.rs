@@ -2,13 +2,15 @@
 //! snapshot appended.
 //!
 //! For every snapshot after the watermark (oldest first) the data files it
-//! added are read and indexed into one split per hour of log time; the
+//! added are read and indexed into one split per day of log time (a new one
+//! past [`MAX_SPLIT_LINES`]); the
 //! splits are uploaded, then the state (splits + the snapshot as the new
 //! watermark) is replaced in one put. A crash before that put leaves
 //! unlisted splits (removed when an indexer next starts, see
 //! [`Indexer::collect_garbage`]) and the old watermark, so the snapshot is
 //! indexed again: no line twice, none skipped.
-//! Small splits of the same hour are merged in the background.
+//! Small splits of the same day are merged in the background (size-tiered:
+//! a split past [`MERGE_BELOW_LINES`] is not merged again).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -24,7 +26,15 @@ use sluice_schema::tables::POD_LOGS;
 use super::split::{SplitError, SplitMeta, SplitWriter};
 use super::store::{IndexState, IndexStore, StoreError};
 
-const HOUR_MICROS: i64 = 3_600_000_000;
+/// Splits hold one day of log time, so a search over a time range opens
+/// the days it touches; finer buckets made many small splits whose term
+/// dictionaries cost more to build and to open than the pruning saves.
+const BUCKET_MICROS: i64 = 86_400_000_000;
+/// A split is closed and another begun past this many lines.
+pub const MAX_SPLIT_LINES: u64 = 8_000_000;
+/// Only splits smaller than this are merged (so big ones are not rewritten
+/// over and over as small ones arrive).
+pub const MERGE_BELOW_LINES: u64 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -48,7 +58,7 @@ pub struct IndexerSettings {
     pub work_dir: PathBuf,
     /// Where splits are unpacked for merging (and searching).
     pub cache_dir: PathBuf,
-    /// Splits of one hour merged once there are this many.
+    /// Small splits of one day merged once there are this many.
     pub merge_at: usize,
 }
 
@@ -172,7 +182,7 @@ impl Indexer {
         Ok(tasks.into_iter().map(|t| t.data_file_path).collect())
     }
 
-    /// Reads `files` and builds one split per hour of log time (rows before
+    /// Reads `files` and builds one split per day of log time (rows before
     /// `from` skipped); uploads them and returns their metadata.
     async fn build_splits(
         &self,
@@ -182,6 +192,7 @@ impl Indexer {
         report: &mut RoundReport,
     ) -> Result<Vec<SplitMeta>, IndexError> {
         let mut writers: BTreeMap<i64, (String, PathBuf, SplitWriter)> = BTreeMap::new();
+        let mut metas = Vec::new();
         for path in files {
             let bytes = table.file_io().new_input(path)?.read().await?;
             report.bytes += bytes.len() as u64;
@@ -191,8 +202,8 @@ impl Indexer {
                 .map_err(|e| IndexError::Parquet(path.clone(), e))?;
             for batch in reader {
                 let batch = batch.map_err(|e| IndexError::Parquet(path.clone(), e.into()))?;
-                for (hour, rows) in hour_slices(&batch, from)? {
-                    let entry = match writers.entry(hour) {
+                for (bucket, rows) in bucket_slices(&batch, from)? {
+                    let entry = match writers.entry(bucket) {
                         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                         std::collections::btree_map::Entry::Vacant(v) => {
                             let id = new_split_id();
@@ -202,20 +213,32 @@ impl Indexer {
                         }
                     };
                     entry.2.add_batch(&rows)?;
+                    if entry.2.lines() >= MAX_SPLIT_LINES
+                        && let Some(full) = writers.remove(&bucket)
+                    {
+                        metas.push(self.finish_split(full, report).await?);
+                    }
                 }
             }
         }
-        let mut metas = Vec::new();
-        for (_, (id, dir, writer)) in writers {
-            let lines = writer.lines();
-            let mut meta = tokio::task::block_in_place(|| writer.finish())?;
-            meta.split_bytes = self.store.upload_split(&id, &dir).await?;
-            let _ = std::fs::remove_dir_all(&dir);
-            report.lines += lines;
-            report.splits += 1;
-            metas.push(meta);
+        for (_, w) in std::mem::take(&mut writers) {
+            metas.push(self.finish_split(w, report).await?);
         }
         Ok(metas)
+    }
+
+    async fn finish_split(
+        &self,
+        (id, dir, writer): (String, PathBuf, SplitWriter),
+        report: &mut RoundReport,
+    ) -> Result<SplitMeta, IndexError> {
+        let lines = writer.lines();
+        let mut meta = tokio::task::block_in_place(|| writer.finish())?;
+        meta.split_bytes = self.store.upload_split(&id, &dir).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        report.lines += lines;
+        report.splits += 1;
+        Ok(meta)
     }
 
     /// Indexes every snapshot after the watermark; merges small splits.
@@ -269,20 +292,22 @@ impl Indexer {
         Ok(report)
     }
 
-    /// Merges the splits of an hour once there are `merge_at` of them.
+    /// Merges the small splits of a day once there are `merge_at` of them.
     async fn merge(&self, state: &mut IndexState) -> Result<usize, IndexError> {
-        let mut by_hour: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        let mut by_day: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
         for (i, s) in state.splits.iter().enumerate() {
-            // Splits within one hour bucket (those that straddle are left).
-            if s.min_ts.div_euclid(HOUR_MICROS) == s.max_ts.div_euclid(HOUR_MICROS) {
-                by_hour
-                    .entry(s.min_ts.div_euclid(HOUR_MICROS))
+            // Small splits within one day (those that straddle are left).
+            if s.lines < MERGE_BELOW_LINES
+                && s.min_ts.div_euclid(BUCKET_MICROS) == s.max_ts.div_euclid(BUCKET_MICROS)
+            {
+                by_day
+                    .entry(s.min_ts.div_euclid(BUCKET_MICROS))
                     .or_default()
                     .push(i);
             }
         }
         let mut merged = 0;
-        for (_, group) in by_hour {
+        for (_, group) in by_day {
             if group.len() < self.settings.merge_at.max(2) {
                 continue;
             }
@@ -339,8 +364,8 @@ impl Indexer {
     }
 }
 
-/// The rows of `batch` grouped by hour of `ts` (rows before `from` left out).
-fn hour_slices(
+/// The rows of `batch` grouped by day of `ts` (rows before `from` left out).
+fn bucket_slices(
     batch: &arrow_array::RecordBatch,
     from: Option<i64>,
 ) -> Result<Vec<(i64, arrow_array::RecordBatch)>, IndexError> {
@@ -355,12 +380,15 @@ fn hour_slices(
         if from.is_some_and(|f| *t < f) {
             continue;
         }
-        rows.entry(t.div_euclid(HOUR_MICROS))
+        rows.entry(t.div_euclid(BUCKET_MICROS))
             .or_default()
             .push(i as u32);
     }
+    if rows.len() == 1 && rows.values().all(|r| r.len() == batch.num_rows()) {
+        return Ok(rows.into_keys().map(|b| (b, batch.clone())).collect());
+    }
     let mut out = Vec::new();
-    for (hour, idx) in rows {
+    for (bucket, idx) in rows {
         let idx = arrow_array::UInt32Array::from(idx);
         let cols = batch
             .columns()
@@ -370,7 +398,7 @@ fn hour_slices(
             .map_err(|e| SplitError::Io(std::io::Error::other(e)))?;
         let b = arrow_array::RecordBatch::try_new(batch.schema(), cols)
             .map_err(|e| SplitError::Io(std::io::Error::other(e)))?;
-        out.push((hour, b));
+        out.push((bucket, b));
     }
     Ok(out)
 }

@@ -15,7 +15,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
-use super::terms::{Term, terms_into};
+use super::terms::{TermSpan, term_spans};
 
 /// Name the message tokenizer is registered under in every split.
 pub const MESSAGE_TOKENIZER: &str = "sluice_log";
@@ -67,7 +67,9 @@ impl LogFields {
         let level = b.add_text_field("level", exact.clone());
         let node = b.add_text_field("node", exact);
         let message = b.add_text_field("message", message);
-        let line_id = b.add_text_field("line_id", STRING | STORED);
+        // Stored only: never searched, and unique per line, so indexing it
+        // would make the term dictionary as large as the index.
+        let line_id = b.add_text_field("line_id", STORED);
         let byte_offset = b.add_i64_field("byte_offset", STORED | FAST);
         let bytes = b.add_u64_field("bytes", FAST);
         Self {
@@ -106,12 +108,14 @@ impl LogFields {
 /// The message tokenizer for tantivy (see [`super::terms`]).
 #[derive(Clone, Default)]
 pub struct LogTokenizer {
-    terms: Vec<Term>,
+    terms: Vec<TermSpan>,
+    buf: String,
     token: Token,
 }
 
 pub struct LogTokenStream<'a> {
-    terms: &'a [Term],
+    terms: &'a [TermSpan],
+    buf: &'a str,
     next: usize,
     token: &'a mut Token,
 }
@@ -120,9 +124,10 @@ impl Tokenizer for LogTokenizer {
     type TokenStream<'a> = LogTokenStream<'a>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> LogTokenStream<'a> {
-        terms_into(text, &mut self.terms);
+        term_spans(text, &mut self.terms, &mut self.buf);
         LogTokenStream {
             terms: &self.terms,
+            buf: &self.buf,
             next: 0,
             token: &mut self.token,
         }
@@ -136,7 +141,7 @@ impl TokenStream for LogTokenStream<'_> {
         };
         self.next += 1;
         self.token.text.clear();
-        self.token.text.push_str(&t.text);
+        self.token.text.push_str(&self.buf[t.start..t.end]);
         self.token.position = t.position;
         self.token.offset_from = t.from;
         self.token.offset_to = t.to;
@@ -245,7 +250,7 @@ impl SplitWriter {
         let index = Index::create_in_dir(dir, fields.schema.clone())?;
         register_tokenizer(&index);
         // One thread: the indexer parallelises across splits, not inside one.
-        let writer = index.writer_with_num_threads(1, 128 << 20)?;
+        let writer = index.writer_with_num_threads(1, 96 << 20)?;
         Ok(Self {
             fields,
             index,
@@ -310,12 +315,19 @@ impl SplitWriter {
             m.max_ts = m.max_ts.max(t);
             m.lines += 1;
             m.raw_bytes += message.value(i).len() as u64;
-            if !m.namespaces.contains(namespace.value(i)) {
-                m.namespaces.insert(namespace.value(i).to_string());
-            }
-            let key = format!("{}/{}", namespace.value(i), pod.value(i));
-            if !m.pods.contains(&key) {
-                m.pods.insert(key);
+            // Rows come grouped by pod (the table's sort order): only a
+            // change of pod can add to the sets.
+            let same_pod = i > 0
+                && namespace.value(i) == namespace.value(i - 1)
+                && pod.value(i) == pod.value(i - 1);
+            if !same_pod {
+                if !m.namespaces.contains(namespace.value(i)) {
+                    m.namespaces.insert(namespace.value(i).to_string());
+                }
+                let key = format!("{}/{}", namespace.value(i), pod.value(i));
+                if !m.pods.contains(&key) {
+                    m.pods.insert(key);
+                }
             }
         }
         Ok(())

@@ -103,32 +103,73 @@ fn truncated(w: &str) -> &str {
     &w[..end]
 }
 
-/// Every term of `text`, in order, appended to `out` (reused between lines).
-pub fn terms_into(text: &str, out: &mut Vec<Term>) {
+/// A term of a line: its lowercased text is `buf[start..end]` of the buffer
+/// [`term_spans`] filled, `from..to` its place in the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermSpan {
+    pub position: usize,
+    pub start: usize,
+    pub end: usize,
+    pub from: usize,
+    pub to: usize,
+}
+
+fn push_lower(buf: &mut String, text: &str) -> (usize, usize) {
+    let start = buf.len();
+    if text.is_ascii() {
+        buf.push_str(text);
+        buf[start..].make_ascii_lowercase();
+    } else {
+        buf.push_str(&text.to_lowercase());
+    }
+    (start, buf.len())
+}
+
+/// Every term of `text`, in order, into `out`, their text into `buf` (both
+/// reused between lines, so indexing a line allocates nothing).
+pub fn term_spans(text: &str, out: &mut Vec<TermSpan>, buf: &mut String) {
     out.clear();
+    buf.clear();
     for (position, (start, word)) in words(text).enumerate() {
         let whole = truncated(word);
-        out.push(Term {
+        let (ws, we) = push_lower(buf, whole);
+        out.push(TermSpan {
             position,
-            text: whole.to_lowercase(),
+            start: ws,
+            end: we,
             from: start,
             to: start + whole.len(),
         });
         if whole.len() < word.len() {
-            out.push(Term {
+            let (ms, me) = {
+                let s = buf.len();
+                buf.push_str(CUT_WORD_MARKER);
+                (s, buf.len())
+            };
+            out.push(TermSpan {
                 position,
-                text: CUT_WORD_MARKER.to_string(),
+                start: ms,
+                end: me,
                 from: start,
                 to: start + whole.len(),
             });
         }
         if whole.contains(joins_parts) {
+            let ascii = whole.is_ascii();
             let mut at = start;
             for part in whole.split(joins_parts) {
                 if !part.is_empty() {
-                    out.push(Term {
+                    let (ps, pe) = if ascii {
+                        // The part's lowercase is a slice of the whole's.
+                        let off = ws + (at - start);
+                        (off, off + part.len())
+                    } else {
+                        push_lower(buf, part)
+                    };
+                    out.push(TermSpan {
                         position,
-                        text: part.to_lowercase(),
+                        start: ps,
+                        end: pe,
                         from: at,
                         to: at + part.len(),
                     });
@@ -137,6 +178,20 @@ pub fn terms_into(text: &str, out: &mut Vec<Term>) {
             }
         }
     }
+}
+
+/// Every term of `text`, in order, appended to `out` (reused between lines).
+pub fn terms_into(text: &str, out: &mut Vec<Term>) {
+    let mut spans = Vec::new();
+    let mut buf = String::new();
+    term_spans(text, &mut spans, &mut buf);
+    out.clear();
+    out.extend(spans.into_iter().map(|s| Term {
+        position: s.position,
+        text: buf[s.start..s.end].to_string(),
+        from: s.from,
+        to: s.to,
+    }));
 }
 
 /// The whole words of a query text, lowercased (what a search matches).

@@ -1,0 +1,281 @@
+//! Log search over generated pod logs (≥ 5 GB by default), side by side
+//! with ripgrep over the very same kubelet files, in one run:
+//!
+//! - indexing: `sluice index` (the indexer, in this process) over the
+//!   `pod_logs` table that `sluice import` loaded from the files — raw MB/s
+//!   per core (raw file bytes over the process's CPU seconds) and the
+//!   index's size against the raw size;
+//! - search: a term query and a phrase query with a pod filter through the
+//!   log index as the query service runs it (exact total, newest 100 hits),
+//!   p50/p99 of warm runs, against `rg` over the files (whole word,
+//!   case-insensitive; the phrase only in that pod's directory), p50. Both
+//!   count the same lines, which the benchmark checks.
+//!
+//! `scripts/test --bench logsearch` (installs ripgrep). SLUICE_BENCH_LOG_GB
+//! sets the raw size (default 5), SLUICE_BENCH_RUNS the warm search runs
+//! (default 30), SLUICE_BENCH_DIR where the data goes (default a temporary
+//! directory; needs about 2.5× the raw size). Generation and import are
+//! not timed. Machines here are noisy: read the ratios.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sluice::generator::{self, GenConfig};
+use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_query::logsearch::indexer::{Indexer, IndexerSettings};
+use sluice_query::logsearch::{LogIndex, SearchParams};
+use sluice_query::object_stores::ObjectStores;
+
+mod common;
+use common::{UNTIL, env_usize};
+
+const PODS: usize = 40;
+const DAYS: u32 = 7;
+/// Bytes per generated line, measured on the generator's mix.
+const BYTES_PER_LINE: f64 = 200.0;
+
+fn percentile(times: &[f64], p: f64) -> f64 {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    t[((t.len() - 1) as f64 * p).round() as usize]
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at ")".
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/self/stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
+}
+
+/// `rg ARGS PATH`, the matching lines counted; (seconds, lines).
+fn ripgrep(args: &[&str], path: &Path) -> anyhow::Result<(f64, u64)> {
+    let t = Instant::now();
+    let out = Command::new("rg")
+        .args(["--count", "--no-filename", "--no-messages"])
+        .args(args)
+        .arg(path)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!("running rg (ripgrep; scripts/test --bench installs it): {e}")
+        })?;
+    let secs = t.elapsed().as_secs_f64();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum();
+    Ok((secs, lines))
+}
+
+fn main() -> anyhow::Result<()> {
+    let gb: f64 = std::env::var("SLUICE_BENCH_LOG_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let runs = env_usize("SLUICE_BENCH_RUNS", 30).max(3);
+    let tmp = match std::env::var_os("SLUICE_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let gen_dir = tmp.path().join("gen");
+    let data_dir = tmp.path().join("data");
+    let until = DateTime::parse_from_rfc3339(UNTIL)?.with_timezone(&Utc);
+
+    let per_pod_day = ((gb * 1e9 / BYTES_PER_LINE) / (PODS as f64 * DAYS as f64)).ceil() as u64;
+    let t = Instant::now();
+    let manifest = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: PODS,
+            events: 1_000,
+            days: DAYS,
+            until,
+            seed: 7,
+            cluster: "bench".into(),
+            lines_per_pod_day: per_pod_day,
+            // Plain files only: ripgrep reads them without decompressing.
+            rotate_bytes: 1 << 40,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )?;
+    let pods_root = gen_dir.join("var/log/pods");
+    let raw = dir_bytes(&pods_root)?;
+    eprintln!(
+        "generated {:.2} GB of pod logs in {:.0} s",
+        raw as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args([
+            "import",
+            gen_dir.to_str().unwrap_or_default(),
+            "--format",
+            "json",
+        ])
+        .env_remove("SLUICE_CONFIG")
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "sluice import failed");
+    eprintln!("imported in {:.0} s", t.elapsed().as_secs_f64());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let catalog = rt.block_on(catalog::open(
+        &CatalogConfig::default(),
+        &WarehouseConfig::default(),
+        &data_dir,
+    ))?;
+    let stores = Arc::new(ObjectStores::new(Default::default()));
+    let store = rt.block_on(LogIndex::store_for(catalog.as_ref(), &stores))?;
+    let indexer = Indexer::new(
+        catalog.clone(),
+        store.clone(),
+        IndexerSettings {
+            work_dir: data_dir.join("index-work"),
+            cache_dir: data_dir.join("index-cache"),
+            merge_at: 8,
+        },
+    );
+    let cpu0 = cpu_seconds()?;
+    let t = Instant::now();
+    let report = rt.block_on(indexer.run_once())?;
+    let index_wall = t.elapsed().as_secs_f64();
+    let index_cpu = cpu_seconds()? - cpu0;
+    let state = rt.block_on(store.load_state())?;
+    let index_bytes: u64 = state.splits.iter().map(|s| s.split_bytes).sum();
+    eprintln!(
+        "indexed {} lines into {} splits in {index_wall:.1} s ({index_cpu:.1} CPU s)",
+        report.lines,
+        state.splits.len()
+    );
+
+    let logs = LogIndex::new(catalog, stores, data_dir.join("index-cache"));
+    let search = |q: &str, pod: Option<&str>| -> anyhow::Result<(f64, u64)> {
+        let params = SearchParams {
+            q: Some(q.to_string()),
+            pod: pod.map(str::to_string),
+            ..Default::default()
+        };
+        let req = params.request(until)?;
+        let t = Instant::now();
+        let r = rt.block_on(logs.search(req))?;
+        Ok((t.elapsed().as_secs_f64(), r.total))
+    };
+
+    // The term: what an operator looks for after a restart.
+    let term = "OOMKilled";
+    let (_, rg_term_lines) = ripgrep(&["-i", "-w", term], &pods_root)?;
+    // The phrase, in the pod that logs it most.
+    let phrase = "connection reset by peer";
+    let mut best: Option<(u64, &generator::PodReport)> = None;
+    for p in &manifest.pods {
+        let dir = pods_root.join(format!("{}_{}_{}", p.namespace, p.pod, p.uid));
+        let (_, n) = ripgrep(&["-i", "-F", phrase], &dir)?;
+        if best.is_none_or(|(b, _)| n > b) {
+            best = Some((n, p));
+        }
+    }
+    let (rg_phrase_lines, pod) = best.ok_or_else(|| anyhow::anyhow!("no pods generated"))?;
+    let pod_dir = pods_root.join(format!("{}_{}_{}", pod.namespace, pod.pod, pod.uid));
+
+    // Cold first (splits fetched and opened), then warm.
+    let (cold_term, total_term) = search(term, None)?;
+    let (cold_phrase, total_phrase) = search(&format!("\"{phrase}\""), Some(&pod.pod))?;
+    anyhow::ensure!(
+        total_term == rg_term_lines,
+        "{term}: sluice counts {total_term} lines, rg {rg_term_lines}"
+    );
+    anyhow::ensure!(
+        total_phrase == rg_phrase_lines,
+        "\"{phrase}\" in {}: sluice counts {total_phrase} lines, rg {rg_phrase_lines}",
+        pod.pod
+    );
+    let mut term_times = Vec::new();
+    let mut phrase_times = Vec::new();
+    for _ in 0..runs {
+        term_times.push(search(term, None)?.0);
+        phrase_times.push(search(&format!("\"{phrase}\""), Some(&pod.pod))?.0);
+    }
+    let mut rg_term = Vec::new();
+    let mut rg_phrase = Vec::new();
+    for _ in 0..3 {
+        rg_term.push(ripgrep(&["-i", "-w", term], &pods_root)?.0);
+        rg_phrase.push(ripgrep(&["-i", "-F", phrase], &pod_dir)?.0);
+    }
+
+    let mb = raw as f64 / 1e6;
+    let cores = index_cpu / index_wall;
+    println!();
+    println!(
+        "log search over {:.2} GB raw ({} lines, {} pods × {} days)",
+        raw as f64 / 1e9,
+        report.lines,
+        PODS,
+        DAYS
+    );
+    println!(
+        "indexing: {:.1} MB/s per core ({:.1} MB/s wall on {:.2} cores busy); index {:.0} MB = {:.0} % of raw",
+        mb / index_cpu,
+        mb / index_wall,
+        cores,
+        index_bytes as f64 / 1e6,
+        100.0 * index_bytes as f64 / raw as f64
+    );
+    let row = |name: &str, times: &[f64], cold: f64, rg: &[f64], lines: u64| {
+        let p50 = percentile(times, 0.5);
+        let rg50 = percentile(rg, 0.5);
+        println!(
+            "{name:<40} sluice p50 {:>8.2} ms  p99 {:>8.2} ms  (cold {:>7.1} ms) | rg p50 {:>8.1} ms | {:>6.0}× faster | {lines} lines",
+            p50 * 1e3,
+            percentile(times, 0.99) * 1e3,
+            cold * 1e3,
+            rg50 * 1e3,
+            rg50 / p50
+        );
+    };
+    row(
+        &format!("term {term}"),
+        &term_times,
+        cold_term,
+        &rg_term,
+        total_term,
+    );
+    row(
+        &format!("phrase \"{phrase}\" pod {}", pod.pod),
+        &phrase_times,
+        cold_phrase,
+        &rg_phrase,
+        total_phrase,
+    );
+    Ok(())
+}
