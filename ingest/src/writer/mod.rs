@@ -84,6 +84,9 @@ pub struct WriterSettings {
     pub max_age: Duration,
     /// Committed ids remembered per table to drop replays.
     pub dedup_window: usize,
+    /// Extra librdkafka properties (`[kafka.properties]`: SASL, TLS) for the
+    /// consumer and the dead-letter producer.
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 impl WriterSettings {
@@ -96,6 +99,7 @@ impl WriterSettings {
             max_bytes: 128 << 20,
             max_age: Duration::from_secs(2),
             dedup_window: 1_000_000,
+            extra: Default::default(),
         }
     }
 }
@@ -329,7 +333,13 @@ impl Writer {
             handle: tokio::runtime::Handle::current(),
             events: tx,
         };
-        let consumer: KafkaConsumer = ClientConfig::new()
+        let mut consumer_config = ClientConfig::new();
+        let mut producer_config = ClientConfig::new();
+        for (k, v) in &self.settings.extra {
+            consumer_config.set(k, v);
+            producer_config.set(k, v);
+        }
+        let consumer: KafkaConsumer = consumer_config
             .set("bootstrap.servers", &self.settings.bootstrap)
             .set("group.id", &self.settings.group_id)
             .set("enable.auto.commit", "false")
@@ -339,7 +349,7 @@ impl Writer {
             .set("session.timeout.ms", "10000")
             .create_with_context(context)?;
         let consumer = Arc::new(consumer);
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: FutureProducer = producer_config
             .set("bootstrap.servers", &self.settings.bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
