@@ -126,6 +126,9 @@ pub struct IndexArgs {
     /// Seconds between looks at the table
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
+    /// Merge a day's small splits once there are this many
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..))]
+    pub merge_at: u16,
 }
 
 /// Arguments of a role that is not built yet.

@@ -90,6 +90,7 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
                 from: args.from,
                 once: args.once,
                 interval: std::time::Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0)),
+                merge_at: usize::from(args.merge_at),
             },
         )),
         Command::Sql(args) => runtime()?.block_on(async {

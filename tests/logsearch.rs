@@ -785,6 +785,39 @@ fn indexer_killed_while_building_a_split_resumes_exactly() {
     }
     assert!(kills >= 1, "the indexer was never caught building a split");
     ok(sluice(&data_dir, &["index", "--once"]));
+    // More history of the same days in a later snapshot: a second split per
+    // day, so both days' splits are merged in one round.
+    let more = tmp.path().join("more");
+    generator::generate(
+        &GenConfig {
+            out: more.clone(),
+            pods: 3,
+            events: 100,
+            days: DAYS,
+            until: until(),
+            seed: 12,
+            cluster: "ls2".into(),
+            lines_per_pod_day: 500,
+            rotate_bytes: 1 << 30,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )
+    .unwrap();
+    ok(sluice(
+        &data_dir,
+        &["import", more.to_str().unwrap(), "--format", "json"],
+    ));
+    let lines = count_sql(&data_dir);
+    let report = ok(sluice(&data_dir, &["index", "--once", "--merge-at", "2"]));
+    let merged: usize = report
+        .split("merged ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no merge count in {report:?}"));
+    assert!(merged >= 4, "both days' splits merged: {report}");
     let (serve, addr) = spawn_serve(&data_dir, &[], &[]);
     let all = get_json(&addr, "/v1/logs/search?q=&limit=1");
     assert_eq!(

@@ -21,6 +21,8 @@ pub struct IndexOptions {
     pub from: Option<String>,
     pub once: bool,
     pub interval: Duration,
+    /// Small splits of a day merged once there are this many.
+    pub merge_at: usize,
 }
 
 pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
@@ -34,7 +36,7 @@ pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
     let settings = IndexerSettings {
         work_dir: config.data_dir.join("index-work"),
         cache_dir: config.data_dir.join("index-cache"),
-        merge_at: 8,
+        merge_at: opts.merge_at,
     };
     let indexer = Indexer::new(catalog.clone(), store, settings);
     // An upload younger than this may be another indexer's, about to commit.
@@ -64,8 +66,8 @@ pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
     if opts.once {
         let r = indexer.run_once().await?;
         println!(
-            "indexed {} snapshots: {} lines from {} files in {} splits (watermark snapshot {:?})",
-            r.snapshots, r.lines, r.files, r.splits, r.watermark
+            "indexed {} snapshots: {} lines from {} files in {} splits, merged {} splits (watermark snapshot {:?})",
+            r.snapshots, r.lines, r.files, r.splits, r.merged, r.watermark
         );
         return Ok(());
     }

@@ -294,8 +294,9 @@ impl Indexer {
 
     /// Merges the small splits of a day once there are `merge_at` of them.
     async fn merge(&self, state: &mut IndexState) -> Result<usize, IndexError> {
-        let mut by_day: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (i, s) in state.splits.iter().enumerate() {
+        // By id, not position: each merge below reshapes `state.splits`.
+        let mut by_day: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for s in &state.splits {
             // Small splits within one day (those that straddle are left).
             if s.lines < MERGE_BELOW_LINES
                 && s.min_ts.div_euclid(BUCKET_MICROS) == s.max_ts.div_euclid(BUCKET_MICROS)
@@ -303,7 +304,7 @@ impl Indexer {
                 by_day
                     .entry(s.min_ts.div_euclid(BUCKET_MICROS))
                     .or_default()
-                    .push(i);
+                    .push(s.id.clone());
             }
         }
         let mut merged = 0;
@@ -311,7 +312,12 @@ impl Indexer {
             if group.len() < self.settings.merge_at.max(2) {
                 continue;
             }
-            let metas: Vec<SplitMeta> = group.iter().map(|i| state.splits[*i].clone()).collect();
+            let metas: Vec<SplitMeta> = state
+                .splits
+                .iter()
+                .filter(|s| group.contains(&s.id))
+                .cloned()
+                .collect();
             let new = self.merge_splits(&metas).await?;
             let gone: HashSet<&str> = metas.iter().map(|m| m.id.as_str()).collect();
             state.splits.retain(|s| !gone.contains(s.id.as_str()));

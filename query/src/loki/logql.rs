@@ -14,16 +14,9 @@
 
 use std::fmt;
 
-/// Labels a stream has in sluice: the container instance's identity.
-pub const STREAM_LABELS: [&str; 7] = [
-    "namespace",
-    "pod",
-    "container",
-    "restart",
-    "stream",
-    "level",
-    "node",
-];
+/// Labels a stream has in sluice: the container instance's identity (the
+/// exact-match fields of the log index).
+pub const STREAM_LABELS: [&str; 7] = crate::logsearch::query_lang::EXACT_FIELDS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchOp {
