@@ -744,7 +744,6 @@ fn indexer_killed_while_building_a_split_resumes_exactly() {
         &data_dir,
         &["import", gen_dir.to_str().unwrap(), "--format", "json"],
     ));
-    let lines = count_sql(&data_dir);
     let work = data_dir.join("index-work");
     let mut kills = 0;
     for _ in 0..3 {

@@ -538,7 +538,7 @@ impl Steps {
     pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
         let step = self.step_us.max(1);
         (0..)
-            .map(move |k: i64| self.start_us + k * step)
+            .map_while(move |k: i64| k.checked_mul(step)?.checked_add(self.start_us))
             .take_while(|t| *t <= self.end_us)
     }
 }
@@ -600,7 +600,7 @@ fn range_series(
         let upto = |t: i64| points.partition_point(|(ts, _)| *ts <= t);
         let mut series = Vec::new();
         for t in steps.times() {
-            let (lo, hi) = (upto(t - range_us), upto(t));
+            let (lo, hi) = (upto(t.saturating_sub(range_us)), upto(t));
             if hi == lo {
                 continue;
             }

@@ -202,7 +202,7 @@ fn range_params(p: &Params, default_span_us: i64) -> Result<(i64, i64), LokiErro
             .ok_or_else(|| LokiError::bad(format!("invalid parameter \"since\": {s:?}")))?,
         None => default_span_us,
     };
-    let start = time_param(p, "start", end - span)?;
+    let start = time_param(p, "start", end.saturating_sub(span))?;
     if end < start {
         return Err(LokiError::bad(
             "the end timestamp must not be before the start time",
@@ -413,9 +413,9 @@ async fn query_range_route(
                         LokiError::bad(format!("invalid parameter \"step\": {s:?}"))
                     })?,
                     // Loki's default: about 250 points, at least a second.
-                    None => ((end - start) / 250 / 1_000_000).max(1) * 1_000_000,
+                    None => (end.saturating_sub(start) / 250 / 1_000_000).max(1) * 1_000_000,
                 };
-                if (end - start) / step > MAX_POINTS {
+                if end.saturating_sub(start) / step > MAX_POINTS {
                     return Err(LokiError::bad(
                         "exceeded maximum resolution of 11,000 points per timeseries. Try \
                          decreasing the query resolution (?step=XX)",
@@ -499,7 +499,7 @@ async fn query_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Respo
                 // The lines before `time` (Loki 2's instant log query).
                 let limit = limit_param(&p)?;
                 let newest = newest_first(&p)?;
-                let start = time - 3_600_000_000;
+                let start = time.saturating_sub(3_600_000_000);
                 let splits = splits_for(&state, &[&sel], start, time).await?;
                 let streams = blocking(move || {
                     Ok(eval::select_lines(
