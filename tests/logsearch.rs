@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use serde_json::Value;
 use sluice::generator::{self, GenConfig, Manifest};
 
 mod common;
-use common::{Proc, http, spawn_serve};
+use common::{Proc, http, ok, sluice, spawn_serve};
 
 const UNTIL: &str = "2026-11-21T00:00:00Z";
 const DAYS: u32 = 2;
@@ -55,27 +55,6 @@ fn generate(out: &Path, pods: usize, lines_per_pod_day: u64) -> Manifest {
         &|_| {},
     )
     .unwrap()
-}
-
-fn sluice(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("SLUICE_CONFIG")
-        .env_remove("SLUICE_SERVER")
-        .output()
-        .expect("run sluice")
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 fn fixture() -> &'static Fixture {

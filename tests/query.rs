@@ -8,7 +8,7 @@
 //! the CLI gives the same answers embedded and through a server.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, Utc};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sluice::generator::{self, GenConfig, Manifest};
 
 mod common;
-use common::{HttpResponse, http, http_get, spawn_serve};
+use common::{HttpResponse, http, http_get, ok, sluice, sluice_with, spawn_serve};
 
 const UNTIL: &str = "2026-11-21T00:00:00Z";
 const DAYS: u32 = 3;
@@ -57,32 +57,6 @@ fn generate(out: &Path, seed: u64, events: u64) -> Manifest {
         &|_| {},
     )
     .unwrap()
-}
-
-fn sluice(data_dir: &Path, args: &[&str]) -> Output {
-    sluice_with(data_dir, args, &[])
-}
-
-fn sluice_with(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("SLUICE_CONFIG")
-        .env_remove("SLUICE_SERVER")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run sluice")
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// One generated cluster, imported once, shared by the read-only tests.

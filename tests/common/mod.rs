@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,35 @@ use serde_json::Value;
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_schema::tables::TableContract;
+
+/// `sluice --data-dir DIR ARGS` without the caller's configuration.
+pub fn sluice(data_dir: &Path, args: &[&str]) -> Output {
+    sluice_with(data_dir, args, &[])
+}
+
+/// [`sluice`] with extra environment settings.
+pub fn sluice_with(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("SLUICE_CONFIG")
+        .env_remove("SLUICE_SERVER")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run sluice")
+}
+
+/// The stdout of a run that must have succeeded (its stderr shown if not).
+pub fn ok(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
 
 /// A plain HTTP/1.1 GET: (status, whole response).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
