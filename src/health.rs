@@ -2,12 +2,16 @@
 //!
 //! `/healthz` answers 200 while the process runs (liveness). `/readyz` answers
 //! 200 only when the role's dependencies answer (readiness), else 503 with the
-//! reason. `/metrics` is the Prometheus/OpenMetrics text exposition.
+//! reason. `/metrics` is the Prometheus/OpenMetrics text exposition: the
+//! role's registry and `sluice_ready`, the last answer of the readiness check
+//! (1 ready, 0 not), which a scrape refreshes when it is older than
+//! [`READY_MAX_AGE`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
@@ -15,6 +19,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -22,10 +27,73 @@ use serde_json::json;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// How old the readiness answer in `/metrics` may be before a scrape runs
+/// the check again (probes usually run it more often).
+pub const READY_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// A check that has not answered within this long counts as not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The readiness check and `sluice_ready`, which records its last answer.
+struct Readiness {
+    check: ReadyCheck,
+    /// Holds `sluice_ready` (the role's own registry is shared read-only).
+    registry: Registry,
+    gauge: Gauge,
+    checked_at: Mutex<Option<Instant>>,
+}
+
+impl Readiness {
+    fn new(check: ReadyCheck) -> Self {
+        let mut registry = Registry::default();
+        let ready_gauge = Gauge::<i64>::default();
+        registry.sub_registry_with_prefix("sluice").register(
+            "ready",
+            "1 when the role's readiness check (GET /readyz) passes, else 0",
+            ready_gauge.clone(),
+        );
+        Self {
+            check,
+            registry,
+            gauge: ready_gauge,
+            checked_at: Mutex::new(None),
+        }
+    }
+
+    /// Runs the check and records its answer in `sluice_ready`.
+    async fn run(&self) -> Result<(), String> {
+        let answer = match tokio::time::timeout(READY_TIMEOUT, (self.check)()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "the readiness check did not answer within {} s",
+                READY_TIMEOUT.as_secs()
+            )),
+        };
+        self.gauge.set(i64::from(answer.is_ok()));
+        if let Ok(mut at) = self.checked_at.lock() {
+            *at = Some(Instant::now());
+        }
+        answer
+    }
+
+    /// Runs the check unless its last answer is recent.
+    async fn refresh(&self) {
+        let fresh = self
+            .checked_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < READY_MAX_AGE);
+        if !fresh {
+            let _ = self.run().await;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct HealthState {
     registry: Arc<Registry>,
-    ready: ReadyCheck,
+    readiness: Arc<Readiness>,
 }
 
 async fn healthz() -> &'static str {
@@ -33,7 +101,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<HealthState>) -> Response {
-    match (s.ready)().await {
+    match s.readiness.run().await {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -44,8 +112,14 @@ async fn readyz(State(s): State<HealthState>) -> Response {
 }
 
 async fn metrics(State(s): State<HealthState>) -> Response {
+    s.readiness.refresh().await;
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+    let encoded = prometheus_client::encoding::text::encode_registry(&mut text, &s.registry)
+        .and_then(|()| {
+            prometheus_client::encoding::text::encode_registry(&mut text, &s.readiness.registry)
+        })
+        .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut text));
+    match encoded {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,
@@ -59,12 +133,16 @@ async fn metrics(State(s): State<HealthState>) -> Response {
 }
 
 /// The health routes, to serve alone or merge into a role's API.
+/// `/metrics` serves `registry` and `sluice_ready`.
 pub fn routes(registry: Arc<Registry>, ready: ReadyCheck) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(HealthState { registry, ready })
+        .with_state(HealthState {
+            registry,
+            readiness: Arc::new(Readiness::new(ready)),
+        })
 }
 
 /// Binds `addr` and serves `router` in the background; returns the bound address.

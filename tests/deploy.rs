@@ -1584,13 +1584,18 @@ fn alerts_and_dashboard_use_only_exported_metrics() {
     for (what, metric) in [
         ("DLQ rate", "sluice_writer_events_dlq_total"),
         ("append errors", "sluice_writer_iceberg_append_errors_total"),
-        ("consumer lag", "sluice_writer_events_consumed_total"),
-        ("ingest delay > 5 s", "sluice_writer_commit_lag_seconds"),
+        ("consumer lag", "sluice_writer_consumer_lag"),
+        (
+            "ingest delay > 5 s",
+            "rate(sluice_writer_ingest_delay_seconds_bucket[10m]))) > 5",
+        ),
+        ("stalled commits", "sluice_writer_commit_lag_seconds"),
         (
             "collector checkpoint age",
             "sluice_collector_checkpoint_age_seconds",
         ),
-        ("readiness", "up{job=~\"sluice-.+\"}"),
+        ("readiness", "sluice_ready{job=~\"sluice-.+\"}"),
+        ("targets down", "up{job=~\"sluice-.+\"}"),
     ] {
         assert!(rules.contains(metric), "no alert on {what} ({metric})");
     }
@@ -1600,6 +1605,10 @@ fn alerts_and_dashboard_use_only_exported_metrics() {
         "sluice_collector_lines_produced_total",
         "sluice_writer_rows_committed_total",
         "sluice_writer_commit_lag_seconds",
+        "sluice_writer_consumer_lag",
+        "sluice_writer_ingest_delay_seconds_bucket",
+        "sluice_writer_last_commit_timestamp_seconds",
+        "sluice_ready",
         "sluice_writer_events_dlq_total",
         "sluice_writer_batch_flush_seconds_bucket",
         "sluice_query_duration_seconds_bucket",
@@ -1655,6 +1664,28 @@ fn metric_scan_reads_the_registrations() {
         "gauge"
     );
     assert_eq!(by_name["sluice_query_duration_seconds"].kind, "histogram");
+    let f = by_name["sluice_writer_consumer_lag"];
+    assert_eq!(f.kind, "gauge");
+    assert_eq!(
+        f.labels,
+        BTreeSet::from(["topic".to_string(), "partition".to_string()])
+    );
+    assert_eq!(
+        by_name["sluice_writer_ingest_delay_seconds"].kind,
+        "histogram"
+    );
+    assert_eq!(
+        by_name["sluice_writer_last_commit_timestamp_seconds"].kind,
+        "gauge"
+    );
+    // Served by every role's /metrics (src/health.rs).
+    assert_eq!(
+        (
+            by_name["sluice_ready"].kind,
+            by_name["sluice_ready"].labels.len()
+        ),
+        ("gauge", 0)
+    );
     assert_eq!(by_name["sluice_indexer_lines_indexed"].kind, "counter");
     // Every registration of every role is seen: each prefix has several.
     for prefix in [

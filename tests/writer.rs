@@ -200,6 +200,59 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
     );
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
+    // Lag, delay, last commit and readiness. The lag of every partition is
+    // read from the broker every 5 s: it reaches 0 once the writer caught up.
+    let partitions = [
+        (&events.name, 0),
+        (&events.name, 1),
+        (&podlogs.name, 0),
+        (&k8s.name, 0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let m = scrape(&addr);
+        let lags: Vec<Option<f64>> = partitions
+            .iter()
+            .map(|(t, p)| {
+                m.get(&format!(
+                    "sluice_writer_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}}"
+                ))
+                .copied()
+            })
+            .collect();
+        if lags.iter().all(|l| *l == Some(0.0)) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the consumer lag did not reach 0 for every partition within 30 s: {lags:?}\n{m:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    for table in ["platform_event_logs", "pod_logs", "platform_events"] {
+        let last =
+            metrics[&format!("sluice_writer_last_commit_timestamp_seconds{{table=\"{table}\"}}")];
+        assert!(
+            last <= now + 1.0 && now - last < 180.0,
+            "{table}: last commit at {last}, now {now}"
+        );
+        let count =
+            metrics[&format!("sluice_writer_ingest_delay_seconds_count{{table=\"{table}\"}}")];
+        let sum = metrics[&format!("sluice_writer_ingest_delay_seconds_sum{{table=\"{table}\"}}")];
+        // Everything was produced before the writer started, within minutes.
+        assert!(count >= 1.0, "{table}: no ingest delay observed");
+        assert!(
+            sum >= 0.0 && sum / count < 600.0,
+            "{table}: mean ingest delay {} s",
+            sum / count
+        );
+        let le5 = metrics
+            [&format!("sluice_writer_ingest_delay_seconds_bucket{{le=\"5.0\",table=\"{table}\"}}")];
+        assert!(le5 <= count, "{table}: cumulative buckets");
+    }
+    assert_eq!(metrics.get("sluice_ready"), Some(&1.0), "{metrics:#?}");
+
     // A graceful stop (SIGTERM) exits 0.
     let code = writer.terminate();
     assert!(code.success(), "{code:?}");
@@ -262,6 +315,19 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
         "{seen:?}"
     );
     assert!(seen.iter().any(|e| e.contains("not JSON")), "{seen:?}");
+}
+
+/// The samples of a `/metrics` answer, by series (`name{labels}`).
+fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("sluice_"))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A batch is cut when its buffered input reaches `max_bytes`, long before

@@ -1,6 +1,8 @@
 //! The writer's Prometheus metrics, named in the spirit of the platform's
 //! metrics catalog (`…_events_consumed_total`, `…_dlq_total`, …).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +18,12 @@ pub struct TopicLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
     pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: i32,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,8 +44,25 @@ pub struct WriterMetrics {
     pub batch_flush_seconds: Family<TableLabel, Histogram>,
     pub buffer_rows: Family<TableLabel, Gauge>,
     /// Seconds between now and the oldest buffered record's arrival.
-    pub commit_lag_seconds: Family<TableLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub commit_lag_seconds: Family<TableLabel, Gauge<f64, AtomicU64>>,
+    /// Per assigned partition: the partition's high watermark minus the
+    /// writer's next offset (one past the last record it took from the
+    /// consumer), refreshed every [`LAG_INTERVAL`](super::LAG_INTERVAL);
+    /// removed when the partition is revoked.
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Per committed batch: commit time minus the Kafka timestamp of the
+    /// batch's oldest record (the time its producer sent it, or the broker
+    /// appended it with `LogAppendTime`), so the worst delay of the batch.
+    pub ingest_delay_seconds: Family<TableLabel, Histogram>,
+    /// Unix time of the last successful Iceberg commit to the table.
+    pub last_commit_timestamp_seconds: Family<TableLabel, Gauge<f64, AtomicU64>>,
 }
+
+/// Ingest delay buckets: fine around the 5 s target (a bound at 5 exactly),
+/// then up to an hour for catching up after an outage.
+const INGEST_DELAY_BUCKETS: [f64; 16] = [
+    0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+];
 
 impl WriterMetrics {
     pub fn register(registry: &mut Registry) -> Self {
@@ -53,6 +78,11 @@ impl WriterMetrics {
             }),
             buffer_rows: Family::default(),
             commit_lag_seconds: Family::default(),
+            consumer_lag: Family::default(),
+            ingest_delay_seconds: Family::new_with_constructor(|| {
+                Histogram::new(INGEST_DELAY_BUCKETS)
+            }),
+            last_commit_timestamp_seconds: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("sluice_writer");
         r.register(
@@ -99,6 +129,21 @@ impl WriterMetrics {
             "commit_lag_seconds",
             "Age of the oldest buffered record",
             m.commit_lag_seconds.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Records of an assigned partition the writer has not consumed: high watermark minus its next offset",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "ingest_delay_seconds",
+            "Per committed batch: commit time minus the Kafka timestamp of its oldest record",
+            m.ingest_delay_seconds.clone(),
+        );
+        r.register(
+            "last_commit_timestamp_seconds",
+            "Unix time of the last successful Iceberg commit",
+            m.last_commit_timestamp_seconds.clone(),
         );
         m
     }

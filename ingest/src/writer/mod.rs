@@ -49,7 +49,11 @@ use crate::enrich::Enricher;
 use crate::sinks::iceberg::{Advance, Outcome, Positions, Sorted, TableSink, kafka_source};
 use decode::RawRecords;
 use dedup::DedupWindow;
-use metrics::{DlqLabel, TableLabel, TopicLabel, WriterMetrics};
+use metrics::{DlqLabel, PartitionLabel, TableLabel, TopicLabel, WriterMetrics};
+
+/// How often the writer asks the broker for the high watermarks of its
+/// partitions and updates `sluice_writer_consumer_lag`.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +105,39 @@ impl WriterSettings {
             dedup_window: 1_000_000,
             extra: Default::default(),
         }
+    }
+
+    fn with_extra(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (k, v) in &self.extra {
+            config.set(k, v);
+        }
+        config.set("bootstrap.servers", &self.bootstrap);
+        config
+    }
+
+    /// The consumer's librdkafka configuration: `extra`, then what the
+    /// writer relies on.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.with_extra();
+        config
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            // A writer that died is noticed within 10 s and its partitions move on.
+            .set("session.timeout.ms", "10000");
+        config
+    }
+
+    /// The dead-letter producer's librdkafka configuration.
+    pub fn dlq_producer_config(&self) -> ClientConfig {
+        let mut config = self.with_extra();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "zstd");
+        config
     }
 }
 
@@ -211,6 +248,8 @@ struct Pending {
     raw: RawRecords,
     partitions: BTreeSet<i32>,
     oldest: Option<Instant>,
+    /// The oldest Kafka timestamp among the records (ms since the epoch).
+    oldest_timestamp_ms: Option<i64>,
 }
 
 /// A cut batch on its way through the decode and commit stages.
@@ -219,6 +258,7 @@ struct Cut {
     epoch: u64,
     raw: RawRecords,
     advances: Vec<Advance>,
+    oldest_timestamp_ms: Option<i64>,
 }
 
 /// A batch's rows, validated and sorted for its table.
@@ -237,6 +277,7 @@ struct DecodedCut {
     decoded: Result<Prepared, String>,
     dead_letters: Vec<DeadLetter>,
     started: Instant,
+    oldest_timestamp_ms: Option<i64>,
 }
 
 /// A dead letter on its way to the broker.
@@ -245,6 +286,9 @@ enum DeadLetter {
     /// The produce call itself was refused.
     Failed,
 }
+
+/// High watermarks the broker reported: (topic, partition, low, high).
+type Watermarks = Vec<(String, i32, i64, i64)>;
 
 /// From a commit stage to the consume loop: a batch was not committed, so
 /// consuming resumes at the table's positions, under a new epoch.
@@ -333,28 +377,12 @@ impl Writer {
             handle: tokio::runtime::Handle::current(),
             events: tx,
         };
-        let mut consumer_config = ClientConfig::new();
-        let mut producer_config = ClientConfig::new();
-        for (k, v) in &self.settings.extra {
-            consumer_config.set(k, v);
-            producer_config.set(k, v);
-        }
-        let consumer: KafkaConsumer = consumer_config
-            .set("bootstrap.servers", &self.settings.bootstrap)
-            .set("group.id", &self.settings.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range,roundrobin")
-            // A writer that died is noticed within 10 s and its partitions move on.
-            .set("session.timeout.ms", "10000")
+        let consumer: KafkaConsumer = self
+            .settings
+            .consumer_config()
             .create_with_context(context)?;
         let consumer = Arc::new(consumer);
-        let producer: FutureProducer = producer_config
-            .set("bootstrap.servers", &self.settings.bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "zstd")
-            .create()?;
+        let producer: FutureProducer = self.settings.dlq_producer_config().create()?;
         let topics: Vec<&str> = self.routes.iter().map(|r| r.topic.as_str()).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(?topics, group = %self.settings.group_id, "writer subscribed");
@@ -414,10 +442,22 @@ impl Writer {
 
         let mut state: HashMap<(usize, i32), PartitionState> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (marks_tx, mut marks_rx) = mpsc::channel::<Watermarks>(1);
+        // One watermark query at a time: a slow broker does not pile them up.
+        let mut querying = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = lag_tick.tick(), if !querying => {
+                    querying = self.query_watermarks(&consumer, &state, &marks_tx);
+                }
+                Some(marks) = marks_rx.recv() => {
+                    querying = false;
+                    self.observe_lag(&marks, &state);
+                }
                 Some(event) = rebalances.recv() => {
                     self.on_rebalance(event, &consumer, &mut state, &mut lanes);
                 }
@@ -458,6 +498,9 @@ impl Writer {
                     pending.raw.push(partition, msg.offset(), msg.key(), msg.payload().unwrap_or_default());
                     pending.partitions.insert(partition);
                     pending.oldest.get_or_insert_with(Instant::now);
+                    if let Some(ts) = msg.timestamp().to_millis() {
+                        pending.oldest_timestamp_ms = Some(pending.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
+                    }
                     if pending.raw.len() >= self.settings.max_rows || pending.raw.bytes() >= self.settings.max_bytes {
                         drop(msg);
                         self.cut(i, &mut state, lane).await;
@@ -514,6 +557,7 @@ impl Writer {
             epoch: lane.epoch,
             raw: pending.raw,
             advances,
+            oldest_timestamp_ms: pending.oldest_timestamp_ms,
         };
         let Some(cuts) = &lane.cuts else { return };
         if cuts.send(cut).await.is_err() {
@@ -545,6 +589,70 @@ impl Writer {
             .set(lag);
     }
 
+    /// Asks the broker, off the consume loop, for the high watermark of
+    /// every assigned partition; the answer comes back on `marks`. Returns
+    /// whether a query is under way.
+    fn query_watermarks(
+        &self,
+        consumer: &Arc<KafkaConsumer>,
+        state: &HashMap<(usize, i32), PartitionState>,
+        marks: &mpsc::Sender<Watermarks>,
+    ) -> bool {
+        if state.is_empty() {
+            return false;
+        }
+        let parts: Vec<(String, i32)> = state
+            .keys()
+            .map(|(i, p)| (self.routes[*i].topic.clone(), *p))
+            .collect();
+        let consumer = consumer.clone();
+        let marks = marks.clone();
+        tokio::spawn(async move {
+            let queried = tokio::task::spawn_blocking(move || {
+                parts
+                    .into_iter()
+                    .filter_map(|(topic, partition)| {
+                        match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                            Ok((low, high)) => Some((topic, partition, low, high)),
+                            Err(e) => {
+                                tracing::debug!(error = %e, topic, partition, "cannot read the high watermark");
+                                None
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+            let _ = marks.send(queried).await;
+        });
+        true
+    }
+
+    /// Sets `sluice_writer_consumer_lag` of the partitions still assigned:
+    /// the high watermark minus the next offset the writer will consume
+    /// (the low watermark when it starts from the beginning and has
+    /// consumed nothing yet).
+    fn observe_lag(&self, marks: &Watermarks, state: &HashMap<(usize, i32), PartitionState>) {
+        for (topic, partition, low, high) in marks {
+            let Some(i) = self.routes.iter().position(|r| &r.topic == topic) else {
+                continue;
+            };
+            // Revoked while the query ran: its series is gone and stays gone.
+            let Some(st) = state.get(&(i, *partition)) else {
+                continue;
+            };
+            let next = st.next.unwrap_or(*low);
+            self.metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabel {
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .set((high - next).max(0));
+        }
+    }
+
     fn on_rebalance(
         &self,
         event: Rebalanced,
@@ -572,6 +680,10 @@ impl Writer {
                 // gets the partitions re-reads them from the table's positions.
                 // Batches already cut commit or are fenced: either is right.
                 for (topic, partition) in parts {
+                    self.metrics.consumer_lag.remove(&PartitionLabel {
+                        topic: topic.clone(),
+                        partition,
+                    });
                     let Some(i) = route_of(&topic) else { continue };
                     state.remove(&(i, partition));
                     if lanes[i].pending.partitions.contains(&partition) {
@@ -710,6 +822,7 @@ impl DecodeStage {
                 decoded: result,
                 dead_letters,
                 started,
+                oldest_timestamp_ms: cut.oldest_timestamp_ms,
             };
             if decoded.send(out).await.is_err() {
                 return;
@@ -859,6 +972,19 @@ impl CommitStage {
                     .batch_flush_seconds
                     .get_or_create(&table)
                     .observe(cut.started.elapsed().as_secs_f64());
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                self.metrics
+                    .last_commit_timestamp_seconds
+                    .get_or_create(&table)
+                    .set(now_ms as f64 / 1000.0);
+                if let Some(ts) = cut.oldest_timestamp_ms {
+                    // A producer's clock ahead of ours is no negative delay.
+                    let delay = (now_ms - ts).max(0) as f64 / 1000.0;
+                    self.metrics
+                        .ingest_delay_seconds
+                        .get_or_create(&table)
+                        .observe(delay);
+                }
                 self.window.commit(
                     keys.iter()
                         .zip(&fresh)
@@ -924,5 +1050,73 @@ impl CommitStage {
             epoch,
             positions,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+
+    use super::*;
+
+    fn settings(props: &[(&str, &str)]) -> WriterSettings {
+        let mut s = WriterSettings::new("127.0.0.1:1", "g", "dlq");
+        s.extra = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s
+    }
+
+    /// librdkafka refuses, when the client is created, a mechanism it was
+    /// built without ("No provider for SASL mechanism …"): SCRAM and TLS
+    /// need the `ssl` feature, which the workspace enables.
+    #[test]
+    fn clients_take_scram_and_tls_properties() {
+        for props in [
+            vec![
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "sluice"),
+                ("sasl.password", "secret"),
+            ],
+            vec![
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "SCRAM-SHA-256"),
+                ("sasl.username", "sluice"),
+                ("sasl.password", "secret"),
+            ],
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "sluice"),
+                ("sasl.password", "secret"),
+            ],
+            vec![("security.protocol", "SSL")],
+        ] {
+            let s = settings(&props);
+            let consumer: Result<BaseConsumer, _> = s.consumer_config().create();
+            assert!(consumer.is_ok(), "{props:?}: {:?}", consumer.err());
+            let producer: Result<BaseProducer, _> = s.dlq_producer_config().create();
+            assert!(producer.is_ok(), "{props:?}: {:?}", producer.err());
+        }
+        // Kerberos is not built in, and saying so is librdkafka's job.
+        let s = settings(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "GSSAPI"),
+        ]);
+        let consumer: Result<BaseConsumer, _> = s.consumer_config().create();
+        let err = consumer.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("GSSAPI"), "{err}");
+    }
+
+    #[test]
+    fn writer_settings_win_over_extra_properties() {
+        let s = settings(&[("enable.auto.commit", "true"), ("client.id", "w")]);
+        let c = s.consumer_config();
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("client.id"), Some("w"));
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:1"));
     }
 }
