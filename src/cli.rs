@@ -49,7 +49,7 @@ pub struct CommonArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline in one process (collect → write → index → serve)
-    Up(PlannedArgs),
+    Up(UpArgs),
     /// Collect pod logs, lifecycle events and platform events into Kafka
     Collect(CollectArgs),
     /// Consume Kafka and append to the Iceberg tables, exactly once
@@ -131,11 +131,15 @@ pub struct IndexArgs {
     pub merge_at: u16,
 }
 
-/// Arguments of a role that is not built yet.
 #[derive(Debug, Args)]
-pub struct PlannedArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+pub struct UpArgs {
+    /// Also run a live demo cluster: pods writing logs (with OOM restarts and
+    /// rotations), gateway events with a periodic spike, lifecycle events
+    #[arg(long)]
+    pub demo: bool,
+    /// The demo's load as a multiple of its default (about 50 log lines/s and 600 events/min)
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR", requires = "demo")]
+    pub demo_load: f64,
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn run(command: Command, config: &Config) -> anyhow::Result<()> {
+    tracing::debug!(role = command.name(), data_dir = %config.data_dir.display(), "starting");
     match command {
         Command::Gen(args) => gen_command(args),
         Command::Write => runtime()?.block_on(commands::write::run(config)),
@@ -83,6 +84,14 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             },
         )),
         Command::Serve => runtime()?.block_on(commands::serve::run(config)),
+        Command::Up(args) => runtime()?.block_on(commands::up::run(
+            config,
+            commands::up::UpOptions {
+                demo: args.demo,
+                demo_load: args.demo_load,
+                index_interval: std::time::Duration::from_secs(1),
+            },
+        )),
         Command::Index(args) => runtime()?.block_on(commands::index::run(
             config,
             commands::index::IndexOptions {
@@ -116,10 +125,6 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        other => anyhow::bail!(
-            "`sluice {}` is not available in this build yet",
-            other.name()
-        ),
     }
 }
 

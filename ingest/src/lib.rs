@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod collect;
+pub mod embedded;
 pub mod enrich;
 pub mod import;
 pub mod sinks;

@@ -9,10 +9,10 @@ use prometheus_client::registry::Registry;
 use rdkafka::producer::{FutureProducer, Producer};
 use sluice_ingest::collect::acks::Acks;
 use sluice_ingest::collect::checkpoint::CheckpointFile;
-use sluice_ingest::collect::intake::{Intake, IntakeSettings};
+use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
 use sluice_ingest::collect::kube_watch::{self, KubeSettings, KubeWatcher};
 use sluice_ingest::collect::metrics::CollectorMetrics;
-use sluice_ingest::collect::produce::{LogProducer, ProducerSettings};
+use sluice_ingest::collect::produce::{LogProducer, LogSink, ProducerSettings};
 use sluice_ingest::collect::tail::{TailSettings, Tailer};
 
 use crate::config::Config;
@@ -43,7 +43,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .create()
         .context("creating the intake producer")?;
     let intake = Arc::new(Intake::new(
-        intake_producer.clone(),
+        Outlet::Kafka(intake_producer.clone()),
         IntakeSettings {
             topic: topics.events.clone(),
             max_body_bytes: c.intake_max_body_bytes,
@@ -127,7 +127,13 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             topic = %topics.podlogs,
             "tailing pod logs"
         );
-        let tailer = Tailer::new(settings, checkpoint, producer, acks, metrics.clone())
+        let tailer = Tailer::new(
+            settings,
+            checkpoint,
+            LogSink::Kafka(producer),
+            acks,
+            metrics.clone(),
+        )
             .context("starting the pod log tailer")?;
         let stop = stop.clone();
         tailer_thread = Some(

@@ -6,4 +6,5 @@ pub mod index;
 pub mod logs;
 pub mod query;
 pub mod serve;
+pub mod up;
 pub mod write;

@@ -27,7 +27,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
 }
 
 /// Without tokens the API is open, so it may only listen on loopback.
-async fn check_exposure(config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn check_exposure(config: &Config) -> anyhow::Result<()> {
     if !config.query.tokens.is_empty() {
         return Ok(());
     }

@@ -275,6 +275,25 @@ pub fn write_minutes(
     rng: &mut GenRng,
     progress: &dyn Fn(u64),
 ) -> anyhow::Result<u64> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let written = write_minutes_to(&mut out, plan, from, to, principals, rng, progress)?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(written)
+}
+
+/// Writes the events of window minutes `[from, to)` to `out`, in time order
+/// within each minute; returns how many were written.
+pub fn write_minutes_to(
+    out: &mut dyn Write,
+    plan: &LoadPlan,
+    from: usize,
+    to: usize,
+    principals: &[Principal],
+    rng: &mut GenRng,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<u64> {
     let zipf = Zipf::new(principals.len() as f64, 1.1).map_err(|e| anyhow::anyhow!("zipf: {e}"))?;
     let endpoint_pick = WeightedIndex::new(ENDPOINTS.iter().map(|e| e.weight))
         .map_err(|e| anyhow::anyhow!("endpoint weights: {e}"))?;
@@ -294,8 +313,6 @@ pub fn write_minutes(
         })
         .collect();
 
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut written = 0u64;
     let mut reported = 0u64;
     let mut slots: Vec<(i64, Option<usize>)> = Vec::new();
@@ -391,7 +408,7 @@ pub fn write_minutes(
                     .then_some(["eu-west-1", "us-east-1"][rng.random_range(0..2)]),
                 org_id: rng.random_ratio(1, 20).then(|| rng.random_range(1..500)),
             };
-            serde_json::to_writer(&mut out, &event)?;
+            serde_json::to_writer(&mut *out, &event)?;
             out.write_all(b"\n")?;
             written += 1;
         }
@@ -401,7 +418,5 @@ pub fn write_minutes(
         }
     }
     progress(written - reported);
-    out.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(written)
 }

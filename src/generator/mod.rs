@@ -14,6 +14,7 @@ mod app_logs;
 mod cluster;
 mod events;
 mod lifecycle;
+pub mod live;
 mod pod_logs;
 mod principals;
 mod rng;

@@ -64,7 +64,7 @@ pub struct ContainerReport {
     pub instances: Vec<InstanceReport>,
 }
 
-struct CriFile {
+pub(super) struct CriFile {
     dir: PathBuf,
     live_name: String,
     out: BufWriter<File>,
@@ -98,7 +98,7 @@ fn gzip_in_place(path: &Path) -> io::Result<PathBuf> {
 }
 
 impl CriFile {
-    fn create(dir: &Path, restart: i32, rotate_bytes: u64) -> io::Result<Self> {
+    pub(super) fn create(dir: &Path, restart: i32, rotate_bytes: u64) -> io::Result<Self> {
         let live_name = format!("{restart}.log");
         let out = BufWriter::with_capacity(256 * 1024, File::create(dir.join(&live_name))?);
         Ok(Self {
@@ -117,7 +117,12 @@ impl CriFile {
         })
     }
 
-    fn write(&mut self, ts_ns: i64, line: &AppLine) -> io::Result<()> {
+    /// Makes what was written visible to readers of the file.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    pub(super) fn write(&mut self, ts_ns: i64, line: &AppLine) -> io::Result<()> {
         let stream: &[u8] = if line.stderr { b"stderr" } else { b"stdout" };
         let text = line.text.as_bytes();
         let parts: Vec<&[u8]> = if text.is_empty() {

@@ -24,14 +24,14 @@ pub struct FileKey {
 }
 
 impl FileKey {
-    fn as_string(&self) -> String {
+    pub fn as_string(&self) -> String {
         format!(
             "{}/{}/{}/{}",
             self.pod_uid, self.container, self.restart, self.fingerprint
         )
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub fn parse(text: &str) -> Option<Self> {
         let mut parts = text.rsplitn(4, '/');
         let fingerprint = parts.next()?.to_string();
         let restart = parts.next()?.parse().ok()?;

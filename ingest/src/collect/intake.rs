@@ -6,7 +6,8 @@
 //! contract; the valid ones are produced to the events topic (keyed by
 //! principal, so one principal's events stay in order) and the answer — 202
 //! with the rejected records by index — comes only once the broker has
-//! acknowledged them. Nothing is accepted that is not durable.
+//! acknowledged them (or, under `sluice up` without Kafka, once they are
+//! fsync'd to the write-ahead log). Nothing is accepted that is not durable.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -36,20 +37,23 @@ pub struct IntakeSettings {
     pub tokens: Vec<String>,
 }
 
+/// Where accepted records go.
+pub enum Outlet {
+    Kafka(FutureProducer),
+    /// `sluice up`: the in-process writer reads them from this log.
+    Wal(Arc<crate::embedded::wal::Wal>),
+}
+
 pub struct Intake {
-    producer: FutureProducer,
+    outlet: Outlet,
     settings: IntakeSettings,
     metrics: CollectorMetrics,
 }
 
 impl Intake {
-    pub fn new(
-        producer: FutureProducer,
-        settings: IntakeSettings,
-        metrics: CollectorMetrics,
-    ) -> Self {
+    pub fn new(outlet: Outlet, settings: IntakeSettings, metrics: CollectorMetrics) -> Self {
         Self {
-            producer,
+            outlet,
             settings,
             metrics,
         }
@@ -229,9 +233,23 @@ async fn post_events(
         )
             .into_response();
     }
+    let producer = match &intake.outlet {
+        Outlet::Kafka(p) => p,
+        Outlet::Wal(wal) => {
+            let records: Vec<&[u8]> = valid.iter().map(|(_, _, p)| p.as_slice()).collect();
+            if let Err(e) = wal.append(&records).await {
+                tracing::error!(error = %e, "intake: cannot append to the write-ahead log");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the write-ahead log did not take the records: {e}; retry the request"),
+                );
+            }
+            return accepted(&intake, valid.len(), rejected, total);
+        }
+    };
     let topic = intake.settings.topic.as_str();
     let sends = valid.iter().map(|(_, key, payload)| {
-        intake.producer.send(
+        producer.send(
             FutureRecord::to(topic).key(key.as_bytes()).payload(payload),
             Duration::from_secs(30),
         )
@@ -255,11 +273,15 @@ async fn post_events(
             ),
         );
     }
-    intake.metrics.intake_records.inc_by(valid.len() as u64);
+    accepted(&intake, valid.len(), rejected, total)
+}
+
+fn accepted(intake: &Intake, valid: usize, rejected: Vec<Value>, total: usize) -> Response {
+    intake.metrics.intake_records.inc_by(valid as u64);
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({
-            "accepted": valid.len(),
+            "accepted": valid,
             "rejected": rejected,
             "records": total,
         })),

@@ -57,6 +57,13 @@ pub struct Delivery {
     pub lane: LaneId,
     pub seq: u64,
     pub lines: u64,
+    /// The file's key in a table's source positions (`sluice up` only).
+    pub source: Arc<str>,
+    /// The file offset reading resumes from once this message is durable.
+    pub after: u64,
+    /// The last message of a read chunk: only here is `after` a line
+    /// boundary past every record sent before it.
+    pub chunk_end: bool,
 }
 
 /// A message whose delivery failed, to send again.
@@ -110,6 +117,42 @@ impl ProducerContext for DeliveryContext {
 pub struct LogProducer {
     producer: ThreadedProducer<DeliveryContext>,
     topic: String,
+}
+
+/// Where the tailer's messages go: a Kafka topic (`sluice collect`) or the
+/// in-process writer of `sluice up`, whose commits acknowledge them.
+pub enum LogSink {
+    Kafka(LogProducer),
+    Local(crate::embedded::LocalLogSink),
+}
+
+impl LogSink {
+    pub fn send(
+        &self,
+        key: &[u8],
+        payload: &[u8],
+        delivery: Box<Delivery>,
+    ) -> Result<(), (SendError, Box<Delivery>)> {
+        match self {
+            LogSink::Kafka(p) => p.send(key, payload, delivery),
+            LogSink::Local(l) => l.send(payload, delivery),
+        }
+    }
+
+    pub fn take_failed(&self) -> Vec<Failed> {
+        match self {
+            LogSink::Kafka(p) => p.take_failed(),
+            LogSink::Local(_) => Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for what was sent to be acknowledged.
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), String> {
+        match self {
+            LogSink::Kafka(p) => p.flush(timeout).map_err(|e| e.to_string()),
+            LogSink::Local(l) => l.flush(timeout),
+        }
+    }
 }
 
 /// Why a message was not enqueued.

@@ -24,7 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::acks::{Acks, LaneId};
 use super::checkpoint::{CheckpointFile, FileKey, Position};
 use super::metrics::CollectorMetrics;
-use super::produce::{Delivery, LogProducer, SendError};
+use super::produce::{Delivery, LogSink, SendError};
 use crate::sources::pod_log_file::{LogFormat, Origin, PodLogReader, fingerprint};
 use crate::sources::pod_log_path::PodLogPath;
 
@@ -111,6 +111,27 @@ struct Tracked {
     present: bool,
     outbox: VecDeque<Outgoing>,
     message_key: Vec<u8>,
+    /// This file's key in a table's source positions.
+    table_source: Arc<str>,
+}
+
+/// A file's key in a table's source positions: its [`FileKey`] and
+/// truncation generation (`sluice up` keeps file positions in the table).
+pub fn table_source(key: &FileKey, generation: u32) -> String {
+    format!("pod:{}@{generation}", key.as_string())
+}
+
+/// The file key and position a [`table_source`] stands for.
+pub fn parse_table_source(source: &str, offset: i64) -> Option<(FileKey, Position)> {
+    let rest = source.strip_prefix("pod:")?;
+    let (key, generation) = rest.rsplit_once('@')?;
+    Some((
+        FileKey::parse(key)?,
+        Position {
+            offset: u64::try_from(offset).ok()?,
+            generation: generation.parse().ok()?,
+        },
+    ))
 }
 
 enum Step {
@@ -136,7 +157,7 @@ fn effective_fingerprint(fp: u64, generation: u32) -> u64 {
 
 struct Io {
     settings: TailSettings,
-    producer: LogProducer,
+    producer: LogSink,
     acks: Arc<Acks>,
     metrics: CollectorMetrics,
 }
@@ -158,7 +179,7 @@ impl Tailer {
     pub fn new(
         settings: TailSettings,
         checkpoint: CheckpointFile,
-        producer: LogProducer,
+        producer: LogSink,
         acks: Arc<Acks>,
         metrics: CollectorMetrics,
     ) -> Result<Self, TailError> {
@@ -434,6 +455,7 @@ impl Tailer {
             self.io.settings.max_line_bytes,
         );
         tracing::debug!(path = %path.display(), offset = start.offset, "following");
+        let table_source = table_source(&key, start.generation).into();
         self.files.insert(
             id,
             Tracked {
@@ -449,6 +471,7 @@ impl Tailer {
                 present: true,
                 outbox: VecDeque::new(),
                 message_key: format!("{}/{}", meta.pod_uid, meta.container).into_bytes(),
+                table_source,
             },
         );
         true
@@ -637,6 +660,9 @@ impl Io {
                     lane: t.lane,
                     seq,
                     lines,
+                    source: t.table_source.clone(),
+                    after: after.offset,
+                    chunk_end: i + 1 == count,
                 }),
                 payload,
             });

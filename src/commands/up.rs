@@ -1,0 +1,381 @@
+//! `sluice up`: the whole pipeline in one process.
+//!
+//! Without Kafka, the pod-log tailer, the HTTP intake (through a
+//! write-ahead log) and the demo feed one in-process writer per table, whose
+//! commits carry the sources' positions (see `sluice_ingest::embedded`); the
+//! indexer follows `pod_logs` and the query service, console and intake
+//! share one HTTP port. With `--kafka`, the four distributed roles run side
+//! by side against the broker instead.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use sluice_ingest::catalog;
+use sluice_ingest::collect::acks::Acks;
+use sluice_ingest::collect::checkpoint::CheckpointFile;
+use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
+use sluice_ingest::collect::metrics::CollectorMetrics;
+use sluice_ingest::collect::produce::LogSink;
+use sluice_ingest::collect::tail::{TailSettings, Tailer, parse_table_source};
+use sluice_ingest::embedded::wal::Wal;
+use sluice_ingest::embedded::{
+    BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter,
+};
+use sluice_ingest::enrich::Enricher;
+use sluice_ingest::sinks::iceberg::TableSink;
+use sluice_ingest::writer::RecordKind;
+use sluice_query::api::{self, ApiState};
+use sluice_query::engine::Engine;
+use sluice_query::logsearch::LogIndex;
+use sluice_query::logsearch::indexer::{Indexer, IndexerSettings};
+use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::generator::live::{LiveConfig, LiveCounters, LiveDemo, LiveOutlet};
+use crate::health;
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub demo: bool,
+    /// The demo's load as a multiple of its default.
+    pub demo_load: f64,
+    /// How often the index follows new snapshots.
+    pub index_interval: Duration,
+}
+
+/// The demo's events and lifecycle events, appended to the same
+/// write-ahead logs the HTTP intake uses.
+struct WalOutlet {
+    handle: tokio::runtime::Handle,
+    events: Arc<Wal>,
+    lifecycle: Arc<Wal>,
+}
+
+impl WalOutlet {
+    fn append(&self, wal: &Arc<Wal>, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        self.handle.block_on(wal.append(&refs))?;
+        Ok(())
+    }
+}
+
+impl LiveOutlet for WalOutlet {
+    fn events(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.append(&self.events.clone(), records)
+    }
+    fn lifecycle(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.append(&self.lifecycle.clone(), records)
+    }
+}
+
+pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
+    if config.kafka.bootstrap.is_some() {
+        return distributed(config, opts).await;
+    }
+    super::serve::check_exposure(config).await?;
+    let mut config = config.clone();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let lock_path = config.data_dir.join("up.lock");
+    let lock = File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another `sluice up` is running on {} (it holds {})",
+            config.data_dir.display(),
+            lock_path.display()
+        );
+    }
+    let up_dir = config.data_dir.join("up");
+
+    let demo = if opts.demo {
+        let live = LiveConfig::new(config.data_dir.join("demo")).scaled(opts.demo_load.max(0.01));
+        let demo = LiveDemo::prepare(live).context("preparing the demo cluster")?;
+        config.collector.pods_root = demo.pods_root();
+        config.collector.pod_logs = true;
+        config.enrich.directory = Some(PathBuf::from(&demo.facts().directory));
+        config.cluster = "demo".into();
+        Some(demo)
+    } else {
+        None
+    };
+
+    let catalog = catalog::open(&config.catalog, &config.warehouse, &config.data_dir).await?;
+    catalog::ensure_tables(catalog.as_ref()).await?;
+    let enricher = Enricher::new(&config.enrich).context("setting up enrichment")?;
+    let writer_id = format!("up-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let sink_of = |table| TableSink::new(catalog.clone(), table, &writer_id);
+    let (pod_sink, event_sink, lifecycle_sink) = (
+        sink_of(&POD_LOGS),
+        sink_of(&EVENT_LOGS),
+        sink_of(&PLATFORM_EVENTS),
+    );
+
+    let mut registry = Registry::default();
+    let collector_metrics = CollectorMetrics::register(&mut registry);
+    let up_metrics = EmbeddedMetrics::register(&mut registry);
+    let dead_letters = Arc::new(DeadLetterFile::new(up_dir.join("dead-letters.ndjson")));
+    let limits = BatchLimits {
+        max_age: Duration::from_millis(config.writer.max_age_ms.clamp(100, 1000)),
+        ..BatchLimits::default()
+    };
+    let acks = Arc::new(Acks::default());
+    let writer = |kind, sink: &TableSink, acks: Option<Arc<Acks>>| TableWriter {
+        kind,
+        sink: sink.clone(),
+        enricher: enricher.clone(),
+        limits,
+        dead_letters: dead_letters.clone(),
+        metrics: up_metrics.clone(),
+        acks,
+    };
+    let (pod_tx, pod_rx) = mpsc::channel::<Message>(64);
+    let (event_tx, event_rx) = mpsc::channel::<Message>(64);
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel::<Message>(16);
+    let writers = vec![
+        tokio::spawn(writer(RecordKind::PodLogs, &pod_sink, Some(acks.clone())).run(pod_rx)),
+        tokio::spawn(writer(RecordKind::Events, &event_sink, None).run(event_rx)),
+        tokio::spawn(writer(RecordKind::Lifecycle, &lifecycle_sink, None).run(lifecycle_rx)),
+    ];
+
+    // The write-ahead logs resume from what their tables hold.
+    let events_wal = Wal::open(&up_dir, "events")?;
+    let lifecycle_wal = Wal::open(&up_dir, "lifecycle")?;
+    let mut followers = Vec::new();
+    for (wal, sink, tx) in [
+        (&events_wal, &event_sink, event_tx),
+        (&lifecycle_wal, &lifecycle_sink, lifecycle_tx),
+    ] {
+        let positions = TableWriter::positions(sink).await;
+        let from = positions
+            .get(&wal.source())
+            .map_or(0, |p| u64::try_from(*p).unwrap_or(0));
+        if from > wal.len() {
+            anyhow::bail!(
+                "{} is shorter ({} bytes) than what table {} already holds from it ({from}); \
+                 was the data directory's up/ folder replaced?",
+                wal.path().display(),
+                wal.len(),
+                sink.contract().name
+            );
+        }
+        followers.push(tokio::spawn(wal.clone().follow(from, 5000, tx)));
+    }
+
+    // Pod logs: the checkpoint starts from the positions pod_logs holds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tailer_thread = None;
+    if config.collector.pod_logs && config.collector.pods_root.is_dir() {
+        let checkpoint = CheckpointFile::new(&up_dir.join("collector"));
+        let mut saved = checkpoint.load()?;
+        let positions = TableWriter::positions(&pod_sink).await;
+        for (source, offset) in &positions {
+            if let Some((key, pos)) = parse_table_source(source, *offset) {
+                let newer = saved
+                    .get(&key)
+                    .is_none_or(|p| (p.generation, p.offset) <= (pos.generation, pos.offset));
+                if newer {
+                    saved.insert(key, pos);
+                }
+            }
+        }
+        checkpoint.save(&saved)?;
+        let c = &config.collector;
+        let mut settings =
+            TailSettings::new(c.pods_root.clone(), config.cluster.clone(), config.node.clone());
+        settings.batch_lines = c.batch_lines.max(1);
+        settings.max_line_bytes = c.max_line_bytes.max(1024);
+        settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
+        let sink = LogSink::Local(LocalLogSink::new(pod_tx, acks.clone()));
+        let tailer = Tailer::new(settings, checkpoint, sink, acks, collector_metrics.clone())
+            .context("starting the pod log tailer")?;
+        let stop = stop.clone();
+        tailer_thread = Some(
+            std::thread::Builder::new()
+                .name("tailer".into())
+                .spawn(move || tailer.run(&stop, Duration::from_secs(10)))
+                .context("starting the tailer thread")?,
+        );
+        tracing::info!(root = %config.collector.pods_root.display(), "tailing pod logs");
+    } else {
+        drop(pod_tx);
+        tracing::info!(root = %config.collector.pods_root.display(), "no pod log tree to tail");
+    }
+
+    // The index follows pod_logs.
+    let engine = Arc::new(Engine::new(
+        catalog.clone(),
+        config.query.clone(),
+        config.warehouse.s3.clone(),
+    )?);
+    engine.metrics().register(&mut registry);
+    let store = LogIndex::store_for(catalog.as_ref(), engine.stores())
+        .await
+        .context("locating the index store")?;
+    let indexer = Indexer::new(
+        catalog.clone(),
+        store,
+        IndexerSettings {
+            work_dir: config.data_dir.join("index-work"),
+            cache_dir: config.data_dir.join("index-cache"),
+            merge_at: 8,
+        },
+    );
+    if let Err(e) = indexer.collect_garbage(Duration::from_secs(60)).await {
+        tracing::warn!(error = %e, "could not clean up unlisted splits");
+    }
+    let index_interval = opts.index_interval;
+    let index_task = tokio::spawn(async move {
+        loop {
+            if let Err(e) = indexer.run_once().await {
+                tracing::error!(error = %e, "indexing failed; retrying");
+            }
+            tokio::time::sleep(index_interval).await;
+        }
+    });
+
+    // One port: API, console, intake, health.
+    let intake = Arc::new(Intake::new(
+        Outlet::Wal(events_wal.clone()),
+        IntakeSettings {
+            topic: String::new(),
+            max_body_bytes: config.collector.intake_max_body_bytes,
+            tokens: config.collector.intake_tokens.clone(),
+        },
+        collector_metrics.clone(),
+    ));
+    let logs = Arc::new(LogIndex::new(
+        catalog.clone(),
+        engine.stores().clone(),
+        config.data_dir.join("index-cache"),
+    ));
+    let state = Arc::new(ApiState {
+        engine: engine.clone(),
+        guardrails: config.guardrails.clone(),
+        logs,
+    });
+    let ready: health::ReadyCheck = {
+        let engine = engine.clone();
+        Arc::new(move || {
+            let engine = engine.clone();
+            Box::pin(async move { engine.ready().await })
+        })
+    };
+    let router = health::routes(Arc::new(registry), ready)
+        .merge(intake.routes())
+        .merge(api::router(state, config.query.tokens.clone()))
+        .fallback(api::not_found);
+    let addr = health::spawn(&config.http.addr, router).await?;
+
+    let demo_stop = Arc::new(AtomicBool::new(false));
+    let mut demo_thread = None;
+    let counters = Arc::new(LiveCounters::default());
+    let url = format!("http://{addr}");
+    if let Some(demo) = demo {
+        let facts = demo.facts().clone();
+        let mut outlet = WalOutlet {
+            handle: tokio::runtime::Handle::current(),
+            events: events_wal.clone(),
+            lifecycle: lifecycle_wal.clone(),
+        };
+        let (stop, counters) = (demo_stop.clone(), counters.clone());
+        demo_thread = Some(
+            std::thread::Builder::new()
+                .name("demo".into())
+                .spawn(move || demo.run(&mut outlet, &stop, &counters))
+                .context("starting the demo")?,
+        );
+        let facts_path = config.data_dir.join("demo/facts.json");
+        std::fs::write(&facts_path, serde_json::to_vec_pretty(&facts)?)
+            .with_context(|| format!("writing {}", facts_path.display()))?;
+        eprintln!(
+            "sluice up: the demo cluster is live; console at {url}/\n\
+             \n  try, in another terminal (the first OOMKill comes within 30 s):\n\
+             \n    sluice attribution --server {url} --since 15m --by user\
+             \n    sluice logs search OOMKilled --server {url} --pod {pod} --since 1h\
+             \n    sluice guardrails peaks --server {url} --since 1h\n",
+            pod = facts.first_oom_pod,
+        );
+    } else {
+        eprintln!(
+            "sluice up: listening on {url}/ (console, API, POST /v1/events); tailing {}",
+            config.collector.pods_root.display()
+        );
+    }
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "sluice up running");
+
+    health::shutdown_signal().await;
+    eprintln!("sluice up: stopping; committing what was read");
+    demo_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = demo_thread {
+        match tokio::task::spawn_blocking(move || t.join()).await? {
+            Ok(r) => r.context("the demo")?,
+            Err(_) => anyhow::bail!("the demo panicked"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = tailer_thread {
+        match tokio::task::spawn_blocking(move || t.join()).await? {
+            Ok(r) => r.context("pod log tailer")?,
+            Err(_) => anyhow::bail!("the pod log tailer panicked"),
+        }
+    }
+    for f in followers {
+        f.abort();
+    }
+    for w in writers {
+        if tokio::time::timeout(Duration::from_secs(30), w).await.is_err() {
+            tracing::warn!("a table writer did not finish within 30 s; its sources resume from the table at the next start");
+        }
+    }
+    index_task.abort();
+    drop(lock);
+    Ok(())
+}
+
+/// `sluice up --kafka`: collector, writer, indexer and query service as in
+/// a cluster, on four ports from the configured one.
+async fn distributed(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
+    if opts.demo {
+        anyhow::bail!(
+            "--demo runs without Kafka; for the distributed topology run `sluice gen` and point \
+             [collector] pods_root at its var/log/pods"
+        );
+    }
+    let base: std::net::SocketAddr = config.http.addr.parse().with_context(|| {
+        format!(
+            "--http {} must be ADDR:PORT for `sluice up --kafka`",
+            config.http.addr
+        )
+    })?;
+    let at = |offset: u16| {
+        let mut c = config.clone();
+        c.http.addr = std::net::SocketAddr::new(base.ip(), base.port() + offset).to_string();
+        c
+    };
+    let (serve, collect, write, index) = (at(0), at(1), at(2), at(3));
+    eprintln!(
+        "sluice up --kafka: query {} · collector {} · writer {} · indexer {}",
+        serve.http.addr, collect.http.addr, write.http.addr, index.http.addr
+    );
+    let index_opts = super::index::IndexOptions {
+        rebuild: false,
+        from: None,
+        once: false,
+        interval: opts.index_interval,
+        merge_at: 8,
+    };
+    tokio::try_join!(
+        super::serve::run(&serve),
+        super::collect::run(&collect),
+        super::write::run(&write),
+        super::index::run(&index, index_opts),
+    )?;
+    Ok(())
+}
