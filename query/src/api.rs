@@ -18,7 +18,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::attribution::{AttributionParams, AttributionQuery, attribution};
+use crate::attribution::{
+    AttributionParams, AttributionQuery, SeriesParams, SeriesQuery, attribution, series,
+};
 use crate::config::{GuardrailsConfig, Role, Token};
 use crate::encode;
 use crate::engine::Engine;
@@ -81,11 +83,12 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The `/v1/…` routes and `/openapi.json` (open to all).
+/// The `/v1/…` routes, and `/openapi.json` and the console (open to all).
 pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
     let api = Router::new()
         .route("/v1/sql", post(sql))
         .route("/v1/attribution", get(attribution_route))
+        .route("/v1/attribution/series", get(series_route))
         .route("/v1/guardrails/peaks", get(peaks_route))
         .route("/v1/guardrails/simulate", post(simulate_route))
         .route("/v1/guardrails/export", get(export_route))
@@ -99,6 +102,7 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/ready", get(crate::loki::ready))
+        .merge(crate::console::routes())
         .merge(api)
 }
 
@@ -252,6 +256,17 @@ async fn attribution_route(
     observed(&state, "attribution", async {
         let q = AttributionQuery::from_params(&query_params(params)?, Utc::now())?;
         Ok(Json(attribution(&state.engine, &q).await?).into_response())
+    })
+    .await
+}
+
+async fn series_route(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<SeriesParams>, QueryRejection>,
+) -> Response {
+    observed(&state, "attribution_series", async {
+        let q = SeriesQuery::from_params(&query_params(params)?, Utc::now())?;
+        Ok(Json(series(&state.engine, &q).await?).into_response())
     })
     .await
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod attribution;
 pub mod config;
+pub mod console;
 pub mod encode;
 pub mod engine;
 pub mod error;
