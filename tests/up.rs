@@ -57,7 +57,13 @@ fn sql(addr: &str, query: &str) -> Vec<Value> {
 
 fn count(addr: &str, query: &str) -> u64 {
     let rows = sql(addr, query);
-    let v = rows[0].as_object().unwrap().values().next().unwrap().clone();
+    let v = rows[0]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .unwrap()
@@ -132,8 +138,7 @@ fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
     // 1. The demo: first OOMKill searchable, spike principal on top.
     let mut up = spawn_up(&data_dir, &addr, true, &[]);
     let facts: Value =
-        serde_json::from_slice(&std::fs::read(data_dir.join("demo/facts.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(data_dir.join("demo/facts.json")).unwrap()).unwrap();
     let ns = facts["first_oom_namespace"].as_str().unwrap().to_string();
     let pod = facts["first_oom_pod"].as_str().unwrap().to_string();
     let spike = facts["spike_principal"].as_str().unwrap().to_string();
@@ -210,12 +215,15 @@ fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
     )];
     let mut up = spawn_up(&data_dir, &addr, false, &env);
     let want_lines = logical_lines(&pods_root);
-    let want_events = lines_of(&data_dir.join("up/events.wal"))
-        - dead_letters(&data_dir, "platform_event_logs");
+    let want_events =
+        lines_of(&data_dir.join("up/events.wal")) - dead_letters(&data_dir, "platform_event_logs");
     let want_lifecycle = lines_of(&data_dir.join("up/lifecycle.wal"));
     assert!(want_lines > 500, "the demo wrote only {want_lines} lines");
     assert!(want_events > 100, "the demo sent only {want_events} events");
-    assert!(want_lifecycle >= 3, "only {want_lifecycle} lifecycle events");
+    assert!(
+        want_lifecycle >= 3,
+        "only {want_lifecycle} lifecycle events"
+    );
     wait_for("the tables to catch up", Duration::from_secs(90), || {
         count(&addr, "SELECT count(*) AS n FROM pod_logs") >= want_lines
             && count(&addr, "SELECT count(*) AS n FROM platform_event_logs") >= want_events
@@ -275,5 +283,90 @@ fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
         "{}",
         String::from_utf8_lossy(&other.stderr)
     );
+    assert!(up.terminate().success());
+}
+
+/// `sluice --kafka B up`: the four distributed roles side by side, each on
+/// its own port, moving a generated cluster's files and a POSTed event
+/// through the broker into the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_kafka_runs_the_distributed_roles() {
+    use sluice_testkit::TestTopic;
+    let tmp = tempfile::tempdir().unwrap();
+    let gen_dir = tmp.path().join("gen");
+    let data_dir = tmp.path().join("data");
+    common::ok(common::sluice(
+        &data_dir,
+        &[
+            "gen",
+            "--out",
+            gen_dir.to_str().unwrap(),
+            "--pods",
+            "3",
+            "--events",
+            "1000",
+            "--days",
+            "1",
+        ],
+    ));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(gen_dir.join("manifest.json")).unwrap()).unwrap();
+    let want_lines = manifest["totals"]["log_lines"].as_u64().unwrap();
+    let events = TestTopic::create("up-events", 1).await;
+    let podlogs = TestTopic::create("up-podlogs", 1).await;
+    let k8s = TestTopic::create("up-k8s", 1).await;
+    let dlq = TestTopic::create("up-dlq", 1).await;
+    // Four consecutive free ports.
+    let base = loop {
+        let p = free_port();
+        if p < 65000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let addr = format!("127.0.0.1:{base}");
+    let env = [
+        ("SLUICE_KAFKA", events.bootstrap.clone()),
+        ("SLUICE_KAFKA__TOPICS__EVENTS", events.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__PODLOGS", podlogs.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__K8S", k8s.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__DLQ", dlq.name.clone()),
+        ("SLUICE_KAFKA__GROUP_ID", sluice_testkit::unique("up")),
+        (
+            "SLUICE_COLLECTOR__PODS_ROOT",
+            gen_dir.join("var/log/pods").display().to_string(),
+        ),
+    ];
+    let mut up = tokio::task::block_in_place(|| spawn_up(&data_dir, &addr, false, &env));
+    tokio::task::block_in_place(|| {
+        for i in 1..4 {
+            let role = format!("127.0.0.1:{}", base + i);
+            wait_for("every role to be ready", Duration::from_secs(60), || {
+                http_get(&role, "/readyz").0 == 200
+            });
+        }
+        let collector = format!("127.0.0.1:{}", base + 1);
+        let body = br#"{"event_id":"up-kafka-1","occurred_at":"2026-01-01T00:00:00Z","service":"iom-core","action":"sql.queries.submit","success":true,"user_id":"kafka-probe"}"#;
+        let r = http(&collector, "POST", "/v1/events", &[], Some(body));
+        assert_eq!(r.status, 202, "{}", r.text());
+        wait_for("the tables to fill", Duration::from_secs(120), || {
+            count(&addr, "SELECT count(*) AS n FROM pod_logs") >= want_lines
+                && count(
+                    &addr,
+                    "SELECT count(*) AS n FROM platform_event_logs WHERE user_id = 'kafka-probe'",
+                ) == 1
+        });
+        assert_eq!(
+            count(&addr, "SELECT count(DISTINCT line_id) AS n FROM pod_logs"),
+            want_lines
+        );
+        wait_for(
+            "the indexer to follow pod_logs",
+            Duration::from_secs(60),
+            || {
+                let found = get_json(&addr, "/v1/logs/search?q=*&from=30d&limit=1");
+                found["total"].as_u64() == Some(want_lines)
+            },
+        );
+    });
     assert!(up.terminate().success());
 }

@@ -134,7 +134,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             acks,
             metrics.clone(),
         )
-            .context("starting the pod log tailer")?;
+        .context("starting the pod log tailer")?;
         let stop = stop.clone();
         tailer_thread = Some(
             std::thread::Builder::new()

@@ -83,8 +83,8 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let lock_path = config.data_dir.join("up.lock");
-    let lock = File::create(&lock_path)
-        .with_context(|| format!("creating {}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
         anyhow::bail!(
             "another `sluice up` is running on {} (it holds {})",
@@ -187,8 +187,11 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
         checkpoint.save(&saved)?;
         let c = &config.collector;
-        let mut settings =
-            TailSettings::new(c.pods_root.clone(), config.cluster.clone(), config.node.clone());
+        let mut settings = TailSettings::new(
+            c.pods_root.clone(),
+            config.cluster.clone(),
+            config.node.clone(),
+        );
         settings.batch_lines = c.batch_lines.max(1);
         settings.max_line_bytes = c.max_line_bytes.max(1024);
         settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
@@ -330,8 +333,13 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         f.abort();
     }
     for w in writers {
-        if tokio::time::timeout(Duration::from_secs(30), w).await.is_err() {
-            tracing::warn!("a table writer did not finish within 30 s; its sources resume from the table at the next start");
+        if tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a table writer did not finish within 30 s; its sources resume from the table at the next start"
+            );
         }
     }
     index_task.abort();

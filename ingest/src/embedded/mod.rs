@@ -94,10 +94,7 @@ impl LocalLogSink {
         let deadline = Instant::now() + timeout;
         while self.acks.in_flight() > 0 {
             if Instant::now() >= deadline || self.tx.is_closed() {
-                return Err(format!(
-                    "{} messages not committed",
-                    self.acks.in_flight()
-                ));
+                return Err(format!("{} messages not committed", self.acks.in_flight()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -307,11 +304,7 @@ impl TableWriter {
             }
             let batch = take_through_boundaries(&mut pending);
             pending_records = pending.iter().map(|m| m.records.len()).sum();
-            pending_bytes = pending
-                .iter()
-                .flat_map(|m| &m.records)
-                .map(Vec::len)
-                .sum();
+            pending_bytes = pending.iter().flat_map(|m| &m.records).map(Vec::len).sum();
             oldest = (!pending.is_empty()).then(Instant::now);
             match batch {
                 Some(batch) => self.commit(batch, &mut positions).await,
@@ -359,7 +352,8 @@ impl TableWriter {
         };
         let now = chrono::Utc::now().timestamp_micros();
         let prepared = tokio::task::spawn_blocking(move || {
-            let d = decode::decode(kind, &enricher, &schema, &raw, now).map_err(|e| e.to_string())?;
+            let d =
+                decode::decode(kind, &enricher, &schema, &raw, now).map_err(|e| e.to_string())?;
             let sorted = sink.sort(&d.batches).map_err(|e| e.to_string())?;
             Ok::<_, String>((sorted, d.rejects, raw))
         })
@@ -383,10 +377,7 @@ impl TableWriter {
                 .map(|r| {
                     let (mi, _) = origin.get(r.record).copied().unwrap_or((0, 0));
                     let m = &batch.messages[mi];
-                    let record = r
-                        .item
-                        .as_deref()
-                        .unwrap_or_else(|| raw.payload(r.record));
+                    let record = r.item.as_deref().unwrap_or_else(|| raw.payload(r.record));
                     json!({
                         "table": label.table,
                         "source": &*m.source,

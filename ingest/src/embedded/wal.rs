@@ -121,7 +121,12 @@ impl Wal {
 
     /// Feeds records from `from` on into `out`, `max_records` per message,
     /// until `out` closes.
-    pub async fn follow(self: Arc<Self>, from: u64, max_records: usize, out: mpsc::Sender<Message>) {
+    pub async fn follow(
+        self: Arc<Self>,
+        from: u64,
+        max_records: usize,
+        out: mpsc::Sender<Message>,
+    ) {
         let source: Arc<str> = self.source().into();
         let mut reader = match File::open(&self.path) {
             Ok(f) => f,
@@ -242,7 +247,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let follower = tokio::spawn(wal.clone().follow(0, 2, tx));
         let first = rx.recv().await.unwrap();
-        assert_eq!(first.records, vec![b"{\"a\":1}".to_vec(), b"{\"b\": 2}".to_vec()]);
+        assert_eq!(
+            first.records,
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\": 2}".to_vec()]
+        );
         let second = rx.recv().await.unwrap();
         assert_eq!(second.records, vec![b"{\"c\":3}".to_vec()]);
         assert_eq!(second.after as u64, wal.len());
