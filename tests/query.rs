@@ -645,6 +645,7 @@ fn sql_answers_in_three_formats_and_refuses_writes() {
     for route in [
         "/v1/sql",
         "/v1/attribution",
+        "/v1/attribution/series",
         "/v1/guardrails/peaks",
         "/v1/guardrails/simulate",
         "/v1/guardrails/export",
