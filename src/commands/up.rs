@@ -93,6 +93,12 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         );
     }
     let up_dir = config.data_dir.join("up");
+    if config.collector.kubernetes {
+        tracing::warn!(
+            "[collector] kubernetes is ignored by `sluice up` without Kafka: the Kubernetes watcher \
+             runs under `sluice collect` (or `sluice up --kafka`)"
+        );
+    }
 
     let demo = if opts.demo {
         let live = LiveConfig::new(config.data_dir.join("demo")).scaled(opts.demo_load.max(0.01));
