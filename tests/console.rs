@@ -1,89 +1,165 @@
-//! The web console, end to end: a generated cluster imported and indexed,
-//! the query service serving the console, and headless Chromium
-//! (`tests/console/console.mjs`, playwright-core) loading each page,
-//! interacting and asserting on what is shown; a screenshot per page lands
-//! in `$CARGO_TARGET_TMPDIR/console` (or `$SLUICE_TEST_OUTPUT/console`).
+//! The web console, end to end, against a running `sluice up --demo`: the
+//! live demo writes pod logs, API events and lifecycle events, `sluice up`
+//! commits and indexes them and serves the console, and headless Chromium
+//! (`tests/console/console.mjs`, playwright-core) loads each page, interacts
+//! and asserts on what is shown; a screenshot per page lands in
+//! `$CARGO_TARGET_TMPDIR/console` (or `$SLUICE_TEST_OUTPUT/console`).
 //!
 //! Needs what `scripts/test` installs: Debian's chromium
 //! (`SLUICE_TEST_CHROMIUM`, default `/usr/bin/chromium`) and playwright-core
 //! (`SLUICE_TEST_NODE_MODULES`, default `~/.cache/sluice/node/node_modules`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 mod common;
-use common::{Proc, http, ok, sluice, spawn_serve};
+use common::{Proc, free_port, http, http_get};
 
-/// The data the console is shown: a small generated cluster, imported into
-/// the tables and indexed for log search.
-struct Data {
+/// A running `sluice up --demo` and what the demo says about itself.
+struct Demo {
     _tmp: tempfile::TempDir,
-    data_dir: PathBuf,
-    manifest: Value,
+    _up: Proc,
+    addr: String,
+    started: DateTime<Utc>,
+    spike: String,
+    namespace: String,
+    pod: String,
+    container: String,
 }
 
-fn prepare() -> Data {
+/// Starts `sluice --data-dir D --http 127.0.0.1:PORT up --demo` on a fresh
+/// data directory and waits until it answers `/readyz`.
+fn start_demo() -> Demo {
     let tmp = tempfile::tempdir().unwrap();
-    let gen_dir = tmp.path().join("gen");
     let data_dir = tmp.path().join("data");
-    let gen_arg = gen_dir.to_str().unwrap();
-    // Ending now, so the console's "last 24 hours" has data.
-    ok(sluice(
-        &data_dir,
-        &[
-            "gen", "--out", gen_arg, "--pods", "8", "--events", "50000", "--days", "2", "--seed",
-            "7",
-        ],
-    ));
-    ok(sluice(&data_dir, &["import", gen_arg, "--format", "json"]));
-    ok(sluice(&data_dir, &["index", "--once"]));
-    let manifest =
-        serde_json::from_str(&std::fs::read_to_string(gen_dir.join("manifest.json")).unwrap())
-            .unwrap();
-    Data {
-        _tmp: tmp,
-        data_dir,
-        manifest,
-    }
-}
-
-/// Starts the service the browser talks to; returns it and its address.
-/// The one place to change when the console is tested on `sluice up --demo`.
-fn start_server(data: &Data) -> (Proc, String) {
-    spawn_serve(&data.data_dir, &[], &[])
-}
-
-/// The generated pod with the most OOM kills (the console's troubled
-/// service), as `namespace/pod`.
-fn troubled_pod(manifest: &Value) -> String {
-    let mut ooms: BTreeMap<String, usize> = BTreeMap::new();
-    for pod in manifest["pods"].as_array().unwrap() {
-        let n = pod["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|c| c["instances"].as_array().unwrap())
-            .filter(|i| i["termination"] == "OOMKilled")
-            .count();
-        ooms.insert(
-            format!(
-                "{}/{}",
-                pod["namespace"].as_str().unwrap(),
-                pod["pod"].as_str().unwrap()
-            ),
-            n,
-        );
-    }
-    let (pod, n) = ooms.into_iter().max_by_key(|(_, n)| *n).unwrap();
-    assert!(
-        n >= 2,
-        "the generated cluster has a pod restarted by OOM kills"
+    let addr = format!("127.0.0.1:{}", free_port());
+    let started = Utc::now();
+    let up = Proc(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--http", &addr, "up", "--demo"])
+            .env_remove("SLUICE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sluice up --demo"),
     );
-    pod
+    wait_for("sluice up to be ready", Duration::from_secs(120), || {
+        http_get(&addr, "/readyz").0 == 200
+    });
+    let facts: Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("demo/facts.json")).unwrap()).unwrap();
+    let fact = |k: &str| {
+        facts[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} in the demo's facts: {facts}"))
+            .to_string()
+    };
+    Demo {
+        addr,
+        started,
+        spike: fact("spike_principal"),
+        namespace: fact("first_oom_namespace"),
+        pod: fact("first_oom_pod"),
+        container: fact("first_oom_container"),
+        _up: up,
+        _tmp: tmp,
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn get_json(addr: &str, path: &str) -> Value {
+    let r = http(addr, "GET", path, &[], None);
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json()
+}
+
+/// Waits until what the browser is shown exists: the first OOMKilled
+/// instance and the one after it in the tables, the restarted instance's
+/// "previous instance terminated: reason=OOMKilled" line in the search
+/// index, and the spike principal on top of attribution and the guardrail
+/// peaks. Returns when the OOMKilled instance ended (`terminated_at`).
+fn wait_for_demo(demo: &Demo) -> String {
+    let (addr, ns, pod) = (&demo.addr, &demo.namespace, &demo.pod);
+    let restarts_path = format!("/v1/logs/restarts?namespace={ns}&pod={pod}");
+    let mut killed_at = None;
+    wait_for(
+        "the first OOMKill and the instance after it to be in the tables",
+        Duration::from_secs(120),
+        || {
+            let r = http(addr, "GET", &restarts_path, &[], None);
+            if r.status != 200 {
+                return false;
+            }
+            let v = r.json();
+            let instances = v["instances"].as_array().cloned().unwrap_or_default();
+            let ours = |i: &&Value| i["container"] == demo.container.as_str();
+            killed_at = instances
+                .iter()
+                .filter(ours)
+                .find(|i| {
+                    i["restart"] == 0
+                        && i["termination"] == "OOMKilled"
+                        && i["lines"].as_u64() > Some(0)
+                })
+                .and_then(|i| i["terminated_at"].as_str().map(str::to_string));
+            let next = instances
+                .iter()
+                .filter(ours)
+                .any(|i| i["restart"] == 1 && i["lines"].as_u64() > Some(0));
+            killed_at.is_some() && next
+        },
+    );
+    let killed_at = killed_at.unwrap();
+    let when = DateTime::parse_from_rfc3339(&killed_at).expect("terminated_at is RFC 3339");
+    assert!(
+        when > demo.started && when < Utc::now(),
+        "the OOMKill happened while the demo ran: {killed_at}"
+    );
+    wait_for(
+        "the restarted instance's OOMKilled line to be searchable",
+        Duration::from_secs(60),
+        || {
+            let v = get_json(
+                addr,
+                &format!("/v1/logs/search?q=OOMKilled&namespace={ns}&pod={pod}&from=15m"),
+            );
+            v["hits"].as_array().is_some_and(|hits| {
+                hits.iter().any(|h| {
+                    h["restart"] == 1
+                        && h["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("reason=OOMKilled"))
+                })
+            })
+        },
+    );
+    let spike = demo.spike.as_str();
+    wait_for(
+        "the spike principal to lead attribution and the guardrail peaks",
+        Duration::from_secs(60),
+        || {
+            let top = get_json(addr, "/v1/attribution?by=user&since=1h&limit=1");
+            let peaks = get_json(
+                addr,
+                "/v1/guardrails/peaks?by=user&window=1m&since=1h&limit=1",
+            );
+            top["rows"][0]["principal"] == spike && peaks["rows"][0]["principal"] == spike
+        },
+    );
+    killed_at
 }
 
 fn output_dir() -> PathBuf {
@@ -108,8 +184,9 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
-/// Runs the browser script; its output is shown either way.
-fn run_browser(base: &str, out: &Path, spike: &str, pod: &str) {
+/// Runs the browser script on the demo's facts; its output is shown either
+/// way.
+fn run_browser(demo: &Demo, killed_at: &str, out: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs");
     let modules = node_modules();
     assert!(
@@ -124,18 +201,20 @@ fn run_browser(base: &str, out: &Path, spike: &str, pod: &str) {
     );
     let mut child = Command::new("node")
         .arg(&script)
-        .arg(base)
+        .arg(format!("http://{}", demo.addr))
         .arg(out)
         .env("SLUICE_TEST_NODE_MODULES", &modules)
         .env("SLUICE_TEST_CHROMIUM", chromium())
-        .env("CONSOLE_SPIKE", spike)
-        .env("CONSOLE_POD", pod)
+        .env("CONSOLE_SPIKE", &demo.spike)
+        .env("CONSOLE_POD", format!("{}/{}", demo.namespace, demo.pod))
+        .env("CONSOLE_CONTAINER", &demo.container)
+        .env("CONSOLE_OOM_AT", killed_at)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run node (the machine's Node.js)");
     // Bounded: a hung browser fails the test instead of stalling the suite.
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -143,7 +222,7 @@ fn run_browser(base: &str, out: &Path, spike: &str, pod: &str) {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the browser tests did not finish within 10 minutes");
+            panic!("the browser tests did not finish within 5 minutes");
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -160,7 +239,8 @@ fn run_browser(base: &str, out: &Path, spike: &str, pod: &str) {
 
 /// The console's files are served from the binary with their types and
 /// cache validators; the series endpoint agrees with attribution.
-fn check_http(addr: &str, manifest: &Value) {
+fn check_http(demo: &Demo) {
+    let addr = demo.addr.as_str();
     let index = http(addr, "GET", "/", &[], None);
     assert_eq!(index.status, 200);
     assert_eq!(
@@ -203,61 +283,76 @@ fn check_http(addr: &str, manifest: &Value) {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"], "not_found");
 
-    // The chart's series: the top principal's buckets add up to its
-    // attribution row, over the same fixed range.
-    let from = manifest["window_start"].as_str().unwrap();
-    let to = manifest["until"].as_str().unwrap();
-    let range = format!("from={from}&to={to}");
-    let attribution = http(
-        addr,
-        "GET",
-        &format!("/v1/attribution?by=team&{range}&limit=3"),
-        &[],
-        None,
-    )
-    .json();
-    let series = http(
-        addr,
-        "GET",
-        &format!("/v1/attribution/series?by=team&{range}&top=3&step=1h"),
-        &[],
-        None,
-    );
-    assert_eq!(series.status, 200, "{}", series.text());
-    let series = series.json();
-    assert_eq!(series["step_seconds"], 3600);
-    assert!(series["sql"].as_str().unwrap().contains("date_bin"));
-    let rows = attribution["rows"].as_array().unwrap();
-    let lines = series["series"].as_array().unwrap();
-    assert_eq!(lines.len(), rows.len().min(3));
-    for (row, line) in rows.iter().zip(lines) {
-        assert_eq!(row["principal"], line["principal"]);
-        assert_eq!(row["requests"], line["requests"]);
-        let sum: u64 = line["points"]
-            .as_array()
-            .unwrap()
+    // The chart's series: the top principals' buckets add up to their
+    // attribution rows over the same fixed range. The demo keeps writing,
+    // so a pair of answers taken while rows of the range were still
+    // arriving may differ: the pair is asked again until it agrees.
+    let from = rfc3339(demo.started - chrono::Duration::minutes(1));
+    let mut last = String::new();
+    let agreed = (0..10).any(|_| {
+        let to = rfc3339(Utc::now() - chrono::Duration::seconds(1));
+        let range = format!("from={}&to={}", encode(&from), encode(&to));
+        let attribution = get_json(addr, &format!("/v1/attribution?by=team&{range}&limit=3"));
+        let series = get_json(
+            addr,
+            &format!("/v1/attribution/series?by=team&{range}&top=3&step=1m"),
+        );
+        assert_eq!(series["step_seconds"], 60);
+        assert!(series["sql"].as_str().unwrap().contains("date_bin"));
+        let rows = attribution["rows"].as_array().unwrap();
+        let lines = series["series"].as_array().unwrap();
+        assert!(
+            !rows.is_empty(),
+            "the demo's events are attributed: {attribution}"
+        );
+        assert_eq!(lines.len(), rows.len().min(3));
+        let sums: Vec<(Value, Value, u64)> = lines
             .iter()
-            .map(|p| p[1].as_u64().unwrap())
-            .sum();
-        assert_eq!(Some(sum), row["requests"].as_u64(), "{line}");
-    }
+            .map(|line| {
+                let sum = line["points"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p[1].as_u64().unwrap())
+                    .sum();
+                (line["principal"].clone(), line["requests"].clone(), sum)
+            })
+            .collect();
+        let agree = rows
+            .iter()
+            .zip(&sums)
+            .all(|(row, (principal, requests, sum))| {
+                row["principal"] == *principal
+                    && row["requests"] == *requests
+                    && row["requests"].as_u64() == Some(*sum)
+            });
+        if !agree {
+            last = format!(
+                "attribution {rows:?}\nseries (principal, requests, sum of points) {sums:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        agree
+    });
+    assert!(agreed, "the series never added up to attribution:\n{last}");
     // One principal at the guardrails' window: one point per busy minute.
-    let spike = manifest["spikes"][0]["principal"].as_str().unwrap();
-    let one = http(
+    let range = format!("from={}", encode(&from));
+    let one = get_json(
         addr,
-        "GET",
         &format!(
             "/v1/attribution/series?by=user&{range}&principal={}&step=1m",
-            encode(spike)
+            encode(&demo.spike)
         ),
-        &[],
-        None,
-    )
-    .json();
-    assert_eq!(one["series"].as_array().unwrap().len(), 1);
-    assert_eq!(one["series"][0]["principal"], spike);
+    );
+    assert_eq!(one["series"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["series"][0]["principal"], demo.spike.as_str());
+    assert!(one["series"][0]["requests"].as_u64() > Some(0), "{one}");
     let bad = http(addr, "GET", "/v1/attribution/series?step=2m", &[], None);
     assert_eq!(bad.status, 400, "{}", bad.text());
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Percent-encodes a query-string value.
@@ -274,22 +369,13 @@ fn encode(s: &str) -> String {
 
 #[test]
 fn console_pages_in_a_browser() {
-    let data = prepare();
-    let (_server, addr) = start_server(&data);
-    check_http(&addr, &data.manifest);
+    let demo = start_demo();
+    let killed_at = wait_for_demo(&demo);
+    check_http(&demo);
     let out = output_dir();
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
-    let spike = data.manifest["spikes"][0]["principal"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    run_browser(
-        &format!("http://{addr}"),
-        &out,
-        &spike,
-        &troubled_pod(&data.manifest),
-    );
+    run_browser(&demo, &killed_at, &out);
     for page in [
         "attribution",
         "logs",

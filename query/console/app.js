@@ -903,7 +903,7 @@ LIMIT 2000`).then((out) => {
       });
       const sum = raw.reduce((a, v) => a + v.reduce((x2, y) => x2 + y, 0), 0);
       volumeEl.dataset.total = String(sum);
-      volumeCard.head.querySelector('.sub').textContent = `${fmtInt(sum)} lines · per ${stepText} · by level`;
+      volumeCard.head.querySelector('.sub').textContent = `${fmtInt(sum)} line${sum === 1 ? '' : 's'} · per ${stepText} · by level`;
       if (!byLevel.length || !sum) {
         clear(volumeEl, h('div', { class: 'empty', text: 'No lines in this range.' }));
         return;
@@ -1029,7 +1029,7 @@ LIMIT 2000`).then((out) => {
 
     const by = select('Cap per', [['user', 'User'], ['team', 'Team'], ['domain', 'Domain'], ['endpoint', 'Endpoint']], st.by, (v) => { st.by = v; run(); }, { 'data-test': 'guard-by' });
     const win = select('Window', [['1m', '1 minute'], ['5m', '5 minutes'], ['1h', '1 hour']], st.window, (v) => { st.window = v; run(); }, { 'data-test': 'guard-window' });
-    const range = select('History', RANGE_OPTIONS(['24h', '3d', '7d']), st.range, (v) => { st.range = v; run(); }, { 'data-test': 'guard-range' });
+    const range = select('History', RANGE_OPTIONS(['1h', '6h', '24h', '3d', '7d']), st.range, (v) => { st.range = v; run(); }, { 'data-test': 'guard-range' });
     const service = select('Service', [['', 'All services']], st.service, (v) => { st.service = v; run(); }, { 'data-test': 'guard-service' });
     sql(`SELECT DISTINCT service FROM platform.platform_event_logs WHERE occurred_at >= now() - INTERVAL '7 days' ORDER BY service LIMIT 500`)
       .then((out) => fillSelect(service.input, [['', 'All services'], ...out.rows.map((r) => [r.service, r.service])], st.service))
