@@ -162,13 +162,18 @@ fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
             killed && next
         },
     );
-    let found = get_json(
-        &addr,
-        &format!("/v1/logs/search?q=OOMKilled&namespace={ns}&pod={pod}&from=1h"),
-    );
-    assert!(
-        found["total"].as_u64() > Some(0),
-        "no OOMKilled line found: {found}"
+    // The table shows the instances first; the index follows within a
+    // round or two.
+    let search = format!("/v1/logs/search?q=OOMKilled&namespace={ns}&pod={pod}&from=1h");
+    wait_for(
+        "the restarted instance's OOMKilled line to be searchable",
+        Duration::from_secs(60),
+        || {
+            let found = get_json(&addr, &search);
+            found["hits"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|hit| hit["restart"] == 1))
+        },
     );
 
     wait_for(
