@@ -112,14 +112,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             metrics.clone(),
         )
         .context("creating the pod log producer")?;
-        let mut settings = TailSettings::new(
-            c.pods_root.clone(),
-            config.cluster.clone(),
-            config.node.clone(),
-        );
-        settings.batch_lines = c.batch_lines.max(1);
-        settings.max_line_bytes = c.max_line_bytes.max(1024);
-        settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
+        let settings = tail_settings(config);
         let checkpoint = CheckpointFile::new(&config.data_dir.join("collector"));
         tracing::info!(
             root = %c.pods_root.display(),
@@ -164,4 +157,18 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .flush(Duration::from_secs(10))
         .context("flushing intake records")?;
     Ok(())
+}
+
+/// The tailer's settings from `[collector]` (shared with `sluice up`).
+pub fn tail_settings(config: &Config) -> TailSettings {
+    let c = &config.collector;
+    let mut settings = TailSettings::new(
+        c.pods_root.clone(),
+        config.cluster.clone(),
+        config.node.clone(),
+    );
+    settings.batch_lines = c.batch_lines.max(1);
+    settings.max_line_bytes = c.max_line_bytes.max(1024);
+    settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
+    settings
 }

@@ -21,7 +21,7 @@ use sluice_ingest::collect::checkpoint::CheckpointFile;
 use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
 use sluice_ingest::collect::metrics::CollectorMetrics;
 use sluice_ingest::collect::produce::LogSink;
-use sluice_ingest::collect::tail::{TailSettings, Tailer, parse_table_source};
+use sluice_ingest::collect::tail::{Tailer, parse_table_source};
 use sluice_ingest::embedded::wal::Wal;
 use sluice_ingest::embedded::{
     BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter,
@@ -192,15 +192,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             }
         }
         checkpoint.save(&saved)?;
-        let c = &config.collector;
-        let mut settings = TailSettings::new(
-            c.pods_root.clone(),
-            config.cluster.clone(),
-            config.node.clone(),
-        );
-        settings.batch_lines = c.batch_lines.max(1);
-        settings.max_line_bytes = c.max_line_bytes.max(1024);
-        settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
+        let settings = super::collect::tail_settings(&config);
         let sink = LogSink::Local(LocalLogSink::new(pod_tx, acks.clone()));
         let tailer = Tailer::new(settings, checkpoint, sink, acks, collector_metrics.clone())
             .context("starting the pod log tailer")?;
