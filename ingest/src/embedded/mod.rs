@@ -316,7 +316,18 @@ impl TableWriter {
                     );
                     pending.clear();
                 }
-                None => {}
+                None => {
+                    // Only unfinished chunks are pending: their ends are
+                    // still in the channel, so wait for them rather than spin.
+                    match rx.recv().await {
+                        Some(m) => {
+                            pending_records += m.records.len();
+                            pending_bytes += m.records.iter().map(Vec::len).sum::<usize>();
+                            pending.push(m);
+                        }
+                        None => open = false,
+                    }
+                }
             }
         }
     }
