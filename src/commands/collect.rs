@@ -13,7 +13,7 @@ use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
 use sluice_ingest::collect::kube_watch::{self, KubeSettings, KubeWatcher};
 use sluice_ingest::collect::metrics::CollectorMetrics;
 use sluice_ingest::collect::produce::{LogProducer, LogSink, ProducerSettings};
-use sluice_ingest::collect::tail::{TailSettings, Tailer};
+use sluice_ingest::collect::tail::{TailError, TailSettings, Tailer};
 
 use crate::config::Config;
 use crate::health;
@@ -128,26 +128,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             metrics.clone(),
         )
         .context("starting the pod log tailer")?;
-        let stop = stop.clone();
-        tailer_thread = Some(
-            std::thread::Builder::new()
-                .name("tailer".into())
-                .spawn(move || tailer.run(&stop, Duration::from_secs(10)))
-                .context("starting the tailer thread")?,
-        );
+        tailer_thread = Some(spawn_tailer(tailer, stop.clone())?);
     }
 
     health::shutdown_signal().await;
     tracing::info!("shutting down: draining acknowledgements, saving checkpoints");
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = tailer_thread {
-        let result = tokio::task::spawn_blocking(move || t.join())
-            .await
-            .context("joining the tailer")?;
-        match result {
-            Ok(r) => r.context("pod log tailer")?,
-            Err(_) => anyhow::bail!("the pod log tailer panicked"),
-        }
+        join_thread(t, "the pod log tailer").await?;
     }
     if let (Some(task), Some(w)) = (watch_task, watcher) {
         task.abort();
@@ -171,4 +159,31 @@ pub fn tail_settings(config: &Config) -> TailSettings {
     settings.max_line_bytes = c.max_line_bytes.max(1024);
     settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
     settings
+}
+
+/// Runs the tailer on its own thread until `stop` is set; it then waits up
+/// to 10 s for what it sent to be acknowledged.
+pub fn spawn_tailer(
+    tailer: Tailer,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<Result<(), TailError>>> {
+    std::thread::Builder::new()
+        .name("tailer".into())
+        .spawn(move || tailer.run(&stop, Duration::from_secs(10)))
+        .context("starting the tailer thread")
+}
+
+/// Waits for a worker thread without blocking the runtime; its error, or
+/// its panic, is reported as `what`'s.
+pub async fn join_thread<E: Into<anyhow::Error> + Send + 'static>(
+    handle: std::thread::JoinHandle<Result<(), E>>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match tokio::task::spawn_blocking(move || handle.join())
+        .await
+        .with_context(|| format!("joining {what}"))?
+    {
+        Ok(r) => r.map_err(Into::into).with_context(|| what.to_string()),
+        Err(_) => anyhow::bail!("{what} panicked"),
+    }
 }

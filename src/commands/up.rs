@@ -37,7 +37,7 @@ use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::generator::live::{LiveConfig, LiveCounters, LiveDemo, LiveOutlet};
+use crate::generator::live::{LiveConfig, LiveDemo, LiveOutlet};
 use crate::health;
 
 #[derive(Debug, Clone)]
@@ -196,13 +196,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         let sink = LogSink::Local(LocalLogSink::new(pod_tx, acks.clone()));
         let tailer = Tailer::new(settings, checkpoint, sink, acks, collector_metrics.clone())
             .context("starting the pod log tailer")?;
-        let stop = stop.clone();
-        tailer_thread = Some(
-            std::thread::Builder::new()
-                .name("tailer".into())
-                .spawn(move || tailer.run(&stop, Duration::from_secs(10)))
-                .context("starting the tailer thread")?,
-        );
+        tailer_thread = Some(super::collect::spawn_tailer(tailer, stop.clone())?);
         tracing::info!(root = %config.collector.pods_root.display(), "tailing pod logs");
     } else {
         drop(pod_tx);
@@ -276,7 +270,6 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
 
     let demo_stop = Arc::new(AtomicBool::new(false));
     let mut demo_thread = None;
-    let counters = Arc::new(LiveCounters::default());
     let url = format!("http://{addr}");
     if let Some(demo) = demo {
         let facts = demo.facts().clone();
@@ -285,11 +278,11 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             events: events_wal.clone(),
             lifecycle: lifecycle_wal.clone(),
         };
-        let (stop, counters) = (demo_stop.clone(), counters.clone());
+        let stop = demo_stop.clone();
         demo_thread = Some(
             std::thread::Builder::new()
                 .name("demo".into())
-                .spawn(move || demo.run(&mut outlet, &stop, &counters))
+                .spawn(move || demo.run(&mut outlet, &stop))
                 .context("starting the demo")?,
         );
         let facts_path = config.data_dir.join("demo/facts.json");
@@ -315,17 +308,11 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     eprintln!("sluice up: stopping; committing what was read");
     demo_stop.store(true, Ordering::Relaxed);
     if let Some(t) = demo_thread {
-        match tokio::task::spawn_blocking(move || t.join()).await? {
-            Ok(r) => r.context("the demo")?,
-            Err(_) => anyhow::bail!("the demo panicked"),
-        }
+        super::collect::join_thread(t, "the demo").await?;
     }
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = tailer_thread {
-        match tokio::task::spawn_blocking(move || t.join()).await? {
-            Ok(r) => r.context("pod log tailer")?,
-            Err(_) => anyhow::bail!("the pod log tailer panicked"),
-        }
+        super::collect::join_thread(t, "the pod log tailer").await?;
     }
     for f in followers {
         f.abort();

@@ -6,8 +6,7 @@
 //! produces its lifecycle events.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,15 +72,6 @@ impl LiveConfig {
 pub trait LiveOutlet: Send {
     fn events(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()>;
     fn lifecycle(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()>;
-}
-
-/// What the demo has emitted, for the console and for checks.
-#[derive(Debug, Default)]
-pub struct LiveCounters {
-    pub log_lines: AtomicU64,
-    pub events: AtomicU64,
-    pub lifecycle_events: AtomicU64,
-    pub ooms: AtomicU64,
 }
 
 /// Facts a user of the demo needs: who spikes, which pod was killed first.
@@ -195,12 +185,7 @@ impl LiveDemo {
 
     /// Emits until `stop` is set. Restarts continue from the restart numbers
     /// already on disk, so a restarted demo appends new instances.
-    pub fn run(
-        self,
-        outlet: &mut dyn LiveOutlet,
-        stop: &AtomicBool,
-        counters: &LiveCounters,
-    ) -> anyhow::Result<()> {
+    pub fn run(self, outlet: &mut dyn LiveOutlet, stop: &AtomicBool) -> anyhow::Result<()> {
         let cfg = &self.config;
         let mut r = rng::stream(cfg.seed ^ now_ns() as u64, "live", 0);
         let mut live = Vec::new();
@@ -277,7 +262,6 @@ impl LiveDemo {
                     ) {
                         f.write(t, &line)?;
                         t += 1_000_000;
-                        counters.log_lines.fetch_add(1, Ordering::Relaxed);
                     }
                     l.file = Some(f);
                 }
@@ -298,7 +282,6 @@ impl LiveDemo {
                         };
                         f.write(t, &line)?;
                     }
-                    counters.log_lines.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
 
@@ -324,10 +307,6 @@ impl LiveDemo {
                         f.write(t, line)?;
                     }
                     f.flush()?;
-                    counters
-                        .log_lines
-                        .fetch_add(tail.len() as u64, Ordering::Relaxed);
-                    counters.ooms.fetch_add(1, Ordering::Relaxed);
                     let pod_name = self.pods[l.pod].name.clone();
                     let count = l.restart + 1;
                     lifecycle.push(self.event(
@@ -368,9 +347,7 @@ impl LiveDemo {
                 }
             }
             if !lifecycle.is_empty() {
-                let n = lifecycle.len() as u64;
                 outlet.lifecycle(lifecycle)?;
-                counters.lifecycle_events.fetch_add(n, Ordering::Relaxed);
             }
 
             // Platform events: a minute of the plan, released as it passes.
@@ -379,9 +356,6 @@ impl LiveDemo {
             if m != minute_index {
                 let rest = minute_events.split_off(minute_sent.min(minute_events.len()));
                 if !rest.is_empty() {
-                    counters
-                        .events
-                        .fetch_add(rest.len() as u64, Ordering::Relaxed);
                     outlet.events(rest)?;
                 }
                 minute_index = m;
@@ -407,9 +381,6 @@ impl LiveDemo {
                 .min(minute_events.len());
             if due > minute_sent {
                 let batch = minute_events[minute_sent..due].to_vec();
-                counters
-                    .events
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 outlet.events(batch)?;
                 minute_sent = due;
             }
@@ -469,6 +440,3 @@ fn next_restart(dir: &std::path::Path) -> i32 {
         .max()
         .map_or(0, |m| m + 1)
 }
-
-/// Shares counters with the HTTP side.
-pub type SharedCounters = Arc<LiveCounters>;
