@@ -84,6 +84,9 @@ pub struct CollectorConfig {
     /// Log lines per Kafka message (a JSON array of one container's lines;
     /// 1 = one JSON object per message).
     pub batch_lines: usize,
+    /// Threads that parse and encode log files side by side (a file stays
+    /// on one thread at a time, so its lines keep their order).
+    pub read_threads: usize,
     /// Longest logical line kept; the rest is cut and counted.
     pub max_line_bytes: usize,
     /// Memory bound: bytes the producer may hold unacknowledged before
@@ -109,6 +112,7 @@ impl Default for CollectorConfig {
             pods_root: PathBuf::from("/var/log/pods"),
             pod_logs: true,
             batch_lines: 500,
+            read_threads: 2,
             max_line_bytes: 256 * 1024,
             memory_limit_bytes: 256 << 20,
             compression: "lz4".into(),

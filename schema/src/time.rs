@@ -124,6 +124,44 @@ pub fn epoch_millis_micros(ms: i64) -> Result<i64, String> {
     }
 }
 
+/// Appends what [`format_micros`] returns, without chrono's general
+/// formatting machinery for the years 1970..=9999 (the collector writes one
+/// per log line); other instants take chrono's path.
+pub fn write_micros(out: &mut Vec<u8>, micros: i64) {
+    const MAX: i64 = 253_402_300_800_000_000; // 10000-01-01T00:00:00Z
+    if !(0..MAX).contains(&micros) {
+        out.extend_from_slice(format_micros(micros).as_bytes());
+        return;
+    }
+    let (days, rest) = (micros / 86_400_000_000, micros % 86_400_000_000);
+    // Civil date of a day count (Hinnant's algorithm, days >= 0 here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = rest / 1_000_000;
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, secs / 3600);
+    put(14, 2, secs / 60 % 60);
+    put(17, 2, secs % 60);
+    put(20, 6, rest % 1_000_000);
+    out.extend_from_slice(&b);
+}
+
 /// Formats epoch microseconds as RFC 3339 UTC with microsecond precision.
 pub fn format_micros(micros: i64) -> String {
     match Utc.timestamp_micros(micros).single() {
@@ -178,6 +216,38 @@ mod tests {
         }
         assert!(n > 1000, "the fast path answered only {n} times");
         assert_eq!(parse_utc_fast(b"2026-11-21T12:32:08+00:00"), None);
+    }
+
+    #[test]
+    fn written_micros_are_chronos() {
+        let mut out = Vec::new();
+        let edges = [
+            i64::MIN,
+            -1,
+            0,
+            1,
+            951_782_400_000_000, // 2000-02-29
+            4_107_542_399_999_999,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            i64::MAX,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let random = (0..20_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 300_000_000_000_000_000) as i64 - 20_000_000_000_000_000
+        });
+        for micros in edges.into_iter().chain(random) {
+            out.clear();
+            write_micros(&mut out, micros);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                format_micros(micros),
+                "{micros}"
+            );
+        }
     }
 
     #[test]

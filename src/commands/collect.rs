@@ -156,6 +156,7 @@ pub fn tail_settings(config: &Config) -> TailSettings {
         config.node.clone(),
     );
     settings.batch_lines = c.batch_lines.max(1);
+    settings.read_threads = c.read_threads.max(1);
     settings.max_line_bytes = c.max_line_bytes.max(1024);
     settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
     settings

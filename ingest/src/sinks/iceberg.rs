@@ -33,7 +33,6 @@ use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Transform};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
@@ -47,6 +46,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use rayon::prelude::*;
 use sluice_schema::tables::TableContract;
+
+use super::parallel_parquet::ParallelParquetWriterBuilder;
 
 /// Failpoint for crash tests: when set to N, the process aborts (as a
 /// `kill -9` would stop it) after writing the data files of its N-th commit
@@ -328,7 +329,7 @@ impl TableSink {
             DataFileFormat::Parquet,
         );
         let rolling = RollingFileWriterBuilder::new(
-            ParquetWriterBuilder::new(self.properties.clone(), schema.clone()),
+            ParallelParquetWriterBuilder::new(self.properties.clone(), schema.clone()),
             self.target_file_size,
             table.file_io().clone(),
             DefaultLocationGenerator::new(metadata).map_err(self.iceberg_err("data location"))?,

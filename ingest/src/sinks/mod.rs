@@ -1,3 +1,4 @@
 //! Where collected records end up.
 
 pub mod iceberg;
+pub mod parallel_parquet;

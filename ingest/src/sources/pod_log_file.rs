@@ -38,7 +38,15 @@ pub fn line_id(path: &PodLogPath, fingerprint: u64, offset: u64) -> String {
     h.update(&path.restart.to_le_bytes());
     h.update(&fingerprint.to_le_bytes());
     h.update(&offset.to_le_bytes());
-    format!("{:032x}", h.digest128())
+    // What `format!("{:032x}")` gives, without the formatting machinery
+    // (one id per line read).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = h.digest128();
+    let hex: String = (0..32)
+        .rev()
+        .map(|i| char::from(HEX[((d >> (i * 4)) & 0xf) as usize]))
+        .collect();
+    hex
 }
 
 /// What reading a file found besides records.
@@ -230,7 +238,8 @@ impl PodLogReader {
         };
         *slot = None;
         self.stats.truncated_lines += u64::from(joined.truncated);
-        let message = String::from_utf8_lossy(&joined.content).into_owned();
+        let message = String::from_utf8(joined.content)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let path = &self.path;
         out.push(PodLogRecord {
             ts: joined.ts_nanos.div_euclid(1000),
@@ -255,6 +264,22 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn line_ids_are_32_hex_digits_of_the_hash() {
+        let path = PodLogPath::parse(Path::new("ns_p_uid/c/3.log")).unwrap();
+        for (fp, offset) in [(0, 0), (1, 17), (u64::MAX, u64::MAX), (42, 1 << 40)] {
+            let mut h = Xxh3::new();
+            h.update(b"uid\0c\0");
+            h.update(&3i32.to_le_bytes());
+            h.update(&u64::to_le_bytes(fp));
+            h.update(&u64::to_le_bytes(offset));
+            assert_eq!(
+                line_id(&path, fp, offset),
+                format!("{:032x}", h.digest128())
+            );
+        }
+    }
 
     #[test]
     fn docker_json_files_read_like_cri_files() {
