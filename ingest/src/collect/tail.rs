@@ -190,6 +190,10 @@ impl Tailer {
         metrics: CollectorMetrics,
     ) -> Result<Self, TailError> {
         acks.restore(checkpoint.load()?);
+        let mut settings = settings;
+        // More readers than cores only adds switching.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        settings.read_threads = settings.read_threads.clamp(1, cores);
         Ok(Self {
             io: Io {
                 settings,
@@ -269,20 +273,37 @@ impl Tailer {
             groups[i % threads].push(file);
         }
         let io = &self.io;
-        let mut outcomes: Vec<PassOutcome> = if threads == 1 {
-            groups.into_iter().map(|g| io.pass_over(g)).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = groups
-                    .into_iter()
-                    .map(|g| scope.spawn(move || io.pass_over(g)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            })
-        };
+        let mut spawn_failed = false;
+        let mut outcomes: Vec<PassOutcome> = std::thread::scope(|scope| {
+            // The last group is read here, the others on threads of their own.
+            let mine = groups.pop().unwrap_or_default();
+            let mut handles = Vec::new();
+            for g in groups {
+                match std::thread::Builder::new()
+                    .name("tailer-read".into())
+                    .spawn_scoped(scope, move || io.pass_over(g))
+                {
+                    Ok(h) => handles.push(h),
+                    // Its files wait for the next pass, which reads inline.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a reader thread; reading on one thread");
+                        spawn_failed = true;
+                    }
+                }
+            }
+            let mut out = vec![io.pass_over(mine)];
+            for h in handles {
+                out.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            out
+        });
+        if spawn_failed {
+            self.io.settings.read_threads = 1;
+            outcomes.push(PassOutcome {
+                any: true,
+                ..Default::default()
+            });
+        }
         let any = outcomes.iter().any(|o| o.any);
         let blocked = outcomes.iter().any(|o| o.blocked);
         let mut finished = Vec::new();

@@ -69,6 +69,36 @@ impl FileWriterBuilder for ParallelParquetWriterBuilder {
     }
 }
 
+/// Threads that encode columns: one per core (`None` if none could be
+/// started; rayon's global pool does the work then).
+fn encode_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("parquet-encode-{i}"))
+            .build()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no Parquet encoder threads; sharing rayon's pool"),
+            )
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Bytes a batch's rows take in memory (slices counted for their rows, not
+/// for the buffers they share).
+fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// The sink the serialized file writer writes into; what it holds is
 /// handed to the output file after each row group.
 #[derive(Clone, Default)]
@@ -150,6 +180,8 @@ impl ParallelParquetWriter {
     /// Encodes `rows` of the pending batches as one row group, its columns
     /// in parallel, and hands the bytes to the output file.
     async fn flush_row_group(&mut self, rows: usize) -> iceberg::Result<()> {
+        let index = self.row_groups;
+        self.open().await?;
         let mut group = Vec::new();
         let mut need = rows;
         while need > 0 && !self.pending.is_empty() {
@@ -164,12 +196,7 @@ impl ParallelParquetWriter {
             }
         }
         self.pending_rows -= rows - need;
-        self.pending_bytes = self
-            .pending
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum();
-        let index = self.row_groups;
+        self.pending_bytes = self.pending.iter().map(slice_bytes).sum();
         let open = self.open().await?;
         let writers = open
             .factory
@@ -190,16 +217,32 @@ impl ParallelParquetWriter {
                 }
             }
         }
-        let chunks: Vec<ArrowColumnChunk> = writers
-            .into_par_iter()
-            .zip(leaves)
-            .map(|(mut writer, leaves)| {
-                for leaf in &leaves {
-                    writer.write(leaf)?;
-                }
-                writer.close()
-            })
-            .collect::<Result<_, _>>()
+        // On a pool of its own, awaited: the async worker stays free, and the
+        // encoder does not queue behind the decoder's jobs on rayon's global
+        // pool (the OS shares the cores between the two stages instead).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || {
+            let chunks: parquet::errors::Result<Vec<ArrowColumnChunk>> = writers
+                .into_par_iter()
+                .zip(leaves)
+                .map(|(mut writer, leaves)| {
+                    for leaf in &leaves {
+                        writer.write(leaf)?;
+                    }
+                    writer.close()
+                })
+                .collect();
+            let _ = tx.send(chunks);
+        };
+        match encode_pool() {
+            Some(pool) => pool.spawn(job),
+            None => rayon::spawn(job),
+        }
+        let chunks = rx
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Unexpected, "the Parquet encoder stopped").with_source(e)
+            })?
             .map_err(parquet_err("encoding columns"))?;
         let mut row_group = open
             .file
@@ -249,7 +292,7 @@ impl FileWriter for ParallelParquetWriter {
         self.count_nans(batch);
         self.rows += batch.num_rows();
         self.pending_rows += batch.num_rows();
-        self.pending_bytes += batch.get_array_memory_size();
+        self.pending_bytes += slice_bytes(batch);
         self.pending.push(batch.clone());
         let group_rows = self.props.max_row_group_row_count().unwrap_or(1024 * 1024);
         while self.pending_rows >= group_rows {
@@ -456,7 +499,19 @@ mod tests {
             .decode_events(&schema, &payloads, 42)
             .unwrap();
         assert!(decoded.rejected.is_empty());
-        arrow_select::concat::concat_batches(&schema, &decoded.batches).unwrap()
+        let batch = arrow_select::concat::concat_batches(&schema, &decoded.batches).unwrap();
+        // JSON has no NaN: put some in, for the NaN counts.
+        let at = schema.index_of("latency_ms").unwrap();
+        let latency: arrow_array::Float64Array = batch
+            .column(at)
+            .as_primitive::<Float64Type>()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 13 == 0 { Some(f64::NAN) } else { v })
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[at] = Arc::new(latency);
+        RecordBatch::try_new(schema, columns).unwrap()
     }
 
     /// The same rows through iceberg-rust's writer and this one give the
@@ -500,6 +555,11 @@ mod tests {
         assert_eq!(ours.value_counts(), theirs.value_counts());
         assert_eq!(ours.null_value_counts(), theirs.null_value_counts());
         assert_eq!(ours.nan_value_counts(), theirs.nan_value_counts());
+        let latency_id = schema.field_by_name("latency_ms").unwrap().id;
+        assert_eq!(ours.nan_value_counts().get(&latency_id), Some(&385));
+        assert_eq!(ours.column_sizes(), theirs.column_sizes());
+        assert_eq!(ours.split_offsets(), theirs.split_offsets());
+        assert_eq!(ours.file_size_in_bytes(), theirs.file_size_in_bytes());
         assert_eq!(ours.lower_bounds(), theirs.lower_bounds());
         assert_eq!(ours.upper_bounds(), theirs.upper_bounds());
         assert_eq!(ours.split_offsets().map(<[i64]>::len), Some(4));
