@@ -10,7 +10,8 @@
 //!   message) and once with one line per message.
 //!
 //! Needs a Kafka-protocol broker: `scripts/test --bench collector` starts one.
-//! SLUICE_BENCH_LINES sets the size (default 1000000).
+//! SLUICE_BENCH_LINES sets the size (default 3000000), SLUICE_BENCH_ROUNDS
+//! the alternating rounds of baseline and batched collector (default 3).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -158,7 +159,7 @@ fn sluice_collect(
 }
 
 fn main() -> anyhow::Result<()> {
-    let lines = env_usize("SLUICE_BENCH_LINES", 1_000_000);
+    let lines = env_usize("SLUICE_BENCH_LINES", 3_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -167,19 +168,36 @@ fn main() -> anyhow::Result<()> {
     let plain = tmp.path().join("all.log");
     let bytes = write_inputs(&root, &plain, lines)?;
 
-    let t_bare = rt.block_on(TestTopic::create("bench-bare", 2));
-    let (sent, bare_secs) = bare_producer(&t_bare.bootstrap, &t_bare.name, &plain)?;
-    anyhow::ensure!(sent == lines, "bare loop sent {sent}");
-
-    let t_batch = rt.block_on(TestTopic::create("bench-collect", 2));
-    let batch_secs = sluice_collect(
-        &root,
-        &tmp.path().join("data-batch"),
-        &t_batch.bootstrap,
-        &t_batch.name,
-        500,
-        lines,
-    )?;
+    // Baseline and batched alternate, medians compared: this machine's
+    // speed drifts by a fifth from one run to the next.
+    let rounds = env_usize("SLUICE_BENCH_ROUNDS", 3).max(1);
+    let (mut bare_runs, mut batch_runs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let t_bare = rt.block_on(TestTopic::create(&format!("bench-bare-{round}"), 2));
+        let (sent, secs) = bare_producer(&t_bare.bootstrap, &t_bare.name, &plain)?;
+        anyhow::ensure!(sent == lines, "bare loop sent {sent}");
+        bare_runs.push(secs);
+        let t_batch = rt.block_on(TestTopic::create(&format!("bench-collect-{round}"), 2));
+        batch_runs.push(sluice_collect(
+            &root,
+            &tmp.path().join(format!("data-batch-{round}")),
+            &t_batch.bootstrap,
+            &t_batch.name,
+            500,
+            lines,
+        )?);
+        eprintln!(
+            "round {}: bare {:.2}s, sluice (batched) {:.2}s",
+            round + 1,
+            bare_runs[round],
+            batch_runs[round]
+        );
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (bare_secs, batch_secs) = (median(bare_runs), median(batch_runs));
     let t_single = rt.block_on(TestTopic::create("bench-collect1", 2));
     let single_secs = sluice_collect(
         &root,
@@ -192,7 +210,7 @@ fn main() -> anyhow::Result<()> {
 
     let rate = |s: f64| lines as f64 / s;
     println!(
-        "collector benchmark: {lines} lines, {:.1} MB, {CONTAINERS} container files, topics with 2 partitions",
+        "collector benchmark: {lines} lines, {:.1} MB, {CONTAINERS} container files, topics with 2 partitions; baseline and batched: medians of {rounds} alternating rounds",
         bytes as f64 / 1e6
     );
     println!("{:<64} {:>12} {:>10}", "path", "lines/s", "seconds");

@@ -18,12 +18,46 @@ fn canonical(word: &str) -> Option<&'static str> {
     })
 }
 
+const JSON_KEYS: [&str; 4] = ["level", "severity", "lvl", "log.level"];
+
+/// The JSON level keys' values (the last of each, as a parsed object would
+/// hold), with every other value skipped unparsed: the collector reads one
+/// per line, and building a whole `Value` per line was its largest cost.
+struct LevelFields([Option<serde_json::Value>; 4]);
+
+impl<'de> serde::Deserialize<'de> for LevelFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = LevelFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LevelFields, A::Error> {
+                let mut found: [Option<serde_json::Value>; 4] = Default::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match JSON_KEYS.iter().position(|k| *k == key) {
+                        Some(i) => found[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(LevelFields(found))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 fn from_json(line: &str) -> Option<&'static str> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let o = v.as_object()?;
-    ["level", "severity", "lvl", "log.level"]
+    let LevelFields(found) = serde_json::from_str(line).ok()?;
+    found
         .iter()
-        .find_map(|k| o.get(*k)?.as_str().and_then(canonical))
+        .find_map(|v| v.as_ref()?.as_str().and_then(canonical))
 }
 
 fn from_logfmt(line: &str) -> Option<&'static str> {
@@ -75,6 +109,34 @@ pub fn parse(line: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `from_json` was: the whole line parsed into a `Value`.
+    fn from_json_value(line: &str) -> Option<&'static str> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let o = v.as_object()?;
+        JSON_KEYS
+            .iter()
+            .find_map(|k| o.get(*k)?.as_str().and_then(canonical))
+    }
+
+    #[test]
+    fn json_levels_read_as_a_parsed_object_gives_them() {
+        for line in [
+            r#"{"level":"info","msg":"x"}"#,
+            r#"{"msg":{"level":"error"},"severity":"WARNING"}"#,
+            r#"{"level":30,"lvl":"debug"}"#,
+            r#"{"level":"info","level":"error"}"#,
+            r#"{"log.level":"crit","a":[1,{"b":null}]}"#,
+            r#"{"lev\u0065l":"warn"}"#,
+            r#"{"level":"info"} trailing"#,
+            r#"{"level":"info""#,
+            r#"["level","info"]"#,
+            r#"{"level":null,"severity":"notice"}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(from_json(line), from_json_value(line), "{line}");
+        }
+    }
 
     #[test]
     fn levels_in_every_style() {
