@@ -24,7 +24,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use sluice_testkit::TestTopic;
 
 mod common;
-use common::env_usize;
+use common::{env_usize, median};
 
 const CONTAINERS: usize = 50;
 
@@ -193,10 +193,6 @@ fn main() -> anyhow::Result<()> {
             batch_runs[round]
         );
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let (bare_secs, batch_secs) = (median(bare_runs), median(batch_runs));
     let t_single = rt.block_on(TestTopic::create("bench-collect1", 2));
     let single_secs = sluice_collect(

@@ -29,7 +29,7 @@ use sluice_ingest::sinks::iceberg::{
 use sluice_schema::tables::EVENT_LOGS;
 
 mod common;
-use common::{env_usize, generated_events};
+use common::{env_usize, generated_events, median};
 
 /// One sluice run: wall seconds, decode seconds, commit seconds, and the
 /// Arrow batches it built (per commit).
@@ -115,11 +115,6 @@ fn bare_run(
         w.close()?;
     }
     Ok(started.elapsed().as_secs_f64())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

@@ -14,6 +14,13 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The middle value of `v` (the upper one of an even count): rounds
+/// alternate with their baseline and medians are compared.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// The end of every benchmark's generated history.
 pub const UNTIL: &str = "2026-11-21T00:00:00Z";
 

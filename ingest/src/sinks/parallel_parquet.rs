@@ -59,11 +59,8 @@ impl FileWriterBuilder for ParallelParquetWriterBuilder {
             output_file,
             open: None,
             pending: Vec::new(),
-            pending_rows: 0,
-            pending_bytes: 0,
             rows: 0,
             written: 0,
-            row_groups: 0,
             nan_counts: HashMap::new(),
         })
     }
@@ -139,12 +136,9 @@ pub struct ParallelParquetWriter {
     open: Option<Open>,
     /// Rows of the row group being gathered.
     pending: Vec<RecordBatch>,
-    pending_rows: usize,
-    pending_bytes: usize,
     rows: usize,
     /// Bytes handed to the output file.
     written: usize,
-    row_groups: usize,
     nan_counts: HashMap<i32, u64>,
 }
 
@@ -180,7 +174,7 @@ impl ParallelParquetWriter {
     /// Encodes `rows` of the pending batches as one row group, its columns
     /// in parallel, and hands the bytes to the output file.
     async fn flush_row_group(&mut self, rows: usize) -> iceberg::Result<()> {
-        let index = self.row_groups;
+        // Opened before rows leave `pending`, so a failed open loses none.
         self.open().await?;
         let mut group = Vec::new();
         let mut need = rows;
@@ -195,9 +189,8 @@ impl ParallelParquetWriter {
                 need = 0;
             }
         }
-        self.pending_rows -= rows - need;
-        self.pending_bytes = self.pending.iter().map(slice_bytes).sum();
         let open = self.open().await?;
+        let index = open.file.flushed_row_groups().len();
         let writers = open
             .factory
             .create_column_writers(index)
@@ -259,9 +252,12 @@ impl ParallelParquetWriter {
         let bytes = open.buffer.take();
         let len = bytes.len();
         open.out.write(bytes.into()).await?;
-        self.row_groups += 1;
         self.written += len;
         Ok(())
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.pending.iter().map(RecordBatch::num_rows).sum()
     }
 
     fn count_nans(&mut self, batch: &RecordBatch) {
@@ -291,11 +287,9 @@ impl FileWriter for ParallelParquetWriter {
         }
         self.count_nans(batch);
         self.rows += batch.num_rows();
-        self.pending_rows += batch.num_rows();
-        self.pending_bytes += slice_bytes(batch);
         self.pending.push(batch.clone());
         let group_rows = self.props.max_row_group_row_count().unwrap_or(1024 * 1024);
-        while self.pending_rows >= group_rows {
+        while self.pending_rows() >= group_rows {
             self.flush_row_group(group_rows).await?;
         }
         Ok(())
@@ -305,8 +299,9 @@ impl FileWriter for ParallelParquetWriter {
         if self.rows == 0 {
             return Ok(Vec::new());
         }
-        if self.pending_rows > 0 {
-            self.flush_row_group(self.pending_rows).await?;
+        let rest = self.pending_rows();
+        if rest > 0 {
+            self.flush_row_group(rest).await?;
         }
         let Some(mut open) = self.open.take() else {
             return Ok(Vec::new());
@@ -342,7 +337,7 @@ impl CurrentFileStatus for ParallelParquetWriter {
     fn current_written_size(&self) -> usize {
         // Buffered rows count at their Arrow size: an overestimate of what
         // they will take encoded, so a file rolls over early, never late.
-        self.written + self.pending_bytes
+        self.written + self.pending.iter().map(slice_bytes).sum::<usize>()
     }
 }
 
