@@ -4,7 +4,9 @@
 //! - indexing: `sluice index` (the indexer, in this process) over the
 //!   `pod_logs` table that `sluice import` loaded from the files — raw MB/s
 //!   per core (raw file bytes over the process's CPU seconds) and the
-//!   index's size against the raw size;
+//!   index's size against the raw size — beside bare tantivy indexing the
+//!   files' messages alone (see `bare_tantivy`), the floor of any tantivy
+//!   indexer's cost;
 //! - search: a term query and a phrase query with a pod filter through the
 //!   log index as the query service runs it (exact total, newest 100 hits),
 //!   p50/p99 of warm runs, against `rg` over the files (whole word,
@@ -25,7 +27,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use sluice::generator::{self, GenConfig};
 use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
-use sluice_query::logsearch::indexer::{Indexer, IndexerSettings};
+use sluice_query::logsearch::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_query::logsearch::{LogIndex, SearchParams};
 use sluice_query::object_stores::ObjectStores;
 
@@ -68,6 +70,62 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
         };
     }
     Ok(total)
+}
+
+fn log_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if path.is_dir() {
+            log_files(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "log") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The baseline for indexing: tantivy alone over the same kubelet files,
+/// on this thread — each line's message (the CRI prefix cut off) as a
+/// document of one text field with tantivy's default tokenizer and
+/// positions (what phrases need), nothing stored, no other field; one
+/// segment per GB-ish of memory, as the indexer's splits. What any
+/// tantivy-based indexer pays at least here. Returns CPU seconds.
+fn bare_tantivy(pods_root: &Path, work: &Path) -> anyhow::Result<f64> {
+    use tantivy::schema::{Schema, TEXT};
+    let mut schema = Schema::builder();
+    let message = schema.add_text_field("message", TEXT);
+    let schema = schema.build();
+    let mut files = Vec::new();
+    log_files(pods_root, &mut files)?;
+    let cpu0 = cpu_seconds()?;
+    let mut segments = 0;
+    let new_writer = |n: usize| -> anyhow::Result<_> {
+        let dir = work.join(format!("bare-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        let dir = tantivy::directory::MmapDirectory::open(&dir)?;
+        Ok(tantivy::Index::builder()
+            .schema(schema.clone())
+            .single_segment_index_writer::<tantivy::TantivyDocument>(dir, 256 << 20)?)
+    };
+    let mut writer = new_writer(segments)?;
+    for file in files {
+        let text = std::fs::read(&file)?;
+        for line in text.split(|b| *b == b'\n') {
+            // `<time> <stream> <P|F> <message>`
+            let mut parts = line.splitn(4, |b| *b == b' ');
+            let Some(msg) = parts.nth(3) else { continue };
+            let mut doc = tantivy::TantivyDocument::new();
+            doc.add_text(message, String::from_utf8_lossy(msg));
+            writer.add_document(doc)?;
+        }
+        if writer.mem_usage() > 1 << 30 {
+            writer.finalize()?;
+            segments += 1;
+            writer = new_writer(segments)?;
+        }
+    }
+    writer.finalize()?;
+    Ok(cpu_seconds()? - cpu0)
 }
 
 /// `rg ARGS PATH`, the matching lines counted; (seconds, lines).
@@ -164,6 +222,7 @@ fn main() -> anyhow::Result<()> {
             work_dir: data_dir.join("index-work"),
             cache_dir: data_dir.join("index-cache"),
             merge_at: 8,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         },
     );
     let cpu0 = cpu_seconds()?;
@@ -178,6 +237,10 @@ fn main() -> anyhow::Result<()> {
         report.lines,
         state.splits.len()
     );
+
+    let bare_cpu = bare_tantivy(&pods_root, &tmp.path().join("bare"))?;
+    let _ = std::fs::remove_dir_all(tmp.path().join("bare"));
+    eprintln!("bare tantivy indexed the files in {bare_cpu:.1} CPU s");
 
     let logs = LogIndex::new(catalog, stores, data_dir.join("index-cache"));
     let search = |q: &str, pod: Option<&str>| -> anyhow::Result<(f64, u64)> {
@@ -250,6 +313,11 @@ fn main() -> anyhow::Result<()> {
         cores,
         index_bytes as f64 / 1e6,
         100.0 * index_bytes as f64 / raw as f64
+    );
+    println!(
+        "bare tantivy (message only, default tokenizer, positions, one thread): {:.1} MB/s per core; sluice indexes at {:.0} % of it",
+        mb / bare_cpu,
+        100.0 * bare_cpu / index_cpu
     );
     let row = |name: &str, times: &[f64], cold: f64, rg: &[f64], lines: u64| {
         let p50 = percentile(times, 0.5);

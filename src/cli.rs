@@ -129,6 +129,9 @@ pub struct IndexArgs {
     /// Merge a day's small splits once there are this many
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..))]
     pub merge_at: u16,
+    /// Memory the splits being built may hold together, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub memory_mib: u32,
 }
 
 #[derive(Debug, Args)]

@@ -100,6 +100,7 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
                 once: args.once,
                 interval: std::time::Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0)),
                 merge_at: usize::from(args.merge_at),
+                memory_budget: (args.memory_mib as usize) << 20,
             },
         )),
         Command::Sql(args) => runtime()?.block_on(async {

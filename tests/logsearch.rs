@@ -24,7 +24,7 @@ const UNTIL: &str = "2026-11-21T00:00:00Z";
 const DAYS: u32 = 2;
 
 struct Fixture {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     gen_dir: PathBuf,
     data_dir: PathBuf,
     manifest: Manifest,
@@ -57,24 +57,31 @@ fn generate(out: &Path, pods: usize, lines_per_pod_day: u64) -> Manifest {
     .unwrap()
 }
 
+/// Generated files (`gen`) imported into the embedded default (`data`) of
+/// a temporary directory.
+fn imported(pods: usize, lines_per_pod_day: u64) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen_dir = tmp.path().join("gen");
+    let data_dir = tmp.path().join("data");
+    let manifest = generate(&gen_dir, pods, lines_per_pod_day);
+    ok(sluice(
+        &data_dir,
+        &["import", gen_dir.to_str().unwrap(), "--format", "json"],
+    ));
+    Fixture {
+        tmp,
+        gen_dir,
+        data_dir,
+        manifest,
+    }
+}
+
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let gen_dir = tmp.path().join("gen");
-        let data_dir = tmp.path().join("data");
-        let manifest = generate(&gen_dir, 6, 1_500);
-        ok(sluice(
-            &data_dir,
-            &["import", gen_dir.to_str().unwrap(), "--format", "json"],
-        ));
-        ok(sluice(&data_dir, &["index", "--once"]));
-        Fixture {
-            _tmp: tmp,
-            gen_dir,
-            data_dir,
-            manifest,
-        }
+        let f = imported(6, 1_500);
+        ok(sluice(&f.data_dir, &["index", "--once"]));
+        f
     })
 }
 
@@ -715,14 +722,8 @@ fn count_sql(data_dir: &Path) -> u64 {
 
 #[test]
 fn indexer_killed_while_building_a_split_resumes_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let gen_dir = tmp.path().join("gen");
-    let data_dir = tmp.path().join("data");
-    generate(&gen_dir, 8, 4_000);
-    ok(sluice(
-        &data_dir,
-        &["import", gen_dir.to_str().unwrap(), "--format", "json"],
-    ));
+    let f = imported(8, 4_000);
+    let data_dir = f.data_dir.clone();
     let work = data_dir.join("index-work");
     let mut kills = 0;
     for _ in 0..3 {
@@ -765,7 +766,7 @@ fn indexer_killed_while_building_a_split_resumes_exactly() {
     ok(sluice(&data_dir, &["index", "--once"]));
     // More history of the same days in a later snapshot: a second split per
     // day, so both days' splits are merged in one round.
-    let more = tmp.path().join("more");
+    let more = f.tmp.path().join("more");
     generator::generate(
         &GenConfig {
             out: more.clone(),
@@ -812,5 +813,41 @@ fn indexer_killed_while_building_a_split_resumes_exactly() {
         ),
     );
     assert_eq!(stats["entries"].as_u64().unwrap(), lines);
+    drop(serve);
+}
+
+#[test]
+fn a_small_memory_budget_closes_splits_early_and_loses_nothing() {
+    let f = imported(8, 16_000);
+    let (gen_dir, data_dir) = (f.gen_dir.clone(), f.data_dir.clone());
+    let lines = count_sql(&data_dir);
+    // 1 MiB is less than one batch of lines takes in a split, so a split
+    // closes as soon as its thread has indexed a batch: with the batches
+    // queued ahead of it, a few batches per split, several per day.
+    let report = ok(sluice(
+        &data_dir,
+        &["index", "--once", "--memory-mib", "1", "--merge-at", "1000"],
+    ));
+    let splits: usize = report
+        .split(" splits")
+        .next()
+        .and_then(|r| r.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no split count in {report:?}"));
+    assert!(
+        splits > 2 * DAYS as usize,
+        "splits closed for memory, not only once per day: {report}"
+    );
+    let (serve, addr) = spawn_serve(&data_dir, &[], &[]);
+    let all = get_json(&addr, "/v1/logs/search?q=&limit=1");
+    assert_eq!(
+        all["total"].as_u64().unwrap(),
+        lines,
+        "index count = table count"
+    );
+    let oom = get_json(&addr, "/v1/logs/search?q=OOMKilled&limit=1");
+    let grep = zgrep(&gen_dir, &["-i", "-w", "OOMKilled"]);
+    assert!(!grep.is_empty());
+    assert_eq!(oom["total"].as_u64().unwrap(), grep.len() as u64);
     drop(serve);
 }

@@ -227,6 +227,88 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ValidationErrors> {
         .map_err(|e| ValidationErrors::single("$", format!("not JSON: {e}")))
 }
 
+/// A [`PodLogRecord`] whose strings are borrowed: the collector encodes
+/// each line it reads straight from its file's metadata and buffer, with no
+/// record (eight strings) allocated per line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PodLogLine<'a> {
+    /// Epoch microseconds, UTC.
+    pub ts: i64,
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub pod_uid: &'a str,
+    pub container: &'a str,
+    pub restart: i32,
+    /// One of [`STREAMS`].
+    pub stream: &'a str,
+    pub level: Option<&'a str>,
+    pub message: &'a str,
+    pub node: Option<&'a str>,
+    pub line_id: &'a str,
+    pub byte_offset: Option<i64>,
+}
+
+impl PodLogLine<'_> {
+    /// Appends the line's JSON, the document [`PodLogRecord::to_json`] builds.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Written by hand, byte for byte what serde_json writes for the same
+        // document (a property test holds them equal): serde's field-by-field
+        // machinery and chrono's formatting were a third of a line's cost.
+        out.extend_from_slice(b"{\"ts\":\"");
+        crate::time::write_micros(out, self.ts);
+        out.push(b'"');
+        let fields: [(&[u8], &str); 5] = [
+            (b",\"cluster\":", self.cluster),
+            (b",\"namespace\":", self.namespace),
+            (b",\"pod\":", self.pod),
+            (b",\"pod_uid\":", self.pod_uid),
+            (b",\"container\":", self.container),
+        ];
+        for (name, value) in fields {
+            out.extend_from_slice(name);
+            write_json_str(out, value);
+        }
+        out.extend_from_slice(b",\"restart\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.restart).as_bytes());
+        for (name, value) in [
+            (&b",\"stream\":"[..], Some(self.stream)),
+            (b",\"message\":", Some(self.message)),
+            (b",\"line_id\":", Some(self.line_id)),
+            (b",\"level\":", self.level),
+            (b",\"node\":", self.node),
+        ] {
+            if let Some(value) = value {
+                out.extend_from_slice(name);
+                write_json_str(out, value);
+            }
+        }
+        if let Some(offset) = self.byte_offset {
+            out.extend_from_slice(b",\"byte_offset\":");
+            out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        }
+        out.push(b'}');
+    }
+
+    pub fn to_record(&self) -> PodLogRecord {
+        PodLogRecord {
+            ts: self.ts,
+            cluster: self.cluster.to_string(),
+            namespace: self.namespace.to_string(),
+            pod: self.pod.to_string(),
+            pod_uid: self.pod_uid.to_string(),
+            container: self.container.to_string(),
+            restart: self.restart,
+            stream: self.stream.to_string(),
+            level: self.level.map(str::to_string),
+            message: self.message.to_string(),
+            node: self.node.map(str::to_string),
+            line_id: self.line_id.to_string(),
+            byte_offset: self.byte_offset,
+        }
+    }
+}
+
 /// One container log line as the collector produces it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodLogRecord {
@@ -302,45 +384,29 @@ impl PodLogRecord {
     }
 
     /// Appends the record's JSON (the same document as [`to_json`](Self::to_json))
-    /// without building a `Value`: the collector writes one per log line.
+    /// without building a `Value`.
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        // Written by hand, byte for byte what serde_json writes for the same
-        // document (a property test holds them equal): serde's field-by-field
-        // machinery and chrono's formatting were a third of a line's cost.
-        out.extend_from_slice(b"{\"ts\":\"");
-        crate::time::write_micros(out, self.ts);
-        out.push(b'"');
-        let fields: [(&[u8], &str); 5] = [
-            (b",\"cluster\":", &self.cluster),
-            (b",\"namespace\":", &self.namespace),
-            (b",\"pod\":", &self.pod),
-            (b",\"pod_uid\":", &self.pod_uid),
-            (b",\"container\":", &self.container),
-        ];
-        for (name, value) in fields {
-            out.extend_from_slice(name);
-            write_json_str(out, value);
-        }
-        out.extend_from_slice(b",\"restart\":");
-        out.extend_from_slice(self.restart.to_string().as_bytes());
-        for (name, value) in [
-            (&b",\"stream\":"[..], Some(&self.stream)),
-            (b",\"message\":", Some(&self.message)),
-            (b",\"line_id\":", Some(&self.line_id)),
-            (b",\"level\":", self.level.as_ref()),
-            (b",\"node\":", self.node.as_ref()),
-        ] {
-            if let Some(value) = value {
-                out.extend_from_slice(name);
-                write_json_str(out, value);
-            }
-        }
-        if let Some(offset) = self.byte_offset {
-            out.extend_from_slice(b",\"byte_offset\":");
-            out.extend_from_slice(offset.to_string().as_bytes());
-        }
-        out.push(b'}');
+        self.as_line().write_json(out);
         Ok(())
+    }
+
+    /// The record with its strings borrowed.
+    pub fn as_line(&self) -> PodLogLine<'_> {
+        PodLogLine {
+            ts: self.ts,
+            cluster: &self.cluster,
+            namespace: &self.namespace,
+            pod: &self.pod,
+            pod_uid: &self.pod_uid,
+            container: &self.container,
+            restart: self.restart,
+            stream: &self.stream,
+            level: self.level.as_deref(),
+            message: &self.message,
+            node: self.node.as_deref(),
+            line_id: &self.line_id,
+            byte_offset: self.byte_offset,
+        }
     }
 
     pub fn to_json(&self) -> Value {

@@ -23,6 +23,8 @@ pub struct IndexOptions {
     pub interval: Duration,
     /// Small splits of a day merged once there are this many.
     pub merge_at: usize,
+    /// Bytes the splits being built may hold in memory together.
+    pub memory_budget: usize,
 }
 
 pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
         work_dir: config.data_dir.join("index-work"),
         cache_dir: config.data_dir.join("index-cache"),
         merge_at: opts.merge_at,
+        memory_budget: opts.memory_budget,
     };
     let indexer = Indexer::new(catalog.clone(), store, settings);
     // An upload younger than this may be another indexer's, about to commit.

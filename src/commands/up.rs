@@ -32,7 +32,7 @@ use sluice_ingest::writer::RecordKind;
 use sluice_query::api::{self, ApiState};
 use sluice_query::engine::Engine;
 use sluice_query::logsearch::LogIndex;
-use sluice_query::logsearch::indexer::{Indexer, IndexerSettings};
+use sluice_query::logsearch::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use tokio::sync::mpsc;
 
@@ -220,6 +220,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             work_dir: config.data_dir.join("index-work"),
             cache_dir: config.data_dir.join("index-cache"),
             merge_at: 8,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         },
     );
     if let Err(e) = indexer.collect_garbage(Duration::from_secs(60)).await {
@@ -363,6 +364,7 @@ async fn distributed(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         once: false,
         interval: opts.index_interval,
         merge_at: 8,
+        memory_budget: DEFAULT_MEMORY_BUDGET,
     };
     tokio::try_join!(
         super::serve::run(&serve),

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
-use sluice_schema::raw::PodLogRecord;
+use sluice_schema::raw::PodLogLine;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::acks::{Acks, LaneId};
@@ -658,8 +658,10 @@ impl Io {
             cluster: &self.settings.cluster,
             node: self.settings.node.as_deref(),
         };
-        let mut records = Vec::new();
-        let consumed = t.reader.feed(&t.buf, &origin, &mut records);
+        let mut batcher = Batcher::new(&self.settings);
+        let consumed = t
+            .reader
+            .feed_lines(&t.buf, &origin, |line| batcher.push(&line));
         t.buf.drain(..consumed);
         let stats = std::mem::take(&mut t.reader.stats);
         self.metrics.malformed_lines.inc_by(stats.malformed_lines);
@@ -668,59 +670,27 @@ impl Io {
         for example in &stats.malformed_examples {
             tracing::debug!(path = %t.path.display(), %example, "malformed line");
         }
-        self.metrics.lines_read.inc_by(records.len() as u64);
+        self.metrics.lines_read.inc_by(batcher.lines_total);
         let resume = Position {
             offset: t.reader.resume_offset(),
             generation: t.generation,
         };
-        self.enqueue(t, records, resume);
+        self.enqueue(t, batcher.finish(), resume);
         if !self.flush_outbox(t) {
             return Step::Blocked;
         }
         Step::Read
     }
 
-    /// Encodes records into messages; only the last carries the new resume
+    /// Queues the messages of a chunk; only the last carries the new resume
     /// position (the earlier ones end mid-chunk, where no position is known).
-    fn enqueue(&self, t: &mut Tracked, records: Vec<PodLogRecord>, resume: Position) {
-        if records.is_empty() {
+    fn enqueue(&self, t: &mut Tracked, messages: Vec<(Vec<u8>, u64)>, resume: Position) {
+        if messages.is_empty() {
             if resume != t.last_sent {
                 self.acks.advance(t.lane, resume);
                 t.last_sent = resume;
             }
             return;
-        }
-        let single = self.settings.batch_lines <= 1;
-        let mut messages: Vec<(Vec<u8>, u64)> = Vec::new();
-        let mut payload = Vec::new();
-        let mut lines = 0u64;
-        for r in &records {
-            let before = payload.len();
-            if single {
-                payload.clear();
-            } else {
-                payload.push(if lines == 0 { b'[' } else { b',' });
-            }
-            // Serializing plain strings and numbers cannot fail.
-            if r.write_json(&mut payload).is_err() {
-                payload.truncate(before);
-                continue;
-            }
-            lines += 1;
-            let full = single
-                || lines as usize >= self.settings.batch_lines
-                || payload.len() >= self.settings.batch_bytes;
-            if full {
-                if !single {
-                    payload.push(b']');
-                }
-                messages.push((std::mem::take(&mut payload), lines));
-                lines = 0;
-            }
-        }
-        if lines > 0 {
-            payload.push(b']');
-            messages.push((payload, lines));
         }
         let count = messages.len();
         for (i, (payload, lines)) in messages.into_iter().enumerate() {
@@ -762,5 +732,63 @@ impl Io {
             }
         }
         true
+    }
+}
+
+/// Encodes the lines of a chunk into message payloads as they are read:
+/// one line per message, or JSON arrays of up to `batch_lines` lines and
+/// about `batch_bytes` bytes.
+struct Batcher {
+    single: bool,
+    max_lines: usize,
+    max_bytes: usize,
+    messages: Vec<(Vec<u8>, u64)>,
+    payload: Vec<u8>,
+    lines: u64,
+    lines_total: u64,
+}
+
+impl Batcher {
+    fn new(settings: &TailSettings) -> Self {
+        Self {
+            single: settings.batch_lines <= 1,
+            max_lines: settings.batch_lines,
+            max_bytes: settings.batch_bytes,
+            messages: Vec::new(),
+            payload: Vec::new(),
+            lines: 0,
+            lines_total: 0,
+        }
+    }
+
+    fn push(&mut self, line: &PodLogLine<'_>) {
+        if !self.single {
+            self.payload.push(if self.lines == 0 { b'[' } else { b',' });
+        }
+        line.write_json(&mut self.payload);
+        self.lines += 1;
+        self.lines_total += 1;
+        if self.single
+            || self.lines as usize >= self.max_lines
+            || self.payload.len() >= self.max_bytes
+        {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if !self.single {
+            self.payload.push(b']');
+        }
+        self.messages
+            .push((std::mem::take(&mut self.payload), self.lines));
+        self.lines = 0;
+    }
+
+    fn finish(mut self) -> Vec<(Vec<u8>, u64)> {
+        if self.lines > 0 {
+            self.close();
+        }
+        self.messages
     }
 }

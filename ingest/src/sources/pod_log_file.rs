@@ -7,7 +7,7 @@
 //! stream. Reading the same line again — after a restart, from the rotated or
 //! the gzipped copy — gives the same id, so the writer drops the replay.
 
-use sluice_schema::raw::PodLogRecord;
+use sluice_schema::raw::{PodLogLine, PodLogRecord};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::cri::{self, PartialJoiner};
@@ -30,6 +30,11 @@ pub fn fingerprint(content: &[u8]) -> u64 {
 
 /// The stable id of the logical line starting at `offset`.
 pub fn line_id(path: &PodLogPath, fingerprint: u64, offset: u64) -> String {
+    String::from_utf8_lossy(&line_id_hex(path, fingerprint, offset)).into_owned()
+}
+
+/// [`line_id`]'s 32 lowercase hex digits, on the stack.
+fn line_id_hex(path: &PodLogPath, fingerprint: u64, offset: u64) -> [u8; 32] {
     let mut h = Xxh3::new();
     for part in [path.pod_uid.as_bytes(), path.container.as_bytes()] {
         h.update(part);
@@ -42,10 +47,10 @@ pub fn line_id(path: &PodLogPath, fingerprint: u64, offset: u64) -> String {
     // (one id per line read).
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = h.digest128();
-    let hex: String = (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((d >> (i * 4)) & 0xf) as usize]))
-        .collect();
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = HEX[((d >> ((31 - i) * 4)) & 0xf) as usize];
+    }
     hex
 }
 
@@ -185,6 +190,17 @@ impl PodLogReader {
     /// starts at [`offset`](Self::offset)) and returns how many bytes that
     /// was; the rest is an unfinished line to feed again with what follows.
     pub fn feed(&mut self, buf: &[u8], origin: &Origin<'_>, out: &mut Vec<PodLogRecord>) -> usize {
+        self.feed_lines(buf, origin, |line| out.push(line.to_record()))
+    }
+
+    /// [`feed`](Self::feed), each line handed to `each` with its strings
+    /// borrowed instead of collected as records.
+    pub fn feed_lines(
+        &mut self,
+        buf: &[u8],
+        origin: &Origin<'_>,
+        mut each: impl FnMut(PodLogLine<'_>),
+    ) -> usize {
         let mut consumed = 0usize;
         for raw in buf.split_inclusive(|b| *b == b'\n') {
             if !raw.ends_with(b"\n") {
@@ -206,12 +222,18 @@ impl PodLogReader {
                 self.discarding = false;
                 continue;
             }
-            self.line(raw, here, origin, out);
+            self.line(raw, here, origin, &mut each);
         }
         consumed
     }
 
-    fn line(&mut self, raw: &[u8], here: u64, origin: &Origin<'_>, out: &mut Vec<PodLogRecord>) {
+    fn line(
+        &mut self,
+        raw: &[u8],
+        here: u64,
+        origin: &Origin<'_>,
+        each: &mut impl FnMut(PodLogLine<'_>),
+    ) {
         self.stats.physical_lines += 1;
         let docker = (self.format == LogFormat::DockerJson).then(|| docker_json::parse_line(raw));
         let parsed = match &docker {
@@ -241,19 +263,21 @@ impl PodLogReader {
         let message = String::from_utf8(joined.content)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let path = &self.path;
-        out.push(PodLogRecord {
+        let id = line_id_hex(path, self.fingerprint, start);
+        each(PodLogLine {
             ts: joined.ts_nanos.div_euclid(1000),
-            cluster: origin.cluster.to_string(),
-            namespace: path.namespace.clone(),
-            pod: path.pod.clone(),
-            pod_uid: path.pod_uid.clone(),
-            container: path.container.clone(),
+            cluster: origin.cluster,
+            namespace: &path.namespace,
+            pod: &path.pod,
+            pod_uid: &path.pod_uid,
+            container: &path.container,
             restart: path.restart,
-            stream: joined.stream.as_str().to_string(),
-            level: level::parse(&message).map(str::to_string),
-            message,
-            node: origin.node.map(str::to_string),
-            line_id: line_id(path, self.fingerprint, start),
+            stream: joined.stream.as_str(),
+            level: level::parse(&message),
+            message: &message,
+            node: origin.node,
+            // Hex digits: always UTF-8.
+            line_id: std::str::from_utf8(&id).unwrap_or_default(),
             byte_offset: Some(start as i64),
         });
     }

@@ -1,13 +1,14 @@
 //! `sluice index`: follows the `pod_logs` table and indexes what each new
 //! snapshot appended.
 //!
-//! For every snapshot after the watermark (oldest first) the data files it
-//! added are read and indexed into one split per day of log time (a new one
-//! past [`MAX_SPLIT_LINES`]); the
-//! splits are uploaded, then the state (splits + the snapshot as the new
-//! watermark) is replaced in one put. A crash before that put leaves
+//! The snapshots after the watermark (oldest first, several at a time up to
+//! [`ROUND_LINES`]) have the data files they added read and indexed into
+//! one split per day of log time (a new one past [`MAX_SPLIT_LINES`], or
+//! when the splits being built outgrow the memory budget); the
+//! splits are uploaded, then the state (splits + the last snapshot as the
+//! new watermark) is replaced in one put. A crash before that put leaves
 //! unlisted splits (removed when an indexer next starts, see
-//! [`Indexer::collect_garbage`]) and the old watermark, so the snapshot is
+//! [`Indexer::collect_garbage`]) and the old watermark, so those snapshots are
 //! indexed again: no line twice, none skipped.
 //! Small splits of the same day are merged in the background (size-tiered:
 //! a split past [`MERGE_BELOW_LINES`] is not merged again).
@@ -23,7 +24,7 @@ use iceberg::table::Table;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::tables::POD_LOGS;
 
-use super::split::{SplitError, SplitMeta, SplitWriter};
+use super::split::{SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter};
 use super::store::{IndexState, IndexStore, StoreError};
 
 /// Splits hold one day of log time, so a search over a time range opens
@@ -32,6 +33,11 @@ use super::store::{IndexState, IndexStore, StoreError};
 const BUCKET_MICROS: i64 = 86_400_000_000;
 /// A split is closed and another begun past this many lines.
 pub const MAX_SPLIT_LINES: u64 = 8_000_000;
+/// Lines of consecutive snapshots indexed in one round (one save of the
+/// state): bounds the work a crash repeats.
+pub const ROUND_LINES: u64 = 16_000_000;
+/// Memory the splits being built may hold together, by default.
+pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
 /// Only splits smaller than this are merged (so big ones are not rewritten
 /// over and over as small ones arrive).
 pub const MERGE_BELOW_LINES: u64 = 1_000_000;
@@ -60,6 +66,9 @@ pub struct IndexerSettings {
     pub cache_dir: PathBuf,
     /// Small splits of one day merged once there are this many.
     pub merge_at: usize,
+    /// Bytes the splits being built may hold in memory together; past it
+    /// the biggest is closed.
+    pub memory_budget: usize,
 }
 
 /// What one round did.
@@ -82,6 +91,28 @@ pub struct Indexer {
 
 fn new_split_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// A data file of the table to index.
+struct DataFileRef {
+    path: String,
+    lines: u64,
+}
+
+/// A split being built, with where it is built.
+struct OpenSplit {
+    id: String,
+    dir: PathBuf,
+    writer: SplitWriter,
+}
+
+impl OpenSplit {
+    fn create(work_dir: &std::path::Path) -> Result<Self, SplitError> {
+        let id = new_split_id();
+        let dir = work_dir.join(&id);
+        let writer = SplitWriter::create(&dir, &id)?;
+        Ok(Self { id, dir, writer })
+    }
 }
 
 impl Indexer {
@@ -143,7 +174,7 @@ impl Indexer {
     }
 
     /// Data files a snapshot added.
-    async fn added_files(table: &Table, snapshot_id: i64) -> Result<Vec<String>, IndexError> {
+    async fn added_files(table: &Table, snapshot_id: i64) -> Result<Vec<DataFileRef>, IndexError> {
         let Some(snapshot) = table.metadata().snapshot_by_id(snapshot_id) else {
             return Ok(Vec::new());
         };
@@ -159,7 +190,10 @@ impl Indexer {
                     && e.content_type() == DataContentType::Data
                     && e.snapshot_id().is_none_or(|s| s == snapshot_id)
                 {
-                    files.push(e.file_path().to_string());
+                    files.push(DataFileRef {
+                        path: e.file_path().to_string(),
+                        lines: e.record_count(),
+                    });
                 }
             }
         }
@@ -167,7 +201,7 @@ impl Indexer {
     }
 
     /// Every live data file of the current snapshot (for a rebuild).
-    async fn all_files(table: &Table) -> Result<Vec<String>, IndexError> {
+    async fn all_files(table: &Table) -> Result<Vec<DataFileRef>, IndexError> {
         use futures::TryStreamExt;
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
@@ -179,7 +213,13 @@ impl Indexer {
             .await?
             .try_collect()
             .await?;
-        Ok(tasks.into_iter().map(|t| t.data_file_path).collect())
+        Ok(tasks
+            .into_iter()
+            .map(|t| DataFileRef {
+                path: t.data_file_path,
+                lines: t.record_count.unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Reads `files` and builds one split per day of log time (rows before
@@ -187,13 +227,14 @@ impl Indexer {
     async fn build_splits(
         &self,
         table: &Table,
-        files: &[String],
+        files: &[DataFileRef],
         from: Option<i64>,
         report: &mut RoundReport,
     ) -> Result<Vec<SplitMeta>, IndexError> {
-        let mut writers: BTreeMap<i64, (String, PathBuf, SplitWriter)> = BTreeMap::new();
+        let mut writers: BTreeMap<i64, OpenSplit> = BTreeMap::new();
         let mut metas = Vec::new();
-        for path in files {
+        for file in files {
+            let path = &file.path;
             let bytes = table.file_io().new_input(path)?.read().await?;
             report.bytes += bytes.len() as u64;
             report.files += 1;
@@ -203,21 +244,31 @@ impl Indexer {
             for batch in reader {
                 let batch = batch.map_err(|e| IndexError::Parquet(path.clone(), e.into()))?;
                 for (bucket, rows) in bucket_slices(&batch, from)? {
-                    let entry = match writers.entry(bucket) {
+                    let open = match writers.entry(bucket) {
                         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            let id = new_split_id();
-                            let dir = self.settings.work_dir.join(&id);
-                            let w = SplitWriter::create(&dir, &id)?;
-                            v.insert((id, dir, w))
+                            v.insert(OpenSplit::create(&self.settings.work_dir)?)
                         }
                     };
-                    entry.2.add_batch(&rows)?;
-                    if entry.2.lines() >= MAX_SPLIT_LINES
+                    open.writer.add_batch(&rows)?;
+                    if open.writer.lines() >= MAX_SPLIT_LINES
                         && let Some(full) = writers.remove(&bucket)
                     {
                         metas.push(self.finish_split(full, report).await?);
                     }
+                }
+                // The open splits' memory together stays within the budget:
+                // the biggest is closed (another opens for its day if more
+                // rows come).
+                let held: usize = writers.values().map(|w| w.writer.mem_usage()).sum();
+                if held > self.settings.memory_budget
+                    && let Some(bucket) = writers
+                        .iter()
+                        .max_by_key(|(_, w)| w.writer.mem_usage())
+                        .map(|(b, _)| *b)
+                    && let Some(full) = writers.remove(&bucket)
+                {
+                    metas.push(self.finish_split(full, report).await?);
                 }
             }
         }
@@ -229,7 +280,7 @@ impl Indexer {
 
     async fn finish_split(
         &self,
-        (id, dir, writer): (String, PathBuf, SplitWriter),
+        OpenSplit { id, dir, writer }: OpenSplit,
         report: &mut RoundReport,
     ) -> Result<SplitMeta, IndexError> {
         let lines = writer.lines();
@@ -242,6 +293,11 @@ impl Indexer {
     }
 
     /// Indexes every snapshot after the watermark; merges small splits.
+    ///
+    /// Consecutive snapshots are indexed together, up to [`ROUND_LINES`]
+    /// lines, and the watermark moves past all of them at once: a backlog
+    /// of many small commits becomes a few full splits instead of many
+    /// small ones to merge later.
     pub async fn run_once(&self) -> Result<RoundReport, IndexError> {
         let table = self.table().await?;
         let mut state = self.store.load_state().await?;
@@ -256,16 +312,33 @@ impl Indexer {
             );
             return self.rebuild(None).await;
         };
-        for snapshot in snapshots {
+        let mut pending = snapshots.into_iter().peekable();
+        while pending.peek().is_some() {
             let started = Instant::now();
-            let files = Self::added_files(&table, snapshot).await?;
+            let mut files = Vec::new();
+            let mut group = Vec::new();
+            let mut lines = 0u64;
+            while let Some(snapshot) = pending.next_if(|_| group.is_empty() || lines < ROUND_LINES)
+            {
+                let added = Self::added_files(&table, snapshot).await?;
+                lines += added.iter().map(|f| f.lines).sum::<u64>();
+                files.extend(added);
+                group.push(snapshot);
+            }
+            let Some(&last) = group.last() else { break };
             let metas = self.build_splits(&table, &files, None, &mut report).await?;
             state.splits.extend(metas);
-            state.watermark = Some(snapshot);
+            state.watermark = Some(last);
             self.store.save_state(&state).await?;
-            report.snapshots += 1;
-            report.watermark = Some(snapshot);
-            tracing::debug!(snapshot, files = files.len(), elapsed = ?started.elapsed(), "indexed");
+            report.snapshots += group.len();
+            report.watermark = Some(last);
+            tracing::debug!(
+                snapshots = group.len(),
+                watermark = last,
+                files = files.len(),
+                elapsed = ?started.elapsed(),
+                "indexed"
+            );
         }
         report.merged = self.merge(&mut state).await?;
         Ok(report)
@@ -294,24 +367,8 @@ impl Indexer {
 
     /// Merges the small splits of a day once there are `merge_at` of them.
     async fn merge(&self, state: &mut IndexState) -> Result<usize, IndexError> {
-        // By id, not position: each merge below reshapes `state.splits`.
-        let mut by_day: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-        for s in &state.splits {
-            // Small splits within one day (those that straddle are left).
-            if s.lines < MERGE_BELOW_LINES
-                && s.min_ts.div_euclid(BUCKET_MICROS) == s.max_ts.div_euclid(BUCKET_MICROS)
-            {
-                by_day
-                    .entry(s.min_ts.div_euclid(BUCKET_MICROS))
-                    .or_default()
-                    .push(s.id.clone());
-            }
-        }
         let mut merged = 0;
-        for (_, group) in by_day {
-            if group.len() < self.settings.merge_at.max(2) {
-                continue;
-            }
+        for group in merge_groups(&state.splits, self.settings.merge_at) {
             let metas: Vec<SplitMeta> = state
                 .splits
                 .iter()
@@ -346,6 +403,9 @@ impl Indexer {
         let id = new_split_id();
         let dir = self.settings.work_dir.join(&id);
         std::fs::create_dir_all(&dir)?;
+        let schema_version = metas
+            .first()
+            .map_or(SPLIT_SCHEMA_VERSION, |m| m.schema_version);
         tokio::task::block_in_place(|| {
             let out = tantivy::directory::MmapDirectory::open(&dir)
                 .map_err(tantivy::TantivyError::from)?;
@@ -363,11 +423,33 @@ impl Indexer {
                 .flat_map(|m| m.namespaces.iter().cloned())
                 .collect(),
             pods: metas.iter().flat_map(|m| m.pods.iter().cloned()).collect(),
+            schema_version,
         };
         meta.split_bytes = self.store.upload_split(&id, &dir).await?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(meta)
     }
+}
+
+/// Ids of the splits to merge, one group per day: the small splits within
+/// one day (those that straddle days are left), once `merge_at` of them
+/// share a day and a schema version (tantivy merges only equal schemas).
+/// Ids, not positions: each merge reshapes the list of splits.
+fn merge_groups(splits: &[SplitMeta], merge_at: usize) -> Vec<Vec<String>> {
+    let mut by_day: BTreeMap<(i64, u32), Vec<String>> = BTreeMap::new();
+    for s in splits {
+        let day = s.min_ts.div_euclid(BUCKET_MICROS);
+        if s.lines < MERGE_BELOW_LINES && day == s.max_ts.div_euclid(BUCKET_MICROS) {
+            by_day
+                .entry((day, s.schema_version))
+                .or_default()
+                .push(s.id.clone());
+        }
+    }
+    by_day
+        .into_values()
+        .filter(|g| g.len() >= merge_at.max(2))
+        .collect()
 }
 
 /// The rows of `batch` grouped by day of `ts` (rows before `from` left out).
@@ -407,4 +489,56 @@ fn bucket_slices(
         out.push((bucket, b));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(id: &str, day: i64, lines: u64, schema_version: u32) -> SplitMeta {
+        SplitMeta {
+            id: id.into(),
+            min_ts: day * BUCKET_MICROS + 1,
+            max_ts: day * BUCKET_MICROS + 2,
+            lines,
+            schema_version,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_small_splits_of_one_day_and_schema_merge() {
+        let mut straddles = split("straddles", 3, 10, 2);
+        straddles.max_ts += BUCKET_MICROS;
+        let splits = vec![
+            split("a", 3, 10, 2),
+            split("b", 3, 10, 2),
+            split("old", 3, 10, 1),
+            split("big", 3, MERGE_BELOW_LINES, 2),
+            straddles,
+            split("c", 4, 10, 2),
+            split("d", 4, 10, 2),
+            split("e", 4, 10, 2),
+        ];
+        assert_eq!(
+            merge_groups(&splits, 2),
+            vec![vec!["a", "b"], vec!["c", "d", "e"]]
+        );
+        assert_eq!(merge_groups(&splits, 3), vec![vec!["c", "d", "e"]]);
+        assert_eq!(
+            merge_groups(&splits, 1),
+            merge_groups(&splits, 2),
+            "a lone split is never merged"
+        );
+    }
+
+    #[test]
+    fn splits_listed_before_versions_are_version_one() {
+        let meta: SplitMeta = serde_json::from_str(
+            r#"{"id":"x","min_ts":0,"max_ts":1,"lines":1,"raw_bytes":1,"split_bytes":1,
+                "namespaces":[],"pods":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(meta.schema_version, 1);
+    }
 }

@@ -7,9 +7,13 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{DocAddress, Index, IndexReader, Order, ReloadPolicy, Searcher, TantivyDocument};
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, Order, ReloadPolicy, Searcher, SegmentReader,
+    TantivyDocument,
+};
 
 use super::query_lang::Expr;
 use super::split::{LogFields, SplitMeta, register_tokenizer};
@@ -285,33 +289,82 @@ fn tighter_lo(lo: Bound<i64>, bound: Bound<i64>) -> Bound<i64> {
     if key(&bound) > key(&lo) { bound } else { lo }
 }
 
-fn text(doc: &TantivyDocument, f: tantivy::schema::Field) -> Option<String> {
-    doc.get_first(f)
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
+/// Reads hits of one segment: message and line id from the store, the rest
+/// from fast fields (which the split does not store twice).
+struct SegmentLines {
+    ts: Column<i64>,
+    restart: Column<i64>,
+    byte_offset: Option<Column<i64>>,
+    strs: [Option<StrColumn>; 7],
 }
 
-fn int(doc: &TantivyDocument, f: tantivy::schema::Field) -> Option<i64> {
-    doc.get_first(f).and_then(|v| v.as_i64())
-}
+/// The string fast fields of a hit, in `SegmentLines::strs`'s order.
+const HIT_STRS: [&str; 7] = [
+    "namespace",
+    "pod",
+    "pod_uid",
+    "container",
+    "stream",
+    "level",
+    "node",
+];
 
-fn load(split: &OpenSplit, searcher: &Searcher, addr: DocAddress) -> tantivy::Result<LogLine> {
-    let doc: TantivyDocument = searcher.doc(addr)?;
-    let f = &split.fields;
-    Ok(LogLine {
-        ts: int(&doc, f.ts).unwrap_or_default(),
-        namespace: text(&doc, f.namespace).unwrap_or_default(),
-        pod: text(&doc, f.pod).unwrap_or_default(),
-        pod_uid: text(&doc, f.pod_uid).unwrap_or_default(),
-        container: text(&doc, f.container).unwrap_or_default(),
-        restart: int(&doc, f.restart).unwrap_or_default(),
-        stream: text(&doc, f.stream).unwrap_or_default(),
-        level: text(&doc, f.level),
-        node: text(&doc, f.node),
-        message: text(&doc, f.message).unwrap_or_default(),
-        line_id: text(&doc, f.line_id).unwrap_or_default(),
-        byte_offset: int(&doc, f.byte_offset),
-    })
+impl SegmentLines {
+    fn open(reader: &SegmentReader) -> tantivy::Result<Self> {
+        let ff = reader.fast_fields();
+        let mut strs: [Option<StrColumn>; 7] = Default::default();
+        for (col, name) in strs.iter_mut().zip(HIT_STRS) {
+            *col = ff.str(name)?;
+        }
+        Ok(Self {
+            ts: ff.i64("ts")?,
+            restart: ff.i64("restart")?,
+            byte_offset: ff.column_opt::<i64>("byte_offset")?,
+            strs,
+        })
+    }
+
+    fn str(&self, i: usize, doc: DocId) -> tantivy::Result<Option<String>> {
+        let Some(col) = &self.strs[i] else {
+            return Ok(None);
+        };
+        let Some(ord) = col.term_ords(doc).next() else {
+            return Ok(None);
+        };
+        let mut out = String::new();
+        col.ord_to_str(ord, &mut out)?;
+        Ok(Some(out))
+    }
+
+    fn load(
+        &self,
+        fields: &LogFields,
+        searcher: &Searcher,
+        addr: DocAddress,
+    ) -> tantivy::Result<LogLine> {
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let stored = |f| {
+            doc.get_first(f)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        let d = addr.doc_id;
+        Ok(LogLine {
+            ts: self.ts.first(d).unwrap_or_default(),
+            namespace: self.str(0, d)?.unwrap_or_default(),
+            pod: self.str(1, d)?.unwrap_or_default(),
+            pod_uid: self.str(2, d)?.unwrap_or_default(),
+            container: self.str(3, d)?.unwrap_or_default(),
+            restart: self.restart.first(d).unwrap_or_default(),
+            stream: self.str(4, d)?.unwrap_or_default(),
+            level: self.str(5, d)?,
+            node: self.str(6, d)?,
+            message: stored(fields.message),
+            line_id: stored(fields.line_id),
+            byte_offset: self.byte_offset.as_ref().and_then(|c| c.first(d)),
+        })
+    }
 }
 
 /// The order of hits, the same the cursor pages by: time, then line id.
@@ -351,8 +404,19 @@ fn top_lines(
             query,
             &TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>("ts", tantivy_order),
         )?;
+        let mut segments: Vec<Option<SegmentLines>> = Vec::new();
         for (_, addr) in top {
-            out.push(load(split, &searcher, addr)?);
+            let ord = addr.segment_ord as usize;
+            if segments.len() <= ord {
+                segments.resize_with(ord + 1, || None);
+            }
+            let lines = match &mut segments[ord] {
+                Some(l) => l,
+                slot => slot.insert(SegmentLines::open(
+                    searcher.segment_reader(addr.segment_ord),
+                )?),
+            };
+            out.push(lines.load(&split.fields, &searcher, addr)?);
         }
     }
     out.sort_by(|a, b| compare(order, a, b));

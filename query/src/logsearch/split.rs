@@ -4,16 +4,19 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
+use tantivy::indexer::SingleSegmentIndexWriter;
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
-use tantivy::{Index, IndexWriter, TantivyDocument};
+use tantivy::{Index, TantivyDocument};
 
 use super::terms::{TermSpan, term_spans};
 
@@ -49,7 +52,9 @@ impl Default for LogFields {
 impl LogFields {
     pub fn new() -> Self {
         let mut b = Schema::builder();
-        let exact = STRING | STORED | FAST;
+        // Only what the hit needs and no fast field holds is stored: the
+        // store is written and compressed line by line.
+        let exact = STRING | FAST;
         let message = TextOptions::default()
             .set_indexing_options(
                 TextFieldIndexing::default()
@@ -57,12 +62,14 @@ impl LogFields {
                     .set_index_option(IndexRecordOption::WithFreqsAndPositions),
             )
             .set_stored();
-        let ts = b.add_i64_field("ts", INDEXED | STORED | FAST);
+        // Not indexed: time ranges are answered from the fast field, and
+        // indexing made nearly every line's time a term of its own.
+        let ts = b.add_i64_field("ts", FAST);
         let namespace = b.add_text_field("namespace", exact.clone());
         let pod = b.add_text_field("pod", exact.clone());
         let pod_uid = b.add_text_field("pod_uid", exact.clone());
         let container = b.add_text_field("container", exact.clone());
-        let restart = b.add_i64_field("restart", INDEXED | STORED | FAST);
+        let restart = b.add_i64_field("restart", INDEXED | FAST);
         let stream = b.add_text_field("stream", exact.clone());
         let level = b.add_text_field("level", exact.clone());
         let node = b.add_text_field("node", exact);
@@ -70,7 +77,7 @@ impl LogFields {
         // Stored only: never searched, and unique per line, so indexing it
         // would make the term dictionary as large as the index.
         let line_id = b.add_text_field("line_id", STORED);
-        let byte_offset = b.add_i64_field("byte_offset", STORED | FAST);
+        let byte_offset = b.add_i64_field("byte_offset", FAST);
         let bytes = b.add_u64_field("bytes", FAST);
         Self {
             schema: b.build(),
@@ -180,6 +187,18 @@ pub struct SplitMeta {
     pub namespaces: BTreeSet<String>,
     /// `<namespace>/<pod>`.
     pub pods: BTreeSet<String>,
+    /// Which [`LogFields`] options the split was built with; splits of
+    /// different versions are searched alike but not merged together.
+    #[serde(default = "first_schema_version")]
+    pub schema_version: u32,
+}
+
+/// The version of the split schema [`LogFields::new`] builds: 2 stores
+/// only the message and line id and does not index `ts`.
+pub const SPLIT_SCHEMA_VERSION: u32 = 2;
+
+fn first_schema_version() -> u32 {
+    1
 }
 
 impl SplitMeta {
@@ -223,14 +242,10 @@ pub enum SplitError {
     Column(&'static str),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Builds one split in `dir` from `pod_logs` batches.
-pub struct SplitWriter {
-    fields: LogFields,
-    index: Index,
-    writer: IndexWriter<TantivyDocument>,
-    meta: SplitMeta,
+    #[error("the split's indexing thread stopped")]
+    Stopped,
+    #[error("the split's indexing thread panicked")]
+    Panicked,
 }
 
 fn strings<'a>(
@@ -243,70 +258,103 @@ fn strings<'a>(
         .ok_or(SplitError::Column(name))
 }
 
-impl SplitWriter {
-    pub fn create(dir: &Path, id: &str) -> Result<Self, SplitError> {
-        let fields = LogFields::new();
-        std::fs::create_dir_all(dir)?;
-        let index = Index::create_in_dir(dir, fields.schema.clone())?;
-        register_tokenizer(&index);
-        // One thread: the indexer parallelises across splits, not inside one.
-        let writer = index.writer_with_num_threads(1, 96 << 20)?;
+/// Builds one split in `dir` from `pod_logs` batches.
+///
+/// The split is one tantivy segment, built on a thread of its own that the
+/// batches are handed to: no per-line hand-off between threads, no memory
+/// flushes into several segments and no merge of them when the split
+/// closes (the indexer closes a split once its memory use or line count is
+/// reached, see `indexer`). Several splits build side by side.
+pub struct SplitWriter {
+    batches: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    worker: Option<std::thread::JoinHandle<Result<SplitMeta, SplitError>>>,
+    lines: u64,
+    mem_usage: Arc<AtomicUsize>,
+}
+
+/// Batches queued for a split's thread: enough to keep it busy while the
+/// next file is read, few enough to bound what waits in memory.
+const QUEUED_BATCHES: usize = 4;
+
+/// What tantivy sizes a segment's term hash table from (it grows past
+/// it); the split's memory is bounded by the indexer instead.
+const SEGMENT_TABLE_BUDGET: usize = 256 << 20;
+
+/// The columns of a `pod_logs` batch a split reads.
+struct Columns<'a> {
+    ts: &'a arrow_array::TimestampMicrosecondArray,
+    restart: &'a arrow_array::Int32Array,
+    byte_offset: Option<&'a arrow_array::Int64Array>,
+    namespace: &'a arrow_array::StringArray,
+    pod: &'a arrow_array::StringArray,
+    pod_uid: &'a arrow_array::StringArray,
+    container: &'a arrow_array::StringArray,
+    stream: &'a arrow_array::StringArray,
+    level: &'a arrow_array::StringArray,
+    node: &'a arrow_array::StringArray,
+    message: &'a arrow_array::StringArray,
+    line_id: &'a arrow_array::StringArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, SplitError> {
         Ok(Self {
-            fields,
-            index,
-            writer,
-            meta: SplitMeta {
-                id: id.to_string(),
-                min_ts: i64::MAX,
-                max_ts: i64::MIN,
-                ..Default::default()
-            },
+            ts: batch
+                .column_by_name("ts")
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                .ok_or(SplitError::Column("ts"))?,
+            restart: batch
+                .column_by_name("restart")
+                .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                .ok_or(SplitError::Column("restart"))?,
+            byte_offset: batch
+                .column_by_name("byte_offset")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            namespace: strings(batch, "namespace")?,
+            pod: strings(batch, "pod")?,
+            pod_uid: strings(batch, "pod_uid")?,
+            container: strings(batch, "container")?,
+            stream: strings(batch, "stream")?,
+            level: strings(batch, "level")?,
+            node: strings(batch, "node")?,
+            message: strings(batch, "message")?,
+            line_id: strings(batch, "line_id")?,
         })
     }
+}
 
-    /// Adds every row of a `pod_logs` batch (the table's Arrow schema).
-    pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<(), SplitError> {
+/// What a split's thread owns.
+struct SegmentBuilder {
+    fields: LogFields,
+    writer: SingleSegmentIndexWriter<TantivyDocument>,
+    meta: SplitMeta,
+}
+
+impl SegmentBuilder {
+    fn add_batch(&mut self, batch: &RecordBatch) -> Result<(), SplitError> {
         let f = &self.fields;
-        let ts = batch
-            .column_by_name("ts")
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-            .ok_or(SplitError::Column("ts"))?;
-        let restart = batch
-            .column_by_name("restart")
-            .and_then(|c| c.as_primitive_opt::<Int32Type>())
-            .ok_or(SplitError::Column("restart"))?;
-        let offset = batch
-            .column_by_name("byte_offset")
-            .and_then(|c| c.as_primitive_opt::<Int64Type>());
-        let namespace = strings(batch, "namespace")?;
-        let pod = strings(batch, "pod")?;
-        let pod_uid = strings(batch, "pod_uid")?;
-        let container = strings(batch, "container")?;
-        let stream = strings(batch, "stream")?;
-        let level = strings(batch, "level")?;
-        let node = strings(batch, "node")?;
-        let message = strings(batch, "message")?;
-        let line_id = strings(batch, "line_id")?;
+        let c = Columns::of(batch)?;
         for i in 0..batch.num_rows() {
-            let t = ts.value(i);
+            let t = c.ts.value(i);
+            let message = c.message.value(i);
             let mut doc = TantivyDocument::new();
             doc.add_i64(f.ts, t);
-            doc.add_text(f.namespace, namespace.value(i));
-            doc.add_text(f.pod, pod.value(i));
-            doc.add_text(f.pod_uid, pod_uid.value(i));
-            doc.add_text(f.container, container.value(i));
-            doc.add_i64(f.restart, i64::from(restart.value(i)));
-            doc.add_text(f.stream, stream.value(i));
-            if level.is_valid(i) {
-                doc.add_text(f.level, level.value(i));
+            doc.add_text(f.namespace, c.namespace.value(i));
+            doc.add_text(f.pod, c.pod.value(i));
+            doc.add_text(f.pod_uid, c.pod_uid.value(i));
+            doc.add_text(f.container, c.container.value(i));
+            doc.add_i64(f.restart, i64::from(c.restart.value(i)));
+            doc.add_text(f.stream, c.stream.value(i));
+            if c.level.is_valid(i) {
+                doc.add_text(f.level, c.level.value(i));
             }
-            if node.is_valid(i) {
-                doc.add_text(f.node, node.value(i));
+            if c.node.is_valid(i) {
+                doc.add_text(f.node, c.node.value(i));
             }
-            doc.add_text(f.message, message.value(i));
-            doc.add_u64(f.bytes, message.value(i).len() as u64);
-            doc.add_text(f.line_id, line_id.value(i));
-            if let Some(o) = offset.filter(|o| o.is_valid(i)) {
+            doc.add_text(f.message, message);
+            doc.add_u64(f.bytes, message.len() as u64);
+            doc.add_text(f.line_id, c.line_id.value(i));
+            if let Some(o) = c.byte_offset.filter(|o| o.is_valid(i)) {
                 doc.add_i64(f.byte_offset, o.value(i));
             }
             self.writer.add_document(doc)?;
@@ -314,17 +362,16 @@ impl SplitWriter {
             m.min_ts = m.min_ts.min(t);
             m.max_ts = m.max_ts.max(t);
             m.lines += 1;
-            m.raw_bytes += message.value(i).len() as u64;
+            m.raw_bytes += message.len() as u64;
             // Rows come grouped by pod (the table's sort order): only a
             // change of pod can add to the sets.
-            let same_pod = i > 0
-                && namespace.value(i) == namespace.value(i - 1)
-                && pod.value(i) == pod.value(i - 1);
+            let (ns, pod) = (c.namespace.value(i), c.pod.value(i));
+            let same_pod = i > 0 && ns == c.namespace.value(i - 1) && pod == c.pod.value(i - 1);
             if !same_pod {
-                if !m.namespaces.contains(namespace.value(i)) {
-                    m.namespaces.insert(namespace.value(i).to_string());
+                if !m.namespaces.contains(ns) {
+                    m.namespaces.insert(ns.to_string());
                 }
-                let key = format!("{}/{}", namespace.value(i), pod.value(i));
+                let key = format!("{ns}/{pod}");
                 if !m.pods.contains(&key) {
                     m.pods.insert(key);
                 }
@@ -333,18 +380,93 @@ impl SplitWriter {
         Ok(())
     }
 
-    pub fn lines(&self) -> u64 {
-        self.meta.lines
+    fn run(
+        mut self,
+        batches: std::sync::mpsc::Receiver<RecordBatch>,
+        mem_usage: &AtomicUsize,
+    ) -> Result<SplitMeta, SplitError> {
+        for batch in batches {
+            self.add_batch(&batch)?;
+            mem_usage.store(self.writer.mem_usage(), AtomicOrdering::Relaxed);
+        }
+        self.writer.finalize()?;
+        Ok(self.meta)
+    }
+}
+
+impl SplitWriter {
+    pub fn create(dir: &Path, id: &str) -> Result<Self, SplitError> {
+        let fields = LogFields::new();
+        std::fs::create_dir_all(dir)?;
+        let tokenizers = tantivy::tokenizer::TokenizerManager::default();
+        tokenizers.register(MESSAGE_TOKENIZER, LogTokenizer::default());
+        let directory =
+            tantivy::directory::MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
+        // `single_segment_index_writer` is hidden from tantivy's docs but
+        // public; the workspace pins tantivy's version.
+        let writer = Index::builder()
+            .schema(fields.schema.clone())
+            .tokenizers(tokenizers)
+            .single_segment_index_writer(directory, SEGMENT_TABLE_BUDGET)?;
+        let builder = SegmentBuilder {
+            fields,
+            writer,
+            meta: SplitMeta {
+                id: id.to_string(),
+                min_ts: i64::MAX,
+                max_ts: i64::MIN,
+                schema_version: SPLIT_SCHEMA_VERSION,
+                ..Default::default()
+            },
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
+        let mem_usage = Arc::new(AtomicUsize::new(0));
+        let mem = mem_usage.clone();
+        let worker = std::thread::Builder::new()
+            .name("sluice-split".to_string())
+            .spawn(move || builder.run(rx, &mem))?;
+        Ok(Self {
+            batches: Some(tx),
+            worker: Some(worker),
+            lines: 0,
+            mem_usage,
+        })
     }
 
-    /// Commits and merges into one segment; returns what the split holds.
-    pub fn finish(mut self) -> Result<SplitMeta, SplitError> {
-        self.writer.commit()?;
-        let segments = self.index.searchable_segment_ids()?;
-        if segments.len() > 1 {
-            let _ = self.writer.merge(&segments).wait()?;
+    /// Adds every row of a `pod_logs` batch (the table's Arrow schema).
+    pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<(), SplitError> {
+        // Checked here too, so a wrong batch fails the call that passed it.
+        Columns::of(batch)?;
+        let sent = self
+            .batches
+            .as_ref()
+            .is_some_and(|tx| tx.send(batch.clone()).is_ok());
+        if !sent {
+            // The thread stopped: its error says why.
+            return Err(self.join().err().unwrap_or(SplitError::Stopped));
         }
-        self.writer.wait_merging_threads()?;
-        Ok(self.meta)
+        self.lines += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Bytes the split's in-memory index holds (as of the last batch
+    /// indexed).
+    pub fn mem_usage(&self) -> usize {
+        self.mem_usage.load(AtomicOrdering::Relaxed)
+    }
+
+    fn join(&mut self) -> Result<SplitMeta, SplitError> {
+        self.batches = None;
+        let worker = self.worker.take().ok_or(SplitError::Stopped)?;
+        worker.join().map_err(|_| SplitError::Panicked)?
+    }
+
+    /// Writes the split's segment; returns what the split holds.
+    pub fn finish(mut self) -> Result<SplitMeta, SplitError> {
+        self.join()
     }
 }
