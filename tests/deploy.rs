@@ -347,6 +347,27 @@ fn check_rendered(objs: &[Value]) {
     let indexer = find(objs, "Deployment", "sluice-indexer");
     assert_eq!(indexer["spec"]["replicas"], 1);
     assert_eq!(indexer["spec"]["strategy"]["type"], "Recreate");
+    // The splits being built stay within the container's memory, with room
+    // for the data file being read.
+    let ic = &indexer["spec"]["template"]["spec"]["containers"][0];
+    let args = array(&ic["args"]);
+    let budget_mib: u64 = args
+        .iter()
+        .position(|a| a == "--memory-mib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.as_str()?.parse().ok())
+        .expect("the indexer is given --memory-mib");
+    let limit = str_of(&ic["resources"]["limits"]["memory"]);
+    let limit_mib: u64 = limit
+        .strip_suffix("Gi")
+        .and_then(|g| g.parse::<u64>().ok())
+        .map(|g| g * 1024)
+        .or_else(|| limit.strip_suffix("Mi").and_then(|m| m.parse().ok()))
+        .expect("the indexer's memory limit in Gi or Mi");
+    assert!(
+        budget_mib + 1024 <= limit_mib,
+        "--memory-mib {budget_mib} leaves less than 1 GiB under the {limit} limit"
+    );
     let svc = find(objs, "Service", "sluice-query");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
 }
