@@ -295,45 +295,43 @@ struct SegmentLines {
     ts: Column<i64>,
     restart: Column<i64>,
     byte_offset: Option<Column<i64>>,
-    strs: [Option<StrColumn>; 7],
+    namespace: Option<StrColumn>,
+    pod: Option<StrColumn>,
+    pod_uid: Option<StrColumn>,
+    container: Option<StrColumn>,
+    stream: Option<StrColumn>,
+    level: Option<StrColumn>,
+    node: Option<StrColumn>,
 }
 
-/// The string fast fields of a hit, in `SegmentLines::strs`'s order.
-const HIT_STRS: [&str; 7] = [
-    "namespace",
-    "pod",
-    "pod_uid",
-    "container",
-    "stream",
-    "level",
-    "node",
-];
+/// The value of a string fast field for `doc` (`None` when it has none).
+fn str_value(col: &Option<StrColumn>, doc: DocId) -> tantivy::Result<Option<String>> {
+    let Some(col) = col else {
+        return Ok(None);
+    };
+    let Some(ord) = col.term_ords(doc).next() else {
+        return Ok(None);
+    };
+    let mut out = String::new();
+    col.ord_to_str(ord, &mut out)?;
+    Ok(Some(out))
+}
 
 impl SegmentLines {
     fn open(reader: &SegmentReader) -> tantivy::Result<Self> {
         let ff = reader.fast_fields();
-        let mut strs: [Option<StrColumn>; 7] = Default::default();
-        for (col, name) in strs.iter_mut().zip(HIT_STRS) {
-            *col = ff.str(name)?;
-        }
         Ok(Self {
             ts: ff.i64("ts")?,
             restart: ff.i64("restart")?,
             byte_offset: ff.column_opt::<i64>("byte_offset")?,
-            strs,
+            namespace: ff.str("namespace")?,
+            pod: ff.str("pod")?,
+            pod_uid: ff.str("pod_uid")?,
+            container: ff.str("container")?,
+            stream: ff.str("stream")?,
+            level: ff.str("level")?,
+            node: ff.str("node")?,
         })
-    }
-
-    fn str(&self, i: usize, doc: DocId) -> tantivy::Result<Option<String>> {
-        let Some(col) = &self.strs[i] else {
-            return Ok(None);
-        };
-        let Some(ord) = col.term_ords(doc).next() else {
-            return Ok(None);
-        };
-        let mut out = String::new();
-        col.ord_to_str(ord, &mut out)?;
-        Ok(Some(out))
     }
 
     fn load(
@@ -352,14 +350,14 @@ impl SegmentLines {
         let d = addr.doc_id;
         Ok(LogLine {
             ts: self.ts.first(d).unwrap_or_default(),
-            namespace: self.str(0, d)?.unwrap_or_default(),
-            pod: self.str(1, d)?.unwrap_or_default(),
-            pod_uid: self.str(2, d)?.unwrap_or_default(),
-            container: self.str(3, d)?.unwrap_or_default(),
+            namespace: str_value(&self.namespace, d)?.unwrap_or_default(),
+            pod: str_value(&self.pod, d)?.unwrap_or_default(),
+            pod_uid: str_value(&self.pod_uid, d)?.unwrap_or_default(),
+            container: str_value(&self.container, d)?.unwrap_or_default(),
             restart: self.restart.first(d).unwrap_or_default(),
-            stream: self.str(4, d)?.unwrap_or_default(),
-            level: self.str(5, d)?,
-            node: self.str(6, d)?,
+            stream: str_value(&self.stream, d)?.unwrap_or_default(),
+            level: str_value(&self.level, d)?,
+            node: str_value(&self.node, d)?,
             message: stored(fields.message),
             line_id: stored(fields.line_id),
             byte_offset: self.byte_offset.as_ref().and_then(|c| c.first(d)),
