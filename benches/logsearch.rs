@@ -61,30 +61,27 @@ fn cpu_seconds() -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let m = e.metadata()?;
-        total += if m.is_dir() {
-            dir_bytes(&e.path())?
-        } else {
-            m.len()
-        };
-    }
-    Ok(total)
-}
-
-fn log_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+/// Every file under `dir`.
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let path = e?.path();
         if path.is_dir() {
-            log_files(&path, out)?;
-        } else if path.extension().is_some_and(|x| x == "log") {
+            files_under(&path, out)?;
+        } else {
             out.push(path);
         }
     }
     Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut files = Vec::new();
+    files_under(dir, &mut files)?;
+    let mut total = 0;
+    for f in files {
+        total += std::fs::metadata(f)?.len();
+    }
+    Ok(total)
 }
 
 /// What the indexing baselines put in each document.
@@ -118,7 +115,8 @@ fn bare_tantivy(pods_root: &Path, work: &Path, what: BareDoc) -> anyhow::Result<
     let line_id = schema.add_text_field("line_id", STORED);
     let schema = schema.build();
     let mut files = Vec::new();
-    log_files(pods_root, &mut files)?;
+    files_under(pods_root, &mut files)?;
+    files.retain(|f| f.extension().is_some_and(|x| x == "log"));
     let cpu0 = cpu_seconds()?;
     let mut segments = 0;
     let new_writer = |n: usize| -> anyhow::Result<_> {

@@ -670,12 +670,15 @@ impl Io {
         for example in &stats.malformed_examples {
             tracing::debug!(path = %t.path.display(), %example, "malformed line");
         }
-        self.metrics.lines_read.inc_by(batcher.lines_total);
+        let messages = batcher.finish();
+        self.metrics
+            .lines_read
+            .inc_by(messages.iter().map(|(_, lines)| lines).sum());
         let resume = Position {
             offset: t.reader.resume_offset(),
             generation: t.generation,
         };
-        self.enqueue(t, batcher.finish(), resume);
+        self.enqueue(t, messages, resume);
         if !self.flush_outbox(t) {
             return Step::Blocked;
         }
@@ -745,7 +748,6 @@ struct Batcher {
     messages: Vec<(Vec<u8>, u64)>,
     payload: Vec<u8>,
     lines: u64,
-    lines_total: u64,
 }
 
 impl Batcher {
@@ -757,7 +759,6 @@ impl Batcher {
             messages: Vec::new(),
             payload: Vec::new(),
             lines: 0,
-            lines_total: 0,
         }
     }
 
@@ -767,7 +768,6 @@ impl Batcher {
         }
         line.write_json(&mut self.payload);
         self.lines += 1;
-        self.lines_total += 1;
         if self.single
             || self.lines as usize >= self.max_lines
             || self.payload.len() >= self.max_bytes

@@ -28,13 +28,9 @@ pub fn fingerprint(content: &[u8]) -> u64 {
     xxh3_64(&content[..end])
 }
 
-/// The stable id of the logical line starting at `offset`.
-pub fn line_id(path: &PodLogPath, fingerprint: u64, offset: u64) -> String {
-    String::from_utf8_lossy(&line_id_hex(path, fingerprint, offset)).into_owned()
-}
-
-/// [`line_id`]'s 32 lowercase hex digits, on the stack.
-fn line_id_hex(path: &PodLogPath, fingerprint: u64, offset: u64) -> [u8; 32] {
+/// The stable id of the logical line starting at `offset`: 32 lowercase hex
+/// digits, on the stack.
+pub fn line_id(path: &PodLogPath, fingerprint: u64, offset: u64) -> [u8; 32] {
     let mut h = Xxh3::new();
     for part in [path.pod_uid.as_bytes(), path.container.as_bytes()] {
         h.update(part);
@@ -263,7 +259,7 @@ impl PodLogReader {
         let message = String::from_utf8(joined.content)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let path = &self.path;
-        let id = line_id_hex(path, self.fingerprint, start);
+        let id = line_id(path, self.fingerprint, start);
         each(PodLogLine {
             ts: joined.ts_nanos.div_euclid(1000),
             cluster: origin.cluster,
@@ -300,7 +296,7 @@ mod tests {
             h.update(&u64::to_le_bytes(offset));
             assert_eq!(
                 line_id(&path, fp, offset),
-                format!("{:032x}", h.digest128())
+                format!("{:032x}", h.digest128()).as_bytes()
             );
         }
     }

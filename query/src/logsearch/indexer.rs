@@ -100,13 +100,13 @@ struct DataFileRef {
 }
 
 /// A split being built, with where it is built.
-struct OpenSplit {
+struct SplitInProgress {
     id: String,
     dir: PathBuf,
     writer: SplitWriter,
 }
 
-impl OpenSplit {
+impl SplitInProgress {
     fn create(work_dir: &std::path::Path) -> Result<Self, SplitError> {
         let id = new_split_id();
         let dir = work_dir.join(&id);
@@ -231,7 +231,7 @@ impl Indexer {
         from: Option<i64>,
         report: &mut RoundReport,
     ) -> Result<Vec<SplitMeta>, IndexError> {
-        let mut writers: BTreeMap<i64, OpenSplit> = BTreeMap::new();
+        let mut writers: BTreeMap<i64, SplitInProgress> = BTreeMap::new();
         let mut metas = Vec::new();
         for file in files {
             let path = &file.path;
@@ -247,7 +247,7 @@ impl Indexer {
                     let open = match writers.entry(bucket) {
                         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert(OpenSplit::create(&self.settings.work_dir)?)
+                            v.insert(SplitInProgress::create(&self.settings.work_dir)?)
                         }
                     };
                     open.writer.add_batch(&rows)?;
@@ -280,14 +280,13 @@ impl Indexer {
 
     async fn finish_split(
         &self,
-        OpenSplit { id, dir, writer }: OpenSplit,
+        SplitInProgress { id, dir, writer }: SplitInProgress,
         report: &mut RoundReport,
     ) -> Result<SplitMeta, IndexError> {
-        let lines = writer.lines();
         let mut meta = tokio::task::block_in_place(|| writer.finish())?;
         meta.split_bytes = self.store.upload_split(&id, &dir).await?;
         let _ = std::fs::remove_dir_all(&dir);
-        report.lines += lines;
+        report.lines += meta.lines;
         report.splits += 1;
         Ok(meta)
     }
