@@ -22,6 +22,8 @@ use axum::routing::get;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use sluice_http::browser::BrowserPolicy;
+use sluice_http::server::ServerLimits;
 
 /// A readiness check: `Err(reason)` when a dependency does not answer.
 pub type ReadyCheck =
@@ -145,17 +147,28 @@ pub fn routes(registry: Arc<Registry>, ready: ReadyCheck) -> Router {
         })
 }
 
-/// Binds `addr` and serves `router` in the background; returns the bound address.
-pub async fn spawn(addr: &str, router: Router) -> anyhow::Result<SocketAddr> {
+/// Binds `http.addr` and serves `router` in the background behind the
+/// browser protections, with the server's connection limit and header
+/// deadline (see `sluice_http`); returns the bound address.
+pub async fn spawn(http: &crate::config::HttpConfig, router: Router) -> anyhow::Result<SocketAddr> {
+    let addr = &http.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let policy = BrowserPolicy::new(bound, &http.allowed_hosts, &http.cors_origins);
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(policy),
+        sluice_http::browser::guard,
+    ));
+    sluice_http::server::spawn_on(
+        listener,
+        router,
+        ServerLimits {
+            max_connections: http.max_connections,
+            header_timeout: Duration::from_secs(http.header_timeout_secs.max(1)),
+        },
+    );
     Ok(bound)
 }
 
@@ -214,7 +227,11 @@ mod tests {
                 Box::pin(async move { if ok { Ok(()) } else { Err("down".into()) } })
             })
         };
-        let addr = spawn("127.0.0.1:0", routes(Arc::new(registry), check))
+        let http = crate::config::HttpConfig {
+            addr: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        let addr = spawn(&http, routes(Arc::new(registry), check))
             .await
             .unwrap();
 
