@@ -6,128 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{Proc, free_port, http, http_get};
-use flate2::read::MultiGzDecoder;
-use serde_json::{Value, json};
-
-fn spawn_up(data_dir: &Path, addr: &str, demo: bool, env: &[(&str, String)]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["--http", addr, "up"])
-        .env_remove("SLUICE_CONFIG")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if demo {
-        cmd.arg("--demo");
-    }
-    let proc = Proc(cmd.spawn().expect("start sluice up"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http_get(addr, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "sluice up never became ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    proc
-}
-
-fn get_json(addr: &str, path: &str) -> Value {
-    let r = http(addr, "GET", path, &[], None);
-    assert_eq!(r.status, 200, "{path}: {}", r.text());
-    r.json()
-}
-
-fn sql(addr: &str, query: &str) -> Vec<Value> {
-    let body = json!({ "sql": query }).to_string();
-    let r = http(
-        addr,
-        "POST",
-        "/v1/sql",
-        &[("Content-Type", "application/json")],
-        Some(body.as_bytes()),
-    );
-    assert_eq!(r.status, 200, "{query}: {}", r.text());
-    r.json()["rows"].as_array().cloned().unwrap_or_default()
-}
-
-fn count(addr: &str, query: &str) -> u64 {
-    let rows = sql(addr, query);
-    let v = rows[0]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .clone();
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Complete logical CRI lines in every file under `root`: one final (`F`)
-/// part each, counted only when its newline was written.
-fn logical_lines(root: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let file = std::fs::File::open(&p).unwrap();
-            let mut text = Vec::new();
-            if p.extension().is_some_and(|x| x == "gz") {
-                MultiGzDecoder::new(file).read_to_end(&mut text).unwrap();
-            } else {
-                BufReader::new(file).read_to_end(&mut text).unwrap();
-            }
-            for line in text.split_inclusive(|b| *b == b'\n') {
-                if !line.ends_with(b"\n") {
-                    continue;
-                }
-                let mut parts = line.splitn(4, |b| *b == b' ');
-                let (_ts, _stream, tag) = (parts.next(), parts.next(), parts.next());
-                if tag == Some(b"F") {
-                    n += 1;
-                }
-            }
-        }
-    }
-    n
-}
-
-fn lines_of(path: &Path) -> u64 {
-    match std::fs::File::open(path) {
-        Ok(f) => BufReader::new(f).lines().count() as u64,
-        Err(_) => 0,
-    }
-}
-
-fn dead_letters(data_dir: &Path, table: &str) -> u64 {
-    let Ok(f) = std::fs::File::open(data_dir.join("up/dead-letters.ndjson")) else {
-        return 0;
-    };
-    BufReader::new(f)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
-        .filter(|v| v["table"] == table)
-        .count() as u64
-}
+use common::up::{catch_up_exactly, count, get_json, spawn_up, sql, wait_for};
+use common::{free_port, http, http_get};
+use serde_json::Value;
 
 #[test]
 fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
@@ -213,60 +97,13 @@ fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
     up.0.wait().unwrap();
 
     // 3. Without the demo, the pipeline catches up with what is on disk.
-    let pods_root: PathBuf = data_dir.join("demo/var/log/pods");
-    let env = [(
-        "SLUICE_COLLECTOR__PODS_ROOT",
-        pods_root.display().to_string(),
-    )];
-    let mut up = spawn_up(&data_dir, &addr, false, &env);
-    let want_lines = logical_lines(&pods_root);
-    let want_events =
-        lines_of(&data_dir.join("up/events.wal")) - dead_letters(&data_dir, "platform_event_logs");
-    let want_lifecycle = lines_of(&data_dir.join("up/lifecycle.wal"));
-    assert!(want_lines > 500, "the demo wrote only {want_lines} lines");
-    assert!(want_events > 100, "the demo sent only {want_events} events");
-    assert!(
-        want_lifecycle >= 3,
-        "only {want_lifecycle} lifecycle events"
-    );
-    wait_for("the tables to catch up", Duration::from_secs(90), || {
-        count(&addr, "SELECT count(*) AS n FROM pod_logs") >= want_lines
-            && count(&addr, "SELECT count(*) AS n FROM platform_event_logs") >= want_events
-            && count(&addr, "SELECT count(*) AS n FROM platform_events") >= want_lifecycle
-    });
-    // Settled: nothing more arrives.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        count(&addr, "SELECT count(*) AS n FROM pod_logs"),
-        want_lines
-    );
-    assert_eq!(
-        count(&addr, "SELECT count(DISTINCT line_id) AS n FROM pod_logs"),
-        want_lines,
-        "a pod log line was written twice"
-    );
-    assert_eq!(
-        count(&addr, "SELECT count(*) AS n FROM platform_event_logs"),
-        want_events
-    );
-    assert_eq!(
-        count(
-            &addr,
-            "SELECT count(DISTINCT event_id) AS n FROM platform_event_logs"
-        ),
-        want_events,
-        "an event was written twice"
-    );
+    let mut up = catch_up_exactly(&data_dir, &addr);
     assert_eq!(
         count(
             &addr,
             "SELECT count(*) AS n FROM platform_event_logs WHERE user_id = 'e2e-probe'"
         ),
         2
-    );
-    assert_eq!(
-        count(&addr, "SELECT count(*) AS n FROM platform_events"),
-        want_lifecycle
     );
     let reasons = sql(
         &addr,

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use crate::encode;
 use crate::engine::Engine;
 use crate::error::QueryError;
 use crate::guardrails::{self, PeaksParams, SimulateRequest};
+use crate::isolation::ANONYMOUS;
 use crate::service_health::{HealthParams, service_health};
 
 /// The OpenAPI 3 description of every route.
@@ -56,31 +57,87 @@ async fn authorize(
     if tokens.is_empty() {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = presented.and_then(|p| {
-        tokens
-            .iter()
-            .find(|t| same_secret(t.token.as_bytes(), p.as_bytes()))
-    }) else {
+    let Some(token) = sluice_http::auth::find(request.headers(), &tokens, |t| &t.token) else {
         return QueryError::Unauthorized.into_response();
     };
     let path = request.uri().path().to_string();
     if !allowed(&path).contains(&token.role) {
         return QueryError::Forbidden(path).into_response();
     }
+    let mut request = request;
+    request.extensions_mut().insert(Caller {
+        key: token.token.clone(),
+        role: token.role,
+    });
     next.run(request).await
 }
 
-/// Compares in time independent of where the first difference is, so a
-/// token cannot be guessed byte by byte from response times.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Who asks (set by [`authorize`] when tokens are configured): the key of
+/// admission's per-token limits, and the role whose tables SQL sees.
+#[derive(Clone)]
+struct Caller {
+    key: String,
+    role: Role,
+}
+
+/// Runs the request's handler as one query on the query executor: admitted
+/// (429 past the queue), on the query threads, within the time limit (408),
+/// cancelled when the client goes away. See [`crate::isolation`].
+async fn isolate(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| ANONYMOUS.to_string(), |c| c.key.clone());
+    let path = request.uri().path().to_string();
+    let loki = path.starts_with("/loki/");
+    let started = Instant::now();
+    let outcome = state
+        .engine
+        .executor()
+        .run(&caller, async move { Ok(next.run(request).await) })
+        .await;
+    match outcome {
+        Ok(response) => response,
+        Err(e) => {
+            // Stopped outside the handler (timeout, queue, shutdown): counted
+            // as the handler counts its own failures.
+            state.engine.metrics().observe(
+                endpoint_of(&path),
+                started.elapsed().as_secs_f64(),
+                Some(e.kind()),
+            );
+            tracing::debug!(error = %e, "query stopped");
+            if loki {
+                crate::loki::LokiError::from(e).into_response()
+            } else {
+                e.into_response()
+            }
+        }
+    }
+}
+
+/// The `endpoint` label of a route (bounded: path parameters left out),
+/// as the handlers name themselves.
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/v1/sql" => "sql",
+        "/v1/attribution" => "attribution",
+        "/v1/attribution/series" => "attribution_series",
+        "/v1/guardrails/peaks" => "guardrails_peaks",
+        "/v1/guardrails/simulate" => "guardrails_simulate",
+        "/v1/guardrails/export" => "guardrails_export",
+        "/v1/logs/search" => "logs_search",
+        "/v1/logs/restarts" => "logs_restarts",
+        "/loki/api/v1/query" => "loki_query",
+        "/loki/api/v1/query_range" => "loki_query_range",
+        "/loki/api/v1/labels" | "/loki/api/v1/label" => "loki_labels",
+        "/loki/api/v1/series" => "loki_series",
+        "/loki/api/v1/index/stats" => "loki_index_stats",
+        "/loki/api/v1/index/volume" => "loki_index_volume",
+        p if p.starts_with("/v1/services/") => "service_health",
+        p if p.starts_with("/loki/api/v1/label/") => "loki_label_values",
+        _ => "other",
+    }
 }
 
 /// The `/v1/…` routes, and `/openapi.json` and the console (open to all).
@@ -97,7 +154,8 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
         .route("/v1/logs/restarts", get(restarts_route))
         .merge(crate::loki::routes())
         .method_not_allowed_fallback(wrong_method)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(state, isolate))
         .layer(middleware::from_fn_with_state(Arc::new(tokens), authorize));
     Router::new()
         .route("/openapi.json", get(openapi))
@@ -213,10 +271,12 @@ fn encoding(format: Option<&str>, headers: &HeaderMap) -> Result<Encoding, Query
 
 async fn sql(
     State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
     params: Result<Query<SqlParams>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let role = caller.map(|Extension(c)| c.role);
     observed(&state, "sql", async {
         let params = query_params(params)?;
         let encoding = encoding(params.format.as_deref(), &headers)?;
@@ -224,7 +284,7 @@ async fn sql(
         if request.sql.trim().is_empty() {
             return Err(QueryError::BadRequest("sql is empty".to_string()));
         }
-        let out = state.engine.sql(&request.sql, Vec::new()).await?;
+        let out = state.engine.sql_as(&request.sql, Vec::new(), role).await?;
         Ok(match encoding {
             Encoding::Json => Json(json!({
                 "columns": encode::columns(&out.schema),
@@ -409,12 +469,5 @@ mod tests {
             Encoding::Csv
         );
         assert!(encoding(Some("xml"), &HeaderMap::new()).is_err());
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"abcd"));
     }
 }

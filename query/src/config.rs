@@ -16,12 +16,30 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The tables this role's SQL sees (`None`: every table). Analysts see
+    /// API events; operators see pod logs and lifecycle events; admins all.
+    /// The endpoints built on SQL (attribution, service health, …) are
+    /// guarded by route, not by this.
+    pub fn tables(self) -> Option<&'static [&'static str]> {
+        match self {
+            Role::Analyst => Some(&["platform_event_logs"]),
+            Role::Operator => Some(&["pod_logs", "platform_events"]),
+            Role::Admin => None,
+        }
+    }
+}
+
 /// A bearer token and the role it grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Token {
     pub token: String,
     pub role: Role,
+    /// Queries this token may run at once (default: `[query]
+    /// per_token_max_concurrent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
 }
 
 /// `[query]`: what one query may cost, and who may ask.
@@ -36,9 +54,33 @@ pub struct QueryConfig {
     /// Rows one SQL answer may return (HTTP 422 beyond it: add LIMIT or
     /// aggregate).
     pub row_cap: usize,
-    /// Queries executing at once; more wait their turn. With the memory
-    /// limit this bounds the service's memory.
+    /// Queries executing at once; more wait their turn (up to `max_queued`).
     pub max_concurrent: usize,
+    /// Queries that may wait for a slot; past it, HTTP 429 at once.
+    pub max_queued: usize,
+    /// How long a query may wait for a slot before it gets a 429.
+    pub queue_timeout_secs: u64,
+    /// Queries one caller (token; all unauthenticated callers together) may
+    /// run at once; 0: `max_concurrent`. A token's own `max_concurrent`
+    /// wins.
+    pub per_token_max_concurrent: usize,
+    /// Memory all running queries may hold together (HTTP 422 past it).
+    pub global_memory_limit_mb: usize,
+    /// Disk all queries may spill sorts and joins to together (HTTP 422
+    /// past it).
+    pub spill_limit_mb: usize,
+    /// Threads that execute queries; 0: every core under `serve`, all but
+    /// one under `up`. They run at a lower priority than the pipeline.
+    pub threads: usize,
+    /// Longest SQL text accepted (HTTP 400 past it).
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of expressions or set operations (UNION …) in a
+    /// statement (HTTP 400 past it).
+    pub max_expr_depth: usize,
+    /// Most one call of a value-building function (`repeat`, `lpad`,
+    /// `array_repeat`, `range`, `concat`, …) may build per batch (HTTP 422
+    /// past it).
+    pub max_function_output_mb: usize,
     /// Bearer tokens. None configured: no authentication, and the service
     /// refuses to listen on anything but loopback.
     pub tokens: Vec<Token>,
@@ -51,6 +93,15 @@ impl Default for QueryConfig {
             memory_limit_mb: 2048,
             row_cap: 100_000,
             max_concurrent: 4,
+            max_queued: 32,
+            queue_timeout_secs: 10,
+            per_token_max_concurrent: 0,
+            global_memory_limit_mb: 4096,
+            spill_limit_mb: 8192,
+            threads: 0,
+            max_sql_bytes: 256 * 1024,
+            max_expr_depth: 512,
+            max_function_output_mb: 64,
             tokens: Vec::new(),
         }
     }

@@ -1,9 +1,9 @@
-//! The SQL engine: DataFusion over the Iceberg catalog, read-only, with a
-//! time limit, a memory limit and a row cap per query.
+//! The SQL engine: DataFusion over the Iceberg catalog, read-only, run on
+//! the query executor (see [`crate::isolation`]) with a time limit, memory
+//! limits, bounded functions, a statement shape limit and a row cap.
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,18 +12,24 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::disk_manager::DiskManagerBuilder;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use sluice_schema::tables::NAMESPACE;
-use tokio::sync::Semaphore;
 
-use crate::config::QueryConfig;
+use crate::config::{QueryConfig, Role};
 use crate::error::QueryError;
+use crate::isolation::admission::AdmissionLimits;
+use crate::isolation::sql_shape::{self, ShapeLimits};
+use crate::isolation::{
+    self, ANONYMOUS, ExecutorSettings, QueryExecutor, QueryScope, cancel, functions,
+};
 use crate::metrics::QueryMetrics;
 use crate::object_stores::ObjectStores;
 use crate::scan::SnapshotTable;
@@ -46,60 +52,176 @@ pub struct QueryOutput {
     pub elapsed: Duration,
 }
 
-/// Shared by every query of a process: the catalog, the limits and the
-/// Parquet footer cache.
+/// Shared by every query of a process: the catalog, the limits, the query
+/// executor and the Parquet footer cache.
 pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     catalog: Arc<dyn Catalog>,
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
-    permits: Semaphore,
     metrics: QueryMetrics,
     stores: Arc<ObjectStores>,
+    executor: QueryExecutor,
+    /// The value-building functions, bounded; registered in every session
+    /// over the built-in ones.
+    bounded_functions: Vec<ScalarUDF>,
 }
 
 impl Engine {
     /// `s3`: how to reach S3 data files (the warehouse's settings).
+    /// `config.threads` = 0 starts one query thread per core.
     pub fn new(
         catalog: Arc<dyn Catalog>,
         config: QueryConfig,
         s3: S3Config,
     ) -> Result<Self, QueryError> {
+        let spill = (config.spill_limit_mb as u64).saturating_mul(1 << 20);
         let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_max_temp_directory_size(spill),
+            )
             .build_arc()
             .map_err(|e| QueryError::Internal(format!("starting the query runtime: {e}")))?;
-        let permits = Semaphore::new(config.max_concurrent.max(1));
+        let metrics = QueryMetrics::default();
+        let executor = QueryExecutor::new(executor_settings(&config), metrics.clone())?;
+        let builtins: Vec<_> = SessionContext::new()
+            .state()
+            .scalar_functions()
+            .values()
+            .cloned()
+            .collect();
+        let bounded_functions = functions::bounded(
+            builtins,
+            config.max_function_output_mb.saturating_mul(1 << 20),
+        );
         Ok(Self {
-            catalog,
-            config,
-            runtime,
-            permits,
-            metrics: QueryMetrics::default(),
-            stores: Arc::new(ObjectStores::new(s3)),
+            inner: Arc::new(Inner {
+                catalog,
+                config,
+                runtime,
+                metrics,
+                stores: Arc::new(ObjectStores::new(s3)),
+                executor,
+                bounded_functions,
+            }),
         })
     }
 
     /// The object stores the engine reads the warehouse through.
     pub fn stores(&self) -> &Arc<ObjectStores> {
-        &self.stores
+        &self.inner.stores
     }
 
     pub fn metrics(&self) -> &QueryMetrics {
-        &self.metrics
+        &self.inner.metrics
     }
 
     pub fn config(&self) -> &QueryConfig {
-        &self.config
+        &self.inner.config
     }
 
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
-        &self.catalog
+        &self.inner.catalog
     }
 
-    /// A session that sees each table as of its latest committed snapshot,
-    /// and every table of the namespace, however recently created.
-    pub async fn session(&self) -> Result<SessionContext, QueryError> {
+    /// Where every query runs (see [`crate::isolation`]).
+    pub fn executor(&self) -> &QueryExecutor {
+        &self.inner.executor
+    }
+
+    /// Runs one read-only statement; `params` fill `$1`, `$2`, … in order.
+    /// Outside a request's query it is admitted and runs on the query
+    /// executor as a query of its own (the CLI's embedded mode).
+    pub async fn sql(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryOutput, QueryError> {
+        self.sql_as(sql, params, None).await
+    }
+
+    /// [`Engine::sql`] seeing only the tables `role` may read (`None`: all),
+    /// `information_schema` included: a user's own SQL.
+    pub async fn sql_as(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        role: Option<Role>,
+    ) -> Result<QueryOutput, QueryError> {
+        let inner = self.inner.clone();
+        let sql = sql.to_string();
+        let visible = role.and_then(Role::tables);
+        self.inner
+            .executor
+            .run(
+                ANONYMOUS,
+                async move { inner.sql(&sql, params, visible).await },
+            )
+            .await
+    }
+
+    /// Readiness: the catalog answers within 2 s.
+    pub async fn ready(&self) -> Result<(), String> {
         let namespace = NamespaceIdent::new(NAMESPACE.to_string());
-        let names = match self.catalog.list_tables(&namespace).await {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.inner.catalog.namespace_exists(&namespace),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("catalog: {e}")),
+            Err(_) => Err("catalog did not answer within 2 s".to_string()),
+        }
+    }
+}
+
+/// The executor's settings from `[query]`.
+fn executor_settings(config: &QueryConfig) -> ExecutorSettings {
+    let max_concurrent = config.max_concurrent.max(1);
+    let per_caller_default = match config.per_token_max_concurrent {
+        0 => max_concurrent,
+        n => n,
+    };
+    ExecutorSettings {
+        threads: match config.threads {
+            0 => isolation::default_threads(),
+            n => n,
+        },
+        timeout: Duration::from_secs(config.timeout_secs.max(1)),
+        query_memory: config.memory_limit_mb.saturating_mul(1 << 20),
+        global_memory: config
+            .global_memory_limit_mb
+            .max(config.memory_limit_mb)
+            .saturating_mul(1 << 20),
+        admission: AdmissionLimits {
+            max_concurrent,
+            max_queued: config.max_queued,
+            queue_timeout: Duration::from_secs(config.queue_timeout_secs),
+            per_caller_default,
+            per_caller: config
+                .tokens
+                .iter()
+                .filter_map(|t| Some((t.token.clone(), t.max_concurrent?)))
+                .collect(),
+        },
+    }
+}
+
+impl Inner {
+    /// A session that sees each table as of its latest committed snapshot,
+    /// and every table of the namespace, however recently created; its
+    /// memory is the query's pool.
+    async fn session(
+        &self,
+        scope: &QueryScope,
+        visible: Option<&[&str]>,
+    ) -> Result<SessionContext, QueryError> {
+        let namespace = NamespaceIdent::new(NAMESPACE.to_string());
+        let mut names: Vec<String> = match self.catalog.list_tables(&namespace).await {
             Ok(idents) => idents.into_iter().map(|t| t.name).collect(),
             // A catalog nothing was written to yet: no tables, not an error.
             Err(_)
@@ -113,16 +235,18 @@ impl Engine {
             }
             Err(e) => return Err(QueryError::Catalog(e.to_string())),
         };
+        if let Some(visible) = visible {
+            names.retain(|n| visible.contains(&n.as_str()));
+        }
         let mut runtime = (*self.runtime).clone();
-        let limit = self.config.memory_limit_mb.saturating_mul(1 << 20);
-        runtime.memory_pool = Arc::new(TrackConsumersPool::new(
-            GreedyMemoryPool::new(limit),
-            NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
-        ));
+        runtime.memory_pool = scope.pool.clone();
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DF_CATALOG, NAMESPACE)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, Arc::new(runtime));
+        for f in &self.bounded_functions {
+            ctx.register_udf(f.clone());
+        }
         let catalog = ctx.catalog(DF_CATALOG).ok_or_else(|| {
             QueryError::Internal("the session has no default catalog".to_string())
         })?;
@@ -141,34 +265,42 @@ impl Engine {
         Ok(ctx)
     }
 
-    /// Runs one read-only statement; `params` fill `$1`, `$2`, … in order.
-    pub async fn sql(
+    async fn sql(
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
+        visible: Option<&[&str]>,
     ) -> Result<QueryOutput, QueryError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| QueryError::Internal("the engine is shutting down".to_string()))?;
         let started = Instant::now();
-        let secs = self.config.timeout_secs.max(1);
-        let run = self.run(sql, params);
-        let mut output = tokio::time::timeout(Duration::from_secs(secs), run)
-            .await
-            .map_err(|_| QueryError::Timeout { secs })??;
+        let mut output = self.run(sql, params, visible).await?;
         output.elapsed = started.elapsed();
         self.metrics.statements.inc();
         self.metrics.rows_scanned.inc_by(output.rows_scanned);
         Ok(output)
     }
 
-    async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryOutput, QueryError> {
+    async fn run(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        visible: Option<&[&str]>,
+    ) -> Result<QueryOutput, QueryError> {
         let df_err =
             |e: DataFusionError| QueryError::from_datafusion(e, self.config.memory_limit_mb);
-        let ctx = self.session().await?;
-        let plan = ctx.state().create_logical_plan(sql).await.map_err(df_err)?;
+        let scope = isolation::current_scope().ok_or_else(|| {
+            QueryError::Internal("a statement ran outside the query executor".to_string())
+        })?;
+        let shape = ShapeLimits {
+            max_bytes: self.config.max_sql_bytes,
+            max_depth: self.config.max_expr_depth,
+        };
+        sql_shape::check_length(sql, shape).map_err(QueryError::BadRequest)?;
+        let ctx = self.session(&scope, visible).await?;
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
+        sql_shape::check_depth(&statement, shape).map_err(QueryError::BadRequest)?;
+        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -185,8 +317,11 @@ impl Engine {
             df = df.with_param_values(params).map_err(df_err)?;
         }
         let physical = df.create_physical_plan().await.map_err(df_err)?;
+        let physical = cancel::cancellable(physical, &scope.token).map_err(df_err)?;
         let schema = physical.schema();
         let mut stream = execute_stream(physical.clone(), ctx.task_ctx()).map_err(df_err)?;
+        // The answer is held until it is sent: it counts against the pool.
+        let result = MemoryConsumer::new("query result").register(&scope.pool);
         let mut batches = Vec::new();
         let mut rows = 0usize;
         while let Some(batch) = stream.next().await {
@@ -197,6 +332,9 @@ impl Engine {
                     cap: self.config.row_cap,
                 });
             }
+            result
+                .try_grow(batch.get_array_memory_size())
+                .map_err(df_err)?;
             batches.push(batch);
         }
         Ok(QueryOutput {
@@ -206,21 +344,6 @@ impl Engine {
             rows_scanned: rows_scanned(physical.as_ref()),
             elapsed: Duration::ZERO,
         })
-    }
-
-    /// Readiness: the catalog answers within 2 s.
-    pub async fn ready(&self) -> Result<(), String> {
-        let namespace = NamespaceIdent::new(NAMESPACE.to_string());
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            self.catalog.namespace_exists(&namespace),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("catalog: {e}")),
-            Err(_) => Err("catalog did not answer within 2 s".to_string()),
-        }
     }
 }
 

@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
 use serde_json::json;
 
+/// What a 429 or 503 asks the client to wait before it tries again.
+pub const RETRY_AFTER_SECS: &str = "2";
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// A parameter is missing, malformed or out of range.
@@ -24,6 +27,19 @@ pub enum QueryError {
         "the query needs more than {limit_mb} MiB of working memory (limit [query] memory_limit_mb): {detail}"
     )]
     MemoryLimit { limit_mb: usize, detail: String },
+    /// A scalar function would build a value past `max_function_output_mb`.
+    #[error("{0}")]
+    ValueLimit(String),
+    /// No execution slot: too many queries run or wait (429, Retry-After).
+    #[error("the query service is busy: {0}; retry later")]
+    Busy(String),
+    /// The process is stopping; queries are cancelled.
+    #[error("the query service is shutting down")]
+    ShuttingDown,
+    /// The query's token was cancelled; the executor turns this into the
+    /// cause (timeout, shutdown) before it reaches a caller.
+    #[error("the query was cancelled")]
+    Cancelled,
     #[error("the answer has more than {cap} rows (limit [query] row_cap); add LIMIT or aggregate")]
     RowCap { cap: usize },
     #[error("missing or unknown bearer token")]
@@ -48,6 +64,10 @@ impl QueryError {
             QueryError::Timeout { .. } => "timeout",
             QueryError::MemoryLimit { .. } => "memory_limit",
             QueryError::RowCap { .. } => "row_cap",
+            QueryError::ValueLimit(_) => "value_limit",
+            QueryError::Busy(_) => "busy",
+            QueryError::ShuttingDown => "shutting_down",
+            QueryError::Cancelled => "cancelled",
             QueryError::Unauthorized => "unauthorized",
             QueryError::Forbidden(_) => "forbidden",
             QueryError::NotFound(_) => "not_found",
@@ -62,9 +82,14 @@ impl QueryError {
                 StatusCode::BAD_REQUEST
             }
             QueryError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            QueryError::MemoryLimit { .. } | QueryError::RowCap { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            QueryError::MemoryLimit { .. }
+            | QueryError::RowCap { .. }
+            | QueryError::ValueLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            QueryError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            QueryError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            // Never answered as such (see the variant); a client that
+            // sees it was cut off.
+            QueryError::Cancelled => StatusCode::REQUEST_TIMEOUT,
             QueryError::Unauthorized => StatusCode::UNAUTHORIZED,
             QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
             QueryError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -75,8 +100,18 @@ impl QueryError {
 
     /// Classifies an engine error: the user's mistakes are 4xx, ours 5xx.
     pub fn from_datafusion(e: DataFusionError, memory_limit_mb: usize) -> Self {
+        if crate::isolation::cancel::is_cancelled(&e) {
+            return QueryError::Cancelled;
+        }
         let message = e.to_string();
         match e.find_root() {
+            DataFusionError::External(inner)
+                if inner
+                    .downcast_ref::<crate::isolation::functions::ValueTooLarge>()
+                    .is_some() =>
+            {
+                QueryError::ValueLimit(inner.to_string())
+            }
             DataFusionError::ResourcesExhausted(detail) => QueryError::MemoryLimit {
                 limit_mb: memory_limit_mb,
                 detail: detail.clone(),
@@ -102,6 +137,12 @@ impl IntoResponse for QueryError {
             Json(json!({"error": self.kind(), "detail": self.to_string()})),
         )
             .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -10,6 +10,7 @@ pub mod encode;
 pub mod engine;
 pub mod error;
 pub mod guardrails;
+pub mod isolation;
 pub mod logsearch;
 pub mod loki;
 pub mod metrics;

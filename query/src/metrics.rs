@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,6 +20,11 @@ pub struct ErrorLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct QueryMetrics {
     pub requests: Family<EndpointLabel, Counter>,
@@ -28,6 +34,19 @@ pub struct QueryMetrics {
     pub rows_scanned: Counter,
     /// SQL statements executed, including those the endpoints compose.
     pub statements: Counter,
+    /// Queries holding an execution slot now.
+    pub running: Gauge,
+    /// Queries waiting for a slot now.
+    pub queued: Gauge,
+    /// How long admitted queries waited for their slot.
+    pub queue_wait_seconds: Histogram,
+    /// Queries refused a slot (`queue_full`, `queue_timeout`).
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Queries stopped before they ended (`timeout`, `disconnect`,
+    /// `shutdown`).
+    pub cancelled_by: Family<ReasonLabel, Counter>,
+    /// Bytes the running queries' memory pools hold together.
+    pub memory_reserved_bytes: Gauge,
 }
 
 impl Default for QueryMetrics {
@@ -40,6 +59,12 @@ impl Default for QueryMetrics {
             errors: Family::default(),
             rows_scanned: Counter::default(),
             statements: Counter::default(),
+            running: Gauge::default(),
+            queued: Gauge::default(),
+            queue_wait_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            rejected: Family::default(),
+            cancelled_by: Family::default(),
+            memory_reserved_bytes: Gauge::default(),
         }
     }
 }
@@ -73,6 +98,52 @@ impl QueryMetrics {
             "SQL statements executed",
             self.statements.clone(),
         );
+        r.register(
+            "running",
+            "Queries holding an execution slot",
+            self.running.clone(),
+        );
+        r.register(
+            "queued",
+            "Queries waiting for an execution slot",
+            self.queued.clone(),
+        );
+        r.register(
+            "queue_wait_seconds",
+            "How long admitted queries waited for their slot",
+            self.queue_wait_seconds.clone(),
+        );
+        r.register(
+            "rejected",
+            "Queries refused a slot (HTTP 429) by reason",
+            self.rejected.clone(),
+        );
+        r.register(
+            "cancelled",
+            "Queries stopped before they ended, by reason (timeout, disconnect, shutdown)",
+            self.cancelled_by.clone(),
+        );
+        r.register(
+            "memory_reserved_bytes",
+            "Bytes the running queries' memory pools hold together",
+            self.memory_reserved_bytes.clone(),
+        );
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn cancelled(&self, reason: &str) {
+        self.cancelled_by
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe(&self, endpoint: &str, seconds: f64, error: Option<&str>) {

@@ -112,7 +112,10 @@ impl TimeRange {
         };
         let from = match nonempty(from) {
             Some(f) => parse_instant(f, now).map_err(|e| bad("from", e))?,
-            None => to - default_span,
+            // `to` may be any RFC 3339 instant, down to the earliest one.
+            None => to.checked_sub_signed(default_span).ok_or_else(|| {
+                QueryError::BadRequest(format!("to: {} is too far in the past", rfc3339(to)))
+            })?,
         };
         if from >= to {
             return Err(QueryError::BadRequest(format!(
@@ -246,6 +249,10 @@ mod tests {
         assert!(TimeRange::parse(Some("1h"), Some("2h"), Duration::hours(1), now()).is_err());
         let e = TimeRange::parse(Some("yesterday"), None, Duration::hours(1), now()).unwrap_err();
         assert!(e.to_string().contains("from"), "{e}");
+        // The earliest instant chrono knows: no span fits before it.
+        let e =
+            TimeRange::parse(None, None, Duration::hours(1), DateTime::<Utc>::MIN_UTC).unwrap_err();
+        assert!(e.to_string().contains("too far in the past"), "{e}");
     }
 
     #[test]

@@ -167,9 +167,17 @@ impl Backend {
         const PATH: &str = "/v1/logs/search";
         match self {
             Backend::Remote(s) => s.call(s.get(PATH, pairs), PATH).await,
-            Backend::Local { logs, .. } => {
+            Backend::Local { logs, engine, .. } => {
                 let params: SearchParams = pairs_to_params(pairs)?;
-                Ok(logs.search(params.request(Utc::now())?).await?)
+                let request = params.request(Utc::now())?;
+                let logs = logs.clone();
+                // On the query threads, within the time limit, as the
+                // service runs it.
+                let search = async move { logs.search(request).await };
+                Ok(engine
+                    .executor()
+                    .run(sluice_query::isolation::ANONYMOUS, search)
+                    .await?)
             }
         }
     }

@@ -26,26 +26,56 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Arc<Engine>> {
     )?))
 }
 
-/// Without tokens the API is open, so it may only listen on loopback.
-pub(crate) async fn check_exposure(config: &Config) -> anyhow::Result<()> {
-    if !config.query.tokens.is_empty() {
+/// What a role serves on its port that needs tokens beyond loopback.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exposed {
+    /// The query API (`[query] tokens`).
+    pub api: bool,
+    /// The HTTP intake (`[collector] intake_tokens`).
+    pub intake: bool,
+}
+
+/// Without tokens an endpoint is open, so it may only listen on loopback:
+/// each endpoint the port serves needs its tokens before the role listens
+/// anywhere else.
+pub(crate) async fn check_exposure(config: &Config, exposed: Exposed) -> anyhow::Result<()> {
+    let mut open = Vec::new();
+    let mut missing = Vec::new();
+    if exposed.api && config.query.tokens.is_empty() {
+        open.push("the API");
+        missing.push("[query] tokens");
+    }
+    if exposed.intake && config.collector.intake_tokens.is_empty() {
+        open.push("POST /v1/events");
+        missing.push("[collector] intake_tokens");
+    }
+    if open.is_empty() {
         return Ok(());
     }
     let addrs: Vec<_> = tokio::net::lookup_host(&config.http.addr)
         .await
         .with_context(|| format!("resolving {}", config.http.addr))?
         .collect();
-    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+    if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
         anyhow::bail!(
-            "refusing to serve the API on {open} without authentication: configure [query] tokens \
-             (see sluice.example.toml) or listen on 127.0.0.1"
+            "refusing to serve {} on {addr} without authentication: configure {} \
+             (see sluice.example.toml) or listen on 127.0.0.1",
+            open.join(" and "),
+            missing.join(" and ")
         );
     }
     Ok(())
 }
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
-    check_exposure(config).await?;
+    check_exposure(
+        config,
+        Exposed {
+            api: true,
+            intake: false,
+        },
+    )
+    .await?;
     let engine = open_engine(config).await?;
     let mut registry = Registry::default();
     engine.metrics().register(&mut registry);
@@ -69,10 +99,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let router = health::routes(Arc::new(registry), ready)
         .merge(api::router(state, config.query.tokens.clone()))
         .fallback(api::not_found);
-    let addr = health::spawn(&config.http.addr, router).await?;
+    let addr = health::spawn(&config.http, router).await?;
     tracing::info!(%addr, "query service listening");
     eprintln!("sluice serve: listening on http://{addr}");
     health::shutdown_signal().await;
     tracing::info!("shutting down");
+    // Running queries are cancelled; none holds the exit.
+    engine.executor().shutdown();
     Ok(())
 }

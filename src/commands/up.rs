@@ -78,7 +78,15 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     if config.kafka.bootstrap.is_some() {
         return distributed(config, opts).await;
     }
-    super::serve::check_exposure(config).await?;
+    // One port: the API and the intake.
+    super::serve::check_exposure(
+        config,
+        super::serve::Exposed {
+            api: true,
+            intake: true,
+        },
+    )
+    .await?;
     let mut config = config.clone();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
@@ -242,6 +250,9 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         IntakeSettings {
             topic: String::new(),
             max_body_bytes: config.collector.intake_max_body_bytes,
+            max_record_bytes: config.collector.intake_max_record_bytes,
+            max_records: config.collector.intake_max_records,
+            max_concurrent: config.collector.intake_max_concurrent,
             tokens: config.collector.intake_tokens.clone(),
         },
         collector_metrics.clone(),
@@ -267,7 +278,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         .merge(intake.routes())
         .merge(api::router(state, config.query.tokens.clone()))
         .fallback(api::not_found);
-    let addr = health::spawn(&config.http.addr, router).await?;
+    let addr = health::spawn(&config.http, router).await?;
 
     let demo_stop = Arc::new(AtomicBool::new(false));
     let mut demo_thread = None;
@@ -307,6 +318,8 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
 
     health::shutdown_signal().await;
     eprintln!("sluice up: stopping; committing what was read");
+    // Queries first: a runaway one must not hold the drain.
+    engine.executor().shutdown();
     demo_stop.store(true, Ordering::Relaxed);
     if let Some(t) = demo_thread {
         super::collect::join_thread(t, "the demo").await?;
@@ -348,12 +361,18 @@ async fn distributed(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             config.http.addr
         )
     })?;
-    let at = |offset: u16| {
+    let at = |offset: u16| -> anyhow::Result<Config> {
+        let port = base.port().checked_add(offset).with_context(|| {
+            format!(
+                "--http {}: `sluice up --kafka` needs the three ports after it too",
+                config.http.addr
+            )
+        })?;
         let mut c = config.clone();
-        c.http.addr = std::net::SocketAddr::new(base.ip(), base.port() + offset).to_string();
-        c
+        c.http.addr = std::net::SocketAddr::new(base.ip(), port).to_string();
+        Ok(c)
     };
-    let (serve, collect, write, index) = (at(0), at(1), at(2), at(3));
+    let (serve, collect, write, index) = (at(0)?, at(1)?, at(2)?, at(3)?);
     eprintln!(
         "sluice up --kafka: query {} · collector {} · writer {} · indexer {}",
         serve.http.addr, collect.http.addr, write.http.addr, index.http.addr

@@ -2,6 +2,8 @@
 //! its HTTP endpoints, the interop Python and the tables.
 #![allow(dead_code)]
 
+pub mod up;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -241,8 +243,35 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> HttpResponse {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    http_within(addr, method, path, headers, body, None)
+        .unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
+}
+
+/// [`http`] that gives up after `limit` (connect, send and read), with the
+/// failure as an error instead of a panic.
+pub fn http_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    limit: Option<Duration>,
+) -> Result<HttpResponse, String> {
+    let mut s = match limit {
+        Some(l) => {
+            let sock = addr.parse().map_err(|e| format!("address {addr}: {e}"))?;
+            TcpStream::connect_timeout(&sock, l)
+        }
+        None => TcpStream::connect(addr),
+    }
+    .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(limit).map_err(|e| e.to_string())?;
+    s.set_write_timeout(limit).map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    // The caller's own Host, if it gives one (tests of the Host check).
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -250,27 +279,28 @@ pub fn http(
         head.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     if let Some(b) = body {
-        s.write_all(b).unwrap();
+        s.write_all(b).map_err(|e| format!("send: {e}"))?;
     }
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response head");
+        .ok_or_else(|| format!("no HTTP response head in {} bytes", raw.len()))?;
     let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = headers
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    HttpResponse {
+    Ok(HttpResponse {
         status,
         headers,
         body: raw[split + 4..].to_vec(),
-    }
+    })
 }
 
 /// Starts `sluice serve` on `data_dir`, with `args` before the role (e.g.

@@ -130,13 +130,18 @@ impl LogIndex {
         let splits = self
             .open_splits(f.from, f.to, f.namespace.as_deref(), f.pod.as_deref())
             .await?;
-        tokio::task::spawn_blocking(move || {
+        crate::isolation::blocking(move || {
             let refs: Vec<&OpenSplit> = splits.iter().map(|s| s.as_ref()).collect();
             search::search(&refs, &req)
         })
-        .await
-        .map_err(|e| QueryError::Internal(e.to_string()))?
-        .map_err(|e| QueryError::Internal(format!("search: {e}")))
+        .await?
+        .map_err(|e| {
+            if crate::isolation::current_scope().is_some_and(|s| s.token.is_cancelled()) {
+                QueryError::Cancelled
+            } else {
+                QueryError::Internal(format!("search: {e}"))
+            }
+        })
     }
 }
 

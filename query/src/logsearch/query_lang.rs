@@ -108,10 +108,16 @@ fn lex(q: &str) -> Result<Vec<Tok>, QueryError> {
     Ok(out)
 }
 
+/// How deep `NOT`, `-` and parentheses may nest: the parser and the
+/// search it builds recurse once per level, and a request thread's stack is
+/// finite (60 000 `-` once aborted the process).
+pub const MAX_DEPTH: usize = 64;
+
 struct Parser {
     toks: Vec<Tok>,
     at: usize,
     len: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -166,10 +172,25 @@ impl Parser {
         })
     }
 
+    /// Enters one level of nesting, or refuses past [`MAX_DEPTH`].
+    fn deeper(&mut self) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(QueryError {
+                at: self.pos(),
+                reason: format!("NOT, - and parentheses nest more than {MAX_DEPTH} deep"),
+            });
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> Result<Expr, QueryError> {
         if self.keyword("NOT") || matches!(self.peek(), Some(Tok::Minus(_))) {
             self.at += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.deeper()?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.primary()
     }
@@ -184,7 +205,9 @@ impl Parser {
             None => Err(err("expected a term")),
             Some(Tok::Open(_)) => {
                 self.at += 1;
+                self.deeper()?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 if !matches!(self.peek(), Some(Tok::Close(_))) {
                     return Err(QueryError {
                         at: self.pos(),
@@ -250,6 +273,7 @@ pub fn parse(q: &str) -> Result<Expr, QueryError> {
         toks,
         at: 0,
         len: q.len(),
+        depth: 0,
     };
     let e = p.or()?;
     if p.at < p.toks.len() {
@@ -301,6 +325,19 @@ mod tests {
         assert_eq!(parse("message:Killed").unwrap(), w("killed"));
         // An unknown field name is just text.
         assert_eq!(parse("reason:OOMKilled").unwrap(), w("reason:oomkilled"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        for q in [
+            "-".repeat(60_000) + "x",
+            "NOT ".repeat(10_000) + "x",
+            "(".repeat(10_000) + "x" + &")".repeat(10_000),
+        ] {
+            let e = parse(&q).unwrap_err();
+            assert!(e.reason.contains("nest more than 64"), "{e:?}");
+        }
+        parse(&("(".repeat(60) + "NOT x" + &")".repeat(60))).unwrap();
     }
 
     #[test]

@@ -397,6 +397,7 @@ fn top_lines(
     };
     let mut out = Vec::new();
     for split in splits {
+        cancelled()?;
         let searcher = split.searcher();
         let top = searcher.search(
             query,
@@ -421,12 +422,19 @@ fn top_lines(
     Ok(out)
 }
 
+/// Stops a search whose query was cancelled, between splits.
+fn cancelled() -> tantivy::Result<()> {
+    crate::isolation::cancel::check()
+        .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))
+}
+
 /// Runs a search over `splits` (already chosen by their metadata).
 pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<SearchResult> {
     let fields = LogFields::new();
     let counted = full_query(&fields, req, AtCursor::Ignore);
     let mut total = 0u64;
     for split in splits {
+        cancelled()?;
         total += split.searcher().search(counted.as_ref(), &Count)? as u64;
     }
     let mut lines = match &req.cursor {
@@ -458,6 +466,7 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
     });
     let mut hits = Vec::with_capacity(lines.len());
     for line in lines {
+        cancelled()?;
         let context = if req.context > 0 {
             Some(context_of(splits, &line, req.context)?)
         } else {

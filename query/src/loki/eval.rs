@@ -206,7 +206,12 @@ struct SegmentScan {
     streams: Vec<StreamAcc>,
     top: BinaryHeap<TopLine>,
     error: Option<String>,
+    /// Documents collected, to look at the query's token now and then.
+    seen: u32,
 }
+
+/// The error a segment scan stops with once its query is cancelled.
+const CANCELLED: &str = "cancelled";
 
 struct SegmentFruit {
     segment: SegmentOrdinal,
@@ -247,6 +252,7 @@ impl Collector for ScanCollector {
             stream_of: HashMap::new(),
             streams: Vec::new(),
             top: BinaryHeap::new(),
+            seen: 0,
             error: None,
         })
     }
@@ -363,6 +369,11 @@ impl SegmentCollector for SegmentScan {
         if self.error.is_some() {
             return;
         }
+        self.seen = self.seen.wrapping_add(1);
+        if self.seen.is_multiple_of(4096) && crate::isolation::cancel::check().is_err() {
+            self.error = Some(CANCELLED.to_string());
+            return;
+        }
         if let Err(e) = self.collect_doc(doc) {
             self.error = Some(e);
         }
@@ -384,6 +395,14 @@ pub enum EvalError {
     Index(String),
     #[error("{0}")]
     Limit(String),
+    #[error("the query was cancelled")]
+    Cancelled,
+}
+
+impl From<crate::isolation::cancel::Cancelled> for EvalError {
+    fn from(_: crate::isolation::cancel::Cancelled) -> Self {
+        EvalError::Cancelled
+    }
 }
 
 impl From<tantivy::TantivyError> for EvalError {
@@ -401,6 +420,7 @@ fn scan(
 ) -> Result<Vec<(usize, SegmentFruit)>, EvalError> {
     let mut out = Vec::new();
     for (i, split) in splits.iter().enumerate() {
+        crate::isolation::cancel::check()?;
         let fields = split.fields();
         let plan = plan(fields, sel, from, to);
         let collector = ScanCollector {
@@ -410,6 +430,9 @@ fn scan(
         };
         for fruit in split.searcher().search(plan.query.as_ref(), &collector)? {
             if let Some(e) = &fruit.error {
+                if e == CANCELLED {
+                    return Err(EvalError::Cancelled);
+                }
                 return Err(EvalError::Index(e.clone()));
             }
             out.push((i, fruit));

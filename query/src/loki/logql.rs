@@ -443,10 +443,16 @@ pub fn parse_duration_us(text: &str) -> Option<i64> {
     (total > 0).then_some(total)
 }
 
+/// How deep a metric expression may nest (parentheses, unary minus,
+/// `sum`, and each binary operator of a chain): parsing and evaluation
+/// recurse once per level.
+pub const MAX_DEPTH: usize = 64;
+
 struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     end: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -711,8 +717,27 @@ impl Parser {
         })
     }
 
+    /// Enters one level of nesting, or refuses past [`MAX_DEPTH`].
+    fn deeper(&mut self, at: usize) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(err(
+                at,
+                format!("the expression nests more than {MAX_DEPTH} deep"),
+            ));
+        }
+        Ok(())
+    }
+
     fn primary(&mut self) -> Result<MetricExpr, ParseError> {
         let at = self.at();
+        self.deeper(at)?;
+        let out = self.primary_inner(at);
+        self.depth -= 1;
+        out
+    }
+
+    fn primary_inner(&mut self, at: usize) -> Result<MetricExpr, ParseError> {
         match self.next() {
             Some(Tok::Num(n)) => Ok(MetricExpr::Literal(n)),
             Some(Tok::Op(BinOp::Sub)) => match self.primary()? {
@@ -783,23 +808,30 @@ impl Parser {
     }
 
     fn term(&mut self) -> Result<MetricExpr, ParseError> {
+        let entered = self.depth;
         let mut lhs = self.primary()?;
         while let Some(Tok::Op(op @ (BinOp::Mul | BinOp::Div))) = self.peek().cloned() {
+            // A chain builds a tree one level deeper per operator.
+            self.deeper(self.at())?;
             self.pos += 1;
             let rhs = self.primary()?;
             lhs = binary(op, lhs, rhs, self.at())?;
         }
+        self.depth = entered;
         Ok(lhs)
     }
 
     fn metric(&mut self) -> Result<MetricExpr, ParseError> {
+        let entered = self.depth;
         let mut lhs = self.term()?;
         while let Some(Tok::Op(op @ (BinOp::Add | BinOp::Sub))) = self.peek().cloned() {
             let at = self.at();
+            self.deeper(at)?;
             self.pos += 1;
             let rhs = self.term()?;
             lhs = binary(op, lhs, rhs, at)?;
         }
+        self.depth = entered;
         Ok(lhs)
     }
 }
@@ -830,6 +862,7 @@ pub fn parse(q: &str) -> Result<Query, ParseError> {
         toks,
         pos: 0,
         end: q.chars().count(),
+        depth: 0,
     };
     if p.peek().is_none() {
         return Err(err(0, "syntax error: unexpected end of query"));
@@ -925,6 +958,22 @@ mod tests {
         assert_eq!(parse_duration_us("1m30s"), Some(90_000_000));
         assert_eq!(parse_duration_us("500ms"), Some(500_000));
         assert_eq!(parse_duration_us("1x"), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed() {
+        for q in [
+            "-".repeat(60_000) + "1",
+            "(".repeat(10_000) + "1" + &")".repeat(10_000),
+            format!("1{}", "+1".repeat(20_000)),
+            format!("1{}", "*2".repeat(20_000)),
+            "sum(".repeat(5_000) + "count_over_time({a=\"b\"}[1m])" + &")".repeat(5_000),
+        ] {
+            let e = parse(&q).unwrap_err().to_string();
+            assert!(e.contains("nests more than 64"), "{e}");
+        }
+        parse(&format!("1{}", "+1".repeat(20))).unwrap();
+        parse(&("(".repeat(20) + "-1" + &")".repeat(20))).unwrap();
     }
 
     #[test]

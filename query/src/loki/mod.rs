@@ -72,6 +72,7 @@ impl From<EvalError> for LokiError {
     fn from(e: EvalError) -> Self {
         match e {
             EvalError::Limit(m) => Self::bad(m),
+            EvalError::Cancelled => QueryError::Cancelled.into(),
             EvalError::Index(m) => Self {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 message: m,
@@ -88,8 +89,12 @@ impl From<logql::ParseError> for LokiError {
 
 impl IntoResponse for LokiError {
     fn into_response(self) -> Response {
+        let retry = (self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some([(header::RETRY_AFTER, crate::error::RETRY_AFTER_SECS)]);
         (
             self.status,
+            retry,
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -183,11 +188,14 @@ fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, LokiError> {
 }
 
 /// `step`: a duration (`1m`) or float seconds. Microseconds.
+/// `None` for zero, negative, or under a microsecond (a step that rounds to
+/// 0 would divide by zero).
 fn parse_step(text: &str) -> Option<i64> {
-    if let Ok(f) = text.trim().parse::<f64>() {
-        return (f.is_finite() && f > 0.0).then(|| (f * 1e6).round() as i64);
-    }
-    logql::parse_duration_us(text)
+    let us = match text.trim().parse::<f64>() {
+        Ok(f) => (f.is_finite() && f > 0.0).then(|| (f * 1e6).round() as i64)?,
+        Err(_) => logql::parse_duration_us(text)?,
+    };
+    (us > 0).then_some(us)
 }
 
 fn now_us() -> i64 {
@@ -277,12 +285,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, LokiError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| LokiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: e.to_string(),
-        })?
+    crate::isolation::blocking(f).await?
 }
 
 async fn observed<F>(state: &ApiState, endpoint: &str, body: F) -> Response
@@ -769,6 +772,8 @@ mod tests {
         assert_eq!(parse_step("60"), Some(60_000_000));
         assert_eq!(parse_step("1m"), Some(60_000_000));
         assert_eq!(parse_step("0"), None);
+        assert_eq!(parse_step("0.0000001"), None);
+        assert_eq!(parse_step("-1"), None);
         assert_eq!(sample(2.0), "2");
         assert_eq!(sample(0.25), "0.25");
         assert_eq!(sample(f64::INFINITY), "+Inf");

@@ -1,0 +1,201 @@
+//! Cancellation that reaches operators which never yield on their own.
+//!
+//! DataFusion stops a query when its stream is dropped, but only at the
+//! next point where the task yields, and several operators never yield while
+//! their input keeps producing: a cross join feeding an aggregate, `range`
+//! over 10¹² rows feeding a count. A `tokio::time::timeout` around such a
+//! query never fires, and the worker thread stays busy forever.
+//!
+//! [`cancellable`] therefore wraps *every* node of an executed plan in
+//! [`CancelExec`], whose stream checks the query's token each time its
+//! parent pulls a batch: after a timeout, a client disconnect or shutdown
+//! the next pull anywhere in the tree fails with [`Cancelled`]. It also
+//! spends tokio's cooperative budget, so a busy query yields its thread to
+//! the other queries on the executor every few batches.
+//!
+//! Work outside DataFusion (the log index, LogQL) runs on blocking threads;
+//! it calls [`check`] between units of work (a split, a series).
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+
+/// The error a cancelled query's streams end with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the query was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// Wraps every node of `plan` so that its streams stop once `token` is
+/// cancelled.
+pub fn cancellable(
+    plan: Arc<dyn ExecutionPlan>,
+    token: &CancellationToken,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
+    let wrapped = plan.transform_up(|node| {
+        Ok(Transformed::yes(
+            Arc::new(CancelExec::new(node, token.clone())) as Arc<dyn ExecutionPlan>,
+        ))
+    })?;
+    Ok(wrapped.data)
+}
+
+/// A pass-through node whose stream checks a cancellation token.
+#[derive(Debug)]
+pub struct CancelExec {
+    inner: Arc<dyn ExecutionPlan>,
+    token: CancellationToken,
+}
+
+impl CancelExec {
+    pub fn new(inner: Arc<dyn ExecutionPlan>, token: CancellationToken) -> Self {
+        Self { inner, token }
+    }
+}
+
+impl DisplayAs for CancelExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("CancelExec")
+    }
+}
+
+impl ExecutionPlan for CancelExec {
+    fn name(&self) -> &str {
+        "CancelExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.inner]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(inner), true) => Ok(Arc::new(CancelExec::new(inner, self.token.clone()))),
+            _ => Err(DataFusionError::Internal(
+                "CancelExec takes exactly one child".to_string(),
+            )),
+        }
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DFResult<SendableRecordBatchStream> {
+        if self.token.is_cancelled() {
+            return Err(cancelled_error());
+        }
+        let inner = self.inner.execute(partition, context)?;
+        Ok(Box::pin(CancelStream {
+            inner,
+            token: self.token.clone(),
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        None
+    }
+}
+
+/// The error DataFusion carries up from a cancelled stream.
+pub fn cancelled_error() -> DataFusionError {
+    DataFusionError::External(Box::new(Cancelled))
+}
+
+/// Whether a DataFusion error (or one it wraps) is a cancellation.
+pub fn is_cancelled(e: &DataFusionError) -> bool {
+    match e.find_root() {
+        DataFusionError::External(inner) => inner.downcast_ref::<Cancelled>().is_some(),
+        _ => false,
+    }
+}
+
+struct CancelStream {
+    inner: SendableRecordBatchStream,
+    token: CancellationToken,
+}
+
+impl Stream for CancelStream {
+    type Item = DFResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.token.is_cancelled() {
+            return Poll::Ready(Some(Err(cancelled_error())));
+        }
+        // Spend the task's budget: a query that always has a batch ready
+        // still yields its thread now and then.
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        let polled = self.inner.as_mut().poll_next(cx);
+        if polled.is_ready() {
+            coop.made_progress();
+        }
+        polled
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl RecordBatchStream for CancelStream {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+thread_local! {
+    /// The token of the query a blocking thread works for.
+    static BLOCKING_TOKEN: RefCell<Option<CancellationToken>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the current query's behalf on a blocking thread: [`check`]
+/// inside it answers for `token`.
+pub fn with_token<T>(token: Option<CancellationToken>, f: impl FnOnce() -> T) -> T {
+    let previous = BLOCKING_TOKEN.with(|t| t.replace(token));
+    let out = f();
+    BLOCKING_TOKEN.with(|t| t.replace(previous));
+    out
+}
+
+/// `Err(Cancelled)` once the query this blocking work runs for was
+/// cancelled; cheap enough to call per split or per series.
+pub fn check() -> Result<(), Cancelled> {
+    BLOCKING_TOKEN.with(|t| match t.borrow().as_ref() {
+        Some(token) if token.is_cancelled() => Err(Cancelled),
+        _ => Ok(()),
+    })
+}
