@@ -98,6 +98,13 @@ pub struct CollectorConfig {
     pub scan_interval_ms: u64,
     /// Largest `POST /v1/events` body (compressed or decoded).
     pub intake_max_body_bytes: usize,
+    /// Largest record of a body, attributes included (rejected by index
+    /// past it). Must stay under the broker's `message.max.bytes`.
+    pub intake_max_record_bytes: usize,
+    /// Most records in one body (413 past it).
+    pub intake_max_records: usize,
+    /// Intake requests handled at once (429 past it).
+    pub intake_max_concurrent: usize,
     /// Bearer tokens `POST /v1/events` accepts; empty = no authentication.
     pub intake_tokens: Vec<String>,
     /// Watch Pods and Events in the Kubernetes API.
@@ -118,6 +125,9 @@ impl Default for CollectorConfig {
             compression: "lz4".into(),
             scan_interval_ms: 250,
             intake_max_body_bytes: 8 << 20,
+            intake_max_record_bytes: sluice_ingest::collect::intake::DEFAULT_MAX_RECORD_BYTES,
+            intake_max_records: 10_000,
+            intake_max_concurrent: 16,
             intake_tokens: Vec::new(),
             kubernetes: false,
             kubeconfig: None,
@@ -130,12 +140,26 @@ impl Default for CollectorConfig {
 pub struct HttpConfig {
     /// Address the role's HTTP server (API, health, metrics) listens on.
     pub addr: String,
+    /// Host names the server answers to besides loopback ones (on loopback)
+    /// or at all (elsewhere; empty: any). Protects against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://grafana.example`) whose pages may call the API
+    /// from a browser (CORS). Empty: none.
+    pub cors_origins: Vec<String>,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (slowloris).
+    pub header_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:7878".into(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            max_connections: 1024,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -277,15 +301,174 @@ impl Config {
         if let Some(f) = overrides.log_format {
             config.log_format = f;
         }
+        config.check_tokens()?;
+        config.check_intake_limits()?;
         Ok(config)
     }
+
+    /// An accepted record must always be writable: the intake's record cap
+    /// stays under the largest message the producer may send.
+    fn check_intake_limits(&self) -> anyhow::Result<()> {
+        let max_message = self
+            .kafka
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(KAFKA_DEFAULT_MESSAGE_MAX_BYTES);
+        // Room for the key, headers and the record batch's framing.
+        let cap = self.collector.intake_max_record_bytes;
+        if cap + 16 * 1024 > max_message {
+            anyhow::bail!(
+                "[collector] intake_max_record_bytes = {cap} does not fit in a Kafka message of \
+                 {max_message} bytes (message.max.bytes, minus 16 KiB for key and headers): \
+                 lower it, or raise message.max.bytes in [kafka.properties] and on the broker"
+            );
+        }
+        Ok(())
+    }
+
+    /// Bearer tokens must be long enough not to be guessed: an empty or
+    /// short one is a configuration error, not an open door.
+    fn check_tokens(&self) -> anyhow::Result<()> {
+        let short = |t: &str| t.trim().len() < MIN_TOKEN_CHARS;
+        if self.query.tokens.iter().any(|t| short(&t.token)) {
+            anyhow::bail!(
+                "[query] tokens: every token needs at least {MIN_TOKEN_CHARS} characters \
+                 (e.g. `openssl rand -hex 24`)"
+            );
+        }
+        if self.collector.intake_tokens.iter().any(|t| short(t)) {
+            anyhow::bail!(
+                "[collector] intake_tokens: every token needs at least {MIN_TOKEN_CHARS} \
+                 characters (e.g. `openssl rand -hex 24`)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The configuration with every secret replaced, for printing
+    /// (`sluice config`): tokens, the S3 secret key, the REST catalog's
+    /// token and credential, a password in the Postgres URI, and Kafka
+    /// properties that hold passwords or keys.
+    pub fn redacted(&self) -> Config {
+        const HIDDEN: &str = "<redacted>";
+        let mut c = self.clone();
+        for t in &mut c.query.tokens {
+            t.token = HIDDEN.into();
+        }
+        for t in &mut c.collector.intake_tokens {
+            *t = HIDDEN.into();
+        }
+        if c.warehouse.s3.secret_access_key.is_some() {
+            c.warehouse.s3.secret_access_key = Some(HIDDEN.into());
+        }
+        match &mut c.catalog {
+            CatalogConfig::Rest {
+                token, credential, ..
+            } => {
+                for secret in [token, credential].into_iter().flatten() {
+                    *secret = HIDDEN.into();
+                }
+            }
+            CatalogConfig::Postgres { uri } => {
+                // postgres://user:password@host/db
+                if let Some((scheme, rest)) = uri.split_once("://")
+                    && let Some((userinfo, host)) = rest.split_once('@')
+                    && let Some((user, _)) = userinfo.split_once(':')
+                {
+                    *uri = format!("{scheme}://{user}:{HIDDEN}@{host}");
+                }
+            }
+            CatalogConfig::Sqlite { .. } => {}
+        }
+        for (key, value) in &mut c.kafka.properties {
+            if ["password", "secret", "key.pem", "token"]
+                .iter()
+                .any(|s| key.contains(s))
+            {
+                *value = HIDDEN.into();
+            }
+        }
+        c
+    }
 }
+
+/// librdkafka's default `message.max.bytes`.
+const KAFKA_DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The shortest bearer token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_short_tokens_refused() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                (
+                    "SLUICE_QUERY__TOKENS",
+                    r#"[{token="analyst-token-0123456789", role="analyst"}]"#,
+                ),
+                (
+                    "SLUICE_COLLECTOR__INTAKE_TOKENS",
+                    r#"["intake-token-0123456789"]"#,
+                ),
+                ("SLUICE_WAREHOUSE__S3__SECRET_ACCESS_KEY", "s3-secret"),
+            ]),
+        )
+        .unwrap();
+        let mut c = c;
+        c.kafka
+            .properties
+            .insert("sasl.password".into(), "kafka-secret".into());
+        let text = toml::to_string_pretty(&c.redacted()).unwrap();
+        for secret in [
+            "analyst-token-0123456789",
+            "intake-token-0123456789",
+            "s3-secret",
+            "kafka-secret",
+        ] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert!(text.contains("<redacted>"));
+        let pg = Config {
+            catalog: CatalogConfig::Postgres {
+                uri: "postgres://sluice:hunter2@db:5432/iceberg".into(),
+            },
+            ..Config::default()
+        };
+        let text = toml::to_string_pretty(&pg.redacted()).unwrap();
+        assert!(
+            text.contains("postgres://sluice:<redacted>@db:5432/iceberg"),
+            "{text}"
+        );
+
+        let e = Config::load(
+            &Overrides::default(),
+            env(&[("SLUICE_COLLECTOR__INTAKE_MAX_RECORD_BYTES", "2000000")]),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("message.max.bytes"), "{e:#}");
+        let mut big = Config::default();
+        big.collector.intake_max_record_bytes = 2_000_000;
+        big.kafka
+            .properties
+            .insert("message.max.bytes".into(), "4000000".into());
+        big.check_intake_limits().unwrap();
+        for (name, value) in [
+            ("SLUICE_QUERY__TOKENS", r#"[{token="", role="admin"}]"#),
+            ("SLUICE_QUERY__TOKENS", r#"[{token="short", role="admin"}]"#),
+            ("SLUICE_COLLECTOR__INTAKE_TOKENS", r#"["  "]"#),
+        ] {
+            let e = Config::load(&Overrides::default(), env(&[(name, value)])).unwrap_err();
+            assert!(format!("{e:#}").contains("at least 16 characters"), "{e:#}");
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

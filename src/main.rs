@@ -122,7 +122,9 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::Guardrails(args) => runtime()?.block_on(guardrails_command(args.action, config)),
         Command::Logs(args) => runtime()?.block_on(commands::logs::run(args.action, config)),
         Command::Config => {
-            let text = toml::to_string_pretty(config).context("rendering configuration")?;
+            // Secrets stay out of terminals, logs and support tickets.
+            let text =
+                toml::to_string_pretty(&config.redacted()).context("rendering configuration")?;
             print!("{text}");
             Ok(())
         }

@@ -575,7 +575,7 @@ async fn http_intake_accepts_valid_records_after_the_broker_acknowledged() {
     let config = tmp.path().join("sluice.toml");
     fs::write(
         &config,
-        "[collector]\npod_logs = false\nintake_max_body_bytes = 65536\nintake_tokens = [\"s3cret\", \"other\"]\n",
+        "[collector]\npod_logs = false\nintake_max_body_bytes = 65536\nintake_tokens = [\"s3cret-intake-token\", \"other-intake-token\"]\n",
     )
     .unwrap();
     let env = [
@@ -589,7 +589,7 @@ async fn http_intake_accepts_valid_records_after_the_broker_acknowledged() {
         "unused",
         &env,
     );
-    let auth = ("Authorization", "Bearer s3cret");
+    let auth = ("Authorization", "Bearer s3cret-intake-token");
     let post = |headers: &[(&str, &str)], body: &[u8]| {
         common::http(&addr, "POST", "/v1/events", headers, Some(body))
     };

@@ -358,18 +358,36 @@ fn check_rendered(objs: &[Value]) {
         .and_then(|v| v.as_str()?.parse().ok())
         .expect("the indexer is given --memory-mib");
     let limit = str_of(&ic["resources"]["limits"]["memory"]);
-    let limit_mib: u64 = limit
-        .strip_suffix("Gi")
-        .and_then(|g| g.parse::<u64>().ok())
-        .map(|g| g * 1024)
-        .or_else(|| limit.strip_suffix("Mi").and_then(|m| m.parse().ok()))
-        .expect("the indexer's memory limit in Gi or Mi");
+    let limit_mib = mebibytes(limit).expect("the indexer's memory limit in Gi or Mi");
     assert!(
         budget_mib + 1024 <= limit_mib,
         "--memory-mib {budget_mib} leaves less than 1 GiB under the {limit} limit"
     );
+    // All queries of a query pod together stay under its memory limit, with
+    // room for the rest of the process.
+    let qc = &find(objs, "Deployment", "sluice-query")["spec"]["template"]["spec"]["containers"][0];
+    let config = rendered_config(objs);
+    let global_mib = config["query"]["global_memory_limit_mb"]
+        .as_integer()
+        .expect("[query] global_memory_limit_mb in the rendered config")
+        as u64;
+    let limit = str_of(&qc["resources"]["limits"]["memory"]);
+    let limit_mib = mebibytes(limit).expect("the query pods' memory limit in Gi or Mi");
+    assert!(
+        global_mib + 512 <= limit_mib,
+        "global_memory_limit_mb {global_mib} leaves less than 512 MiB under the {limit} limit"
+    );
     let svc = find(objs, "Service", "sluice-query");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+}
+
+/// `3Gi` or `512Mi` in MiB.
+fn mebibytes(quantity: &str) -> Option<u64> {
+    quantity
+        .strip_suffix("Gi")
+        .and_then(|g| g.parse::<u64>().ok())
+        .map(|g| g * 1024)
+        .or_else(|| quantity.strip_suffix("Mi").and_then(|m| m.parse().ok()))
 }
 
 /// (API group, resource) of every kind `ingest/src/collect/kube_watch.rs`
@@ -503,8 +521,8 @@ fn stand_in(var: &str) -> String {
         "SLUICE_CATALOG__URI" => "postgres://sluice:pw@postgres:5432/iceberg".into(),
         "SLUICE_CATALOG__TOKEN" => "catalog-token".into(),
         "SLUICE_CATALOG__CREDENTIAL" => "client:secret".into(),
-        "SLUICE_QUERY__TOKENS" => "[{token=\"t0ken\", role=\"admin\"}]".into(),
-        "SLUICE_COLLECTOR__INTAKE_TOKENS" => "[\"intake-t0ken\"]".into(),
+        "SLUICE_QUERY__TOKENS" => "[{token=\"t0ken-for-deploy-tests\", role=\"admin\"}]".into(),
+        "SLUICE_COLLECTOR__INTAKE_TOKENS" => "[\"intake-t0ken-for-tests\"]".into(),
         "SLUICE_WAREHOUSE__S3__ACCESS_KEY_ID" => "AKIAEXAMPLE".into(),
         "SLUICE_WAREHOUSE__S3__SECRET_ACCESS_KEY" => "s3cr3t/example".into(),
         "NODE_NAME" => "node-1".into(),
@@ -612,6 +630,14 @@ fn check_configs_of(objs: &[Value], expect_catalog: &str) {
                         .as_array()
                         .is_some_and(|t| !t.is_empty()),
                     "{what}: `sluice serve` refuses 0.0.0.0 without tokens"
+                );
+            }
+            if name.ends_with("sluice-collector") || name.ends_with("sluice-collector-watch") {
+                assert!(
+                    cfg["collector"]["intake_tokens"]
+                        .as_array()
+                        .is_some_and(|t| !t.is_empty()),
+                    "{what}: `sluice collect` refuses to serve the intake on 0.0.0.0 without tokens"
                 );
             }
         }

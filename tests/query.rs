@@ -848,9 +848,9 @@ fn tokens_and_roles_guard_the_api() {
     let config = tmp.path().join("sluice.toml");
     std::fs::write(
         &config,
-        "[[query.tokens]]\ntoken = \"analyst-secret\"\nrole = \"analyst\"\n\
-         [[query.tokens]]\ntoken = \"operator-secret\"\nrole = \"operator\"\n\
-         [[query.tokens]]\ntoken = \"admin-secret\"\nrole = \"admin\"\n",
+        "[[query.tokens]]\ntoken = \"analyst-secret-token\"\nrole = \"analyst\"\n\
+         [[query.tokens]]\ntoken = \"operator-secret-token\"\nrole = \"operator\"\n\
+         [[query.tokens]]\ntoken = \"admin-secret-token\"\nrole = \"admin\"\n",
     )
     .unwrap();
     let (_server, addr) = spawn_serve(&f.data_dir, &["--config", config.to_str().unwrap()], &[]);
@@ -871,17 +871,80 @@ fn tokens_and_roles_guard_the_api() {
     expect_error(&r, 401, "unauthorized");
     assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
     expect_error(&call(Some("wrong"), "/v1/sql"), 401, "unauthorized");
-    assert_eq!(call(Some("analyst-secret"), "/v1/sql").status, 200);
-    assert_eq!(call(Some("admin-secret"), "/v1/sql").status, 200);
-    expect_error(&call(Some("operator-secret"), "/v1/sql"), 403, "forbidden");
+    assert_eq!(call(Some("analyst-secret-token"), "/v1/sql").status, 200);
+    assert_eq!(call(Some("admin-secret-token"), "/v1/sql").status, 200);
     expect_error(
-        &call(Some("operator-secret"), "/v1/attribution"),
+        &call(Some("operator-secret-token"), "/v1/sql"),
+        403,
+        "forbidden",
+    );
+    expect_error(
+        &call(Some("operator-secret-token"), "/v1/attribution"),
         403,
         "forbidden",
     );
     let health = "/v1/services/x/y/health";
-    assert_eq!(call(Some("operator-secret"), health).status, 200);
-    assert_eq!(call(Some("analyst-secret"), health).status, 200);
+    assert_eq!(call(Some("operator-secret-token"), health).status, 200);
+    assert_eq!(call(Some("analyst-secret-token"), health).status, 200);
+    // Roles guard data, not only routes: an analyst's SQL sees the API
+    // events alone, in queries and in information_schema; an admin's all.
+    let sql_as = |token: &str, q: &str| {
+        let auth = format!("Bearer {token}");
+        http(
+            &addr,
+            "POST",
+            "/v1/sql",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(json!({ "sql": q }).to_string().as_bytes()),
+        )
+    };
+    for hidden in [
+        "pod_logs",
+        "platform.pod_logs",
+        "sluice.platform.platform_events",
+    ] {
+        let r = sql_as(
+            "analyst-secret-token",
+            &format!("SELECT count(*) FROM {hidden}"),
+        );
+        let detail = expect_error(&r, 400, "sql");
+        assert!(detail.contains("not found"), "{hidden}: {detail}");
+    }
+    let listed = |token: &str| -> Vec<String> {
+        let r = sql_as(
+            token,
+            "SELECT table_name FROM information_schema.tables              WHERE table_schema = 'platform' ORDER BY table_name",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["table_name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed("analyst-secret-token"), ["platform_event_logs"]);
+    assert_eq!(
+        listed("admin-secret-token"),
+        ["platform_event_logs", "platform_events", "pod_logs"]
+    );
+    assert_eq!(
+        sql_as(
+            "analyst-secret-token",
+            "SELECT count(*) FROM platform_event_logs"
+        )
+        .status,
+        200
+    );
+    // A subquery or a join does not widen it.
+    let r = sql_as(
+        "analyst-secret-token",
+        "SELECT count(*) FROM platform_event_logs e          WHERE EXISTS (SELECT 1 FROM pod_logs p WHERE p.pod = e.service)",
+    );
+    expect_error(&r, 400, "sql");
     // Probes and the API description stay open.
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     assert_eq!(http_get(&addr, "/readyz").0, 200);

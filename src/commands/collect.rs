@@ -32,6 +32,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         queue_bytes: c.memory_limit_bytes / 4 * 3,
         extra: config.kafka.properties.clone(),
     };
+    super::serve::check_exposure(
+        config,
+        super::serve::Exposed {
+            api: false,
+            intake: true,
+        },
+    )
+    .await?;
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::register(&mut registry);
 
@@ -47,6 +55,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         IntakeSettings {
             topic: topics.events.clone(),
             max_body_bytes: c.intake_max_body_bytes,
+            max_record_bytes: c.intake_max_record_bytes,
+            max_records: c.intake_max_records,
+            max_concurrent: c.intake_max_concurrent,
             tokens: c.intake_tokens.clone(),
         },
         metrics.clone(),
@@ -98,7 +109,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     };
     let watch_task = watcher.clone().map(|w| tokio::spawn(w.run()));
     let router = health::routes(Arc::new(registry), ready).merge(intake.routes());
-    let addr = health::spawn(&config.http.addr, router).await?;
+    let addr = health::spawn(&config.http, router).await?;
     tracing::info!(%addr, "collector serving POST /v1/events, /healthz, /readyz, /metrics");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -105,7 +105,7 @@ pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
             })
         })
     };
-    let addr = health::spawn(&config.http.addr, health::routes(Arc::new(registry), ready)).await?;
+    let addr = health::spawn(&config.http, health::routes(Arc::new(registry), ready)).await?;
     tracing::info!(%addr, "indexer serving /healthz, /readyz, /metrics");
     let shutdown = health::shutdown_signal();
     tokio::pin!(shutdown);

@@ -76,7 +76,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             })
         })
     };
-    let addr = health::spawn(&config.http.addr, health::routes(Arc::new(registry), ready)).await?;
+    let addr = health::spawn(&config.http, health::routes(Arc::new(registry), ready)).await?;
     tracing::info!(%addr, writer = %writer_id, "writer serving /healthz, /readyz, /metrics");
 
     let mut settings = WriterSettings::new(&bootstrap, &config.kafka.group_id, &topics.dlq);

@@ -25,6 +25,7 @@ use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use sluice_schema::raw::RawEvent;
+use tokio::sync::Semaphore;
 
 use super::metrics::CollectorMetrics;
 
@@ -33,9 +34,25 @@ pub struct IntakeSettings {
     pub topic: String,
     /// Largest request body, compressed or not, and largest decoded body.
     pub max_body_bytes: usize,
+    /// Largest record, attributes included; a larger one is rejected by
+    /// name. Kept below what the broker and the write-ahead log take, so an
+    /// accepted record is always writable.
+    pub max_record_bytes: usize,
+    /// Most records in one request (413 past it).
+    pub max_records: usize,
+    /// Requests handled at once (429 past it): bounds the bodies in memory.
+    pub max_concurrent: usize,
     /// Bearer tokens accepted; empty = no authentication.
     pub tokens: Vec<String>,
 }
+
+/// The default record cap: under librdkafka's default `message.max.bytes`
+/// (1 000 000) with room for the key and headers, and far under the
+/// write-ahead log's 4 MiB read window.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 << 10;
+
+/// Rejections listed in one answer; the rest are counted.
+const MAX_LISTED_REJECTIONS: usize = 100;
 
 /// Where accepted records go.
 pub enum Outlet {
@@ -48,51 +65,143 @@ pub struct Intake {
     outlet: Outlet,
     settings: IntakeSettings,
     metrics: CollectorMetrics,
+    /// Requests in progress (bodies in memory).
+    slots: Arc<Semaphore>,
 }
 
 impl Intake {
     pub fn new(outlet: Outlet, settings: IntakeSettings, metrics: CollectorMetrics) -> Self {
+        let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
         Self {
             outlet,
             settings,
             metrics,
+            slots,
         }
     }
 
     pub fn routes(self: Arc<Self>) -> Router {
         let limit = self.settings.max_body_bytes;
+        let slots = self.slots.clone();
         Router::new()
             .route("/v1/events", post(post_events))
             .layer(DefaultBodyLimit::max(limit))
+            // Outside the body limit: the slot is taken before the body is read.
+            .layer(axum::middleware::from_fn_with_state(slots, one_slot))
             .with_state(self)
     }
+}
+
+/// Admits a request only while a slot is free; 429 otherwise.
+async fn one_slot(
+    State(slots): State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many intake requests at once ([collector] intake_max_concurrent); retry",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return r;
+    };
+    next.run(request).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-/// One record of the body: where it came from and its bytes.
-struct Item {
+/// One record of the body: where it came from and its bytes (borrowed
+/// from the decoded body: no copy, no `Value` tree per record).
+struct Item<'a> {
     index: usize,
-    payload: Result<Vec<u8>, String>,
+    payload: &'a [u8],
 }
 
-/// Splits a decoded body into records.
-fn split_body(body: &[u8]) -> Result<Vec<Item>, String> {
+/// A JSON array's elements as raw slices, refused past `max` elements
+/// before more are read.
+struct CappedArray<'a> {
+    items: Vec<&'a serde_json::value::RawValue>,
+    max: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut CappedArray<'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut CappedArray<'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of event objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            if self.items.len() >= self.max {
+                return Err(serde::de::Error::custom(TooMany(self.max)));
+            }
+            self.items.push(item);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct TooMany(usize);
+
+impl std::fmt::Display for TooMany {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the body holds more than {} records ([collector] intake_max_records); split it",
+            self.0
+        )
+    }
+}
+
+/// Splits a decoded body into at most `max` records.
+fn split_body(body: &[u8], max: usize) -> Result<Vec<Item<'_>>, Refusal> {
+    let bad = |m: String| refuse(StatusCode::BAD_REQUEST, m);
     let trimmed = body.trim_ascii();
     if trimmed.is_empty() {
-        return Err("empty body: send a JSON object, a JSON array or NDJSON".into());
+        return Err(bad(
+            "empty body: send a JSON object, a JSON array or NDJSON".into(),
+        ));
     }
     if trimmed.starts_with(b"[") {
-        let items: Vec<Value> = serde_json::from_slice(trimmed)
-            .map_err(|e| format!("body is not a JSON array: {e}"))?;
-        return Ok(items
+        let mut array = CappedArray {
+            items: Vec::new(),
+            max,
+        };
+        let mut de = serde_json::Deserializer::from_slice(trimmed);
+        if let Err(e) =
+            serde::de::DeserializeSeed::deserialize(&mut array, &mut de).and_then(|()| de.end())
+        {
+            if e.to_string().contains("intake_max_records") {
+                return Err(refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    TooMany(max).to_string(),
+                ));
+            }
+            return Err(bad(format!("body is not a JSON array: {e}")));
+        }
+        return Ok(array
+            .items
             .into_iter()
             .enumerate()
             .map(|(index, v)| Item {
                 index,
-                payload: serde_json::to_vec(&v).map_err(|e| e.to_string()),
+                payload: v.get().as_bytes(),
             })
             .collect());
     }
@@ -101,33 +210,37 @@ fn split_body(body: &[u8]) -> Result<Vec<Item>, String> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok() {
         return Ok(vec![Item {
             index: 0,
-            payload: Ok(trimmed.to_vec()),
+            payload: trimmed,
         }]);
     }
-    Ok(trimmed
+    let mut items = Vec::new();
+    for (index, line) in trimmed
         .split(|b| *b == b'\n')
         .map(<[u8]>::trim_ascii)
         .filter(|l| !l.is_empty())
         .enumerate()
-        .map(|(index, line)| Item {
+    {
+        if index >= max {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                TooMany(max).to_string(),
+            ));
+        }
+        items.push(Item {
             index,
-            payload: Ok(line.to_vec()),
-        })
-        .collect())
+            payload: line,
+        });
+    }
+    Ok(items)
 }
 
 fn authorized(intake: &Intake, headers: &HeaderMap) -> bool {
     if intake.settings.tokens.is_empty() {
         return true;
     }
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    intake.settings.tokens.iter().any(|t| t == given.trim())
+    // The same check as the query API's: scheme case-insensitive,
+    // constant-time comparison.
+    sluice_http::auth::find(headers, &intake.settings.tokens, |t| t).is_some()
 }
 
 /// A refusal, already shaped as the response.
@@ -200,35 +313,43 @@ async fn post_events(
         Ok(d) => d,
         Err(Refusal(response)) => return *response,
     };
-    let items = match split_body(&decoded) {
+    let items = match split_body(&decoded, intake.settings.max_records) {
         Ok(items) => items,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        Err(Refusal(response)) => return *response,
     };
     let total = items.len();
-    let mut rejected = Vec::new();
+    let max_record = intake.settings.max_record_bytes;
+    let mut rejected = Rejected::default();
     let mut valid = Vec::new();
     for item in items {
-        let checked = item.payload.and_then(|p| {
-            RawEvent::validate_json_bytes(&p)
-                .map(|e| (e, p))
-                .map_err(|e| e.to_string())
-        });
-        match checked {
-            Ok((event, payload)) => {
+        if item.payload.len() > max_record {
+            rejected.push(
+                item.index,
+                format!(
+                    "the record is {} bytes, over the limit of {max_record} \
+                     ([collector] intake_max_record_bytes): shorten its attributes",
+                    item.payload.len()
+                ),
+            );
+            continue;
+        }
+        match RawEvent::validate_json_bytes(item.payload) {
+            Ok(event) => {
                 let key = event.user_id.unwrap_or(event.service);
-                valid.push((item.index, key, payload));
+                valid.push((item.index, key, item.payload));
             }
-            Err(reason) => rejected.push(json!({"index": item.index, "error": reason})),
+            Err(e) => rejected.push(item.index, e.to_string()),
         }
     }
-    intake.metrics.intake_rejected.inc_by(rejected.len() as u64);
+    intake.metrics.intake_rejected.inc_by(rejected.total as u64);
     if valid.is_empty() {
         return (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({
                 "error": "no valid record",
                 "accepted": 0,
-                "rejected": rejected,
+                "rejected": rejected.listed,
+                "rejected_total": rejected.total,
             })),
         )
             .into_response();
@@ -236,7 +357,7 @@ async fn post_events(
     let producer = match &intake.outlet {
         Outlet::Kafka(p) => p,
         Outlet::Wal(wal) => {
-            let records: Vec<&[u8]> = valid.iter().map(|(_, _, p)| p.as_slice()).collect();
+            let records: Vec<&[u8]> = valid.iter().map(|(_, _, p)| *p).collect();
             if let Err(e) = wal.append(&records).await {
                 tracing::error!(error = %e, "intake: cannot append to the write-ahead log");
                 return error(
@@ -250,7 +371,9 @@ async fn post_events(
     let topic = intake.settings.topic.as_str();
     let sends = valid.iter().map(|(_, key, payload)| {
         producer.send(
-            FutureRecord::to(topic).key(key.as_bytes()).payload(payload),
+            FutureRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(*payload),
             Duration::from_secs(30),
         )
     });
@@ -276,13 +399,31 @@ async fn post_events(
     accepted(&intake, valid.len(), rejected, total)
 }
 
-fn accepted(intake: &Intake, valid: usize, rejected: Vec<Value>, total: usize) -> Response {
+/// The rejected records: the first [`MAX_LISTED_REJECTIONS`] by index and
+/// reason, and how many in all.
+#[derive(Default)]
+struct Rejected {
+    listed: Vec<Value>,
+    total: usize,
+}
+
+impl Rejected {
+    fn push(&mut self, index: usize, reason: String) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED_REJECTIONS {
+            self.listed.push(json!({"index": index, "error": reason}));
+        }
+    }
+}
+
+fn accepted(intake: &Intake, valid: usize, rejected: Rejected, total: usize) -> Response {
     intake.metrics.intake_records.inc_by(valid as u64);
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({
             "accepted": valid,
-            "rejected": rejected,
+            "rejected": rejected.listed,
+            "rejected_total": rejected.total,
             "records": total,
         })),
     )
@@ -295,16 +436,31 @@ mod tests {
 
     #[test]
     fn bodies_split_into_records() {
-        let one = split_body(b" {\"a\":\n 1} ").unwrap();
+        let split = |b: &'static [u8]| split_body(b, 1000).ok().unwrap();
+        let one = split(b" {\"a\":\n 1} ");
         assert_eq!(one.len(), 1);
-        let arr = split_body(b"[{\"a\":1},{\"a\":2}]").unwrap();
+        let arr = split(b"[{\"a\":1},{\"a\":2}]");
         assert_eq!(arr.len(), 2);
-        assert_eq!(arr[1].payload.as_deref().unwrap(), b"{\"a\":2}");
-        let nd = split_body(b"{\"a\":1}\n\nnot json\n{\"a\":3}\n").unwrap();
+        assert_eq!(arr[1].payload, b"{\"a\":2}");
+        let nd = split(b"{\"a\":1}\n\nnot json\n{\"a\":3}\n");
         assert_eq!(nd.len(), 3);
-        assert_eq!(nd[1].payload.as_deref().unwrap(), b"not json");
+        assert_eq!(nd[1].payload, b"not json");
         assert_eq!(nd[2].index, 2);
-        assert!(split_body(b"  ").is_err());
-        assert!(split_body(b"[{\"a\":1},").is_err());
+        assert!(split_body(b"  ", 1000).is_err());
+        assert!(split_body(b"[{\"a\":1},", 1000).is_err());
+    }
+
+    #[test]
+    fn record_counts_are_capped_before_the_rest_is_read() {
+        let status = |r: Result<Vec<Item<'_>>, Refusal>| match r {
+            Ok(items) => items.len() as u16,
+            Err(Refusal(response)) => response.status().as_u16(),
+        };
+        // A few bytes per record: millions of `{}` in a small gzip body.
+        let many = format!("[{}{{}}]", "{},".repeat(100_000));
+        assert_eq!(status(split_body(many.as_bytes(), 10_000)), 413);
+        let lines = "{}\n".repeat(100_000);
+        assert_eq!(status(split_body(lines.as_bytes(), 10_000)), 413);
+        assert_eq!(status(split_body(b"[{},{}]", 2)), 2);
     }
 }

@@ -42,12 +42,18 @@ impl Wal {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(err)?;
+        if !existed {
+            // The new file's directory entry must be durable before the
+            // first record acknowledged in it is.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        }
         let size = file.metadata().map_err(err)?.len();
         let end = complete_length(&mut file, size).map_err(err)?;
         if end != size {

@@ -65,6 +65,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "sluice.component" (dict "root" . "component" "query-tokens")) .Values.query.tokens.existingSecret -}}
 {{- end -}}
 
+{{- define "sluice.intakeTokensSecretName" -}}
+{{- default (include "sluice.component" (dict "root" . "component" "intake-tokens")) .Values.collector.intake.tokensSecret -}}
+{{- end -}}
+
+{{/* SLUICE_COLLECTOR__INTAKE_TOKENS from the intake tokens Secret (a list item). */}}
+{{- define "sluice.intakeTokensEnv" -}}
+- name: SLUICE_COLLECTOR__INTAKE_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sluice.intakeTokensSecretName" . }}
+      key: {{ .Values.collector.intake.tokensKey }}
+{{- end -}}
+
 {{- define "sluice.directoryConfigMapName" -}}
 {{- default (include "sluice.component" (dict "root" . "component" "directory")) .Values.enrich.existingConfigMap -}}
 {{- end -}}
