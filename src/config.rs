@@ -565,7 +565,7 @@ mod tests {
         let path = dir.path().join("sluice.toml");
         std::fs::write(
             &path,
-            "[query]\nrow_cap = 10\n[[query.tokens]]\ntoken = \"t1\"\nrole = \"operator\"\n[guardrails]\nheadroom = 2.0\n",
+            "[query]\nrow_cap = 10\n[[query.tokens]]\ntoken = \"t1-operator-token-0001\"\nrole = \"operator\"\n[guardrails]\nheadroom = 2.0\n",
         )
         .unwrap();
         let o = Overrides {
@@ -584,7 +584,7 @@ mod tests {
             &Overrides::default(),
             env(&[(
                 "SLUICE_QUERY__TOKENS",
-                "[{token=\"s3cret\", role=\"analyst\"}, {token=\"root\", role=\"admin\"}]",
+                "[{token=\"s3cret-analyst-token\", role=\"analyst\"}, {token=\"root-admin-token-01\", role=\"admin\"}]",
             )]),
         )
         .unwrap();

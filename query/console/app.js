@@ -176,7 +176,7 @@
     const hint = err.status === 401
       ? 'The service wants a bearer token: set one under “Access token” in the sidebar.'
       : err.status === 403
-        ? 'The token’s role may not call this endpoint (analyst: SQL, attribution, guardrails; operator: logs).'
+        ? 'The token’s role may not call this endpoint (analyst: attribution, guardrails; operator: logs; SQL sees only the role’s tables).'
         : err.status === 0 ? 'Is sluice serve still running?' : null;
     return h('div', { class: 'error', role: 'alert', 'data-test': 'error', 'data-status': err.status },
       h('strong', { text: err.status ? `HTTP ${err.status} · ${err.kind}` : 'No answer' }),

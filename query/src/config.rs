@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// SQL, attribution, guardrails, service health.
+    /// Attribution, guardrails, service health; SQL over the API events.
     Analyst,
-    /// Log search and service health.
+    /// Log search, the Loki API, service health; SQL over the pod logs and
+    /// lifecycle events.
     Operator,
     /// Everything.
     Admin,
