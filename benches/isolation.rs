@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_usize, generate_events, median};
+use common::{env_usize, generate_events, import, median};
 
 /// One request; the status and how long the answer took.
 fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, Duration) {
@@ -98,19 +98,7 @@ fn main() -> anyhow::Result<()> {
     let gen_dir = tmp.path().join("gen");
     let data_dir = tmp.path().join("data");
     generate_events(&gen_dir, events, 7, 11)?;
-    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "import",
-            gen_dir.to_str().unwrap_or_default(),
-            "--format",
-            "json",
-        ])
-        .env_remove("SLUICE_CONFIG")
-        .stdout(Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "sluice import failed");
+    import(&data_dir, &gen_dir)?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

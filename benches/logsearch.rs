@@ -35,7 +35,7 @@ use sluice_query::logsearch::{LogIndex, SearchParams};
 use sluice_query::object_stores::ObjectStores;
 
 mod common;
-use common::{UNTIL, env_usize};
+use common::{UNTIL, env_usize, import};
 
 const PODS: usize = 40;
 const DAYS: u32 = 7;
@@ -239,19 +239,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "import",
-            gen_dir.to_str().unwrap_or_default(),
-            "--format",
-            "json",
-        ])
-        .env_remove("SLUICE_CONFIG")
-        .stdout(Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "sluice import failed");
+    import(&data_dir, &gen_dir)?;
     eprintln!("imported in {:.0} s", t.elapsed().as_secs_f64());
 
     let rt = tokio::runtime::Builder::new_multi_thread()

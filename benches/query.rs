@@ -26,7 +26,7 @@ use sluice_query::engine::Engine;
 use sluice_query::guardrails::{Scope, peaks};
 
 mod common;
-use common::{UNTIL, env_usize, generate_events};
+use common::{UNTIL, env_usize, generate_events, import};
 
 fn p50(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
@@ -49,19 +49,7 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "import",
-            gen_dir.to_str().unwrap_or_default(),
-            "--format",
-            "json",
-        ])
-        .env_remove("SLUICE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "sluice import failed");
+    import(&data_dir, &gen_dir)?;
     eprintln!("imported in {:.0} s", t.elapsed().as_secs_f64());
     std::fs::remove_dir_all(&gen_dir)?;
 

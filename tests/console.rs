@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 mod common;
-use common::{Proc, free_port, http, http_get};
+use common::{Proc, enc, free_port, http, http_get};
 
 /// A running `sluice up --demo` and what the demo says about itself.
 struct Demo {
@@ -291,7 +291,7 @@ fn check_http(demo: &Demo) {
     let mut last = String::new();
     let agreed = (0..10).any(|_| {
         let to = rfc3339(Utc::now() - chrono::Duration::seconds(1));
-        let range = format!("from={}&to={}", encode(&from), encode(&to));
+        let range = format!("from={}&to={}", enc(&from), enc(&to));
         let attribution = get_json(addr, &format!("/v1/attribution?by=team&{range}&limit=3"));
         let series = get_json(
             addr,
@@ -336,12 +336,12 @@ fn check_http(demo: &Demo) {
     });
     assert!(agreed, "the series never added up to attribution:\n{last}");
     // One principal at the guardrails' window: one point per busy minute.
-    let range = format!("from={}", encode(&from));
+    let range = format!("from={}", enc(&from));
     let one = get_json(
         addr,
         &format!(
             "/v1/attribution/series?by=user&{range}&principal={}&step=1m",
-            encode(&demo.spike)
+            enc(&demo.spike)
         ),
     );
     assert_eq!(one["series"].as_array().unwrap().len(), 1, "{one}");
@@ -353,18 +353,6 @@ fn check_http(demo: &Demo) {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Percent-encodes a query-string value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::up::{catch_up_exactly, count, spawn_up, wait_for};
-use common::{Proc, free_port, http_within, spawn_serve};
+use common::{Proc, enc, free_port, http_within, spawn_serve};
 use serde_json::json;
 
 /// `[query] timeout_secs` for the run.
@@ -72,18 +72,6 @@ fn get_case(name: &'static str, path: String, expect: &'static [u16]) -> Case {
         body: None,
         expect,
     }
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 const TIMEOUT: &[u16] = &[408];

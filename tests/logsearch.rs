@@ -18,7 +18,7 @@ use serde_json::Value;
 use sluice::generator::{self, GenConfig, Manifest};
 
 mod common;
-use common::{Proc, http, ok, sluice, spawn_serve};
+use common::{Proc, enc, http, ok, sluice, spawn_serve};
 
 const UNTIL: &str = "2026-11-21T00:00:00Z";
 const DAYS: u32 = 2;
@@ -164,18 +164,6 @@ fn get_json(addr: &str, path: &str) -> Value {
     let r = http(addr, "GET", path, &[], None);
     assert_eq!(r.status, 200, "GET {path}: {}", r.text());
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.text()))
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Every hit of a search (paged by cursor), as (ts, ns, pod, container,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sluice::generator::{self, GenConfig, Manifest};
 
 mod common;
-use common::{HttpResponse, http, http_get, ok, sluice, sluice_with, spawn_serve};
+use common::{HttpResponse, enc, http, http_get, ok, sluice, sluice_with, spawn_serve};
 
 const UNTIL: &str = "2026-11-21T00:00:00Z";
 const DAYS: u32 = 3;
@@ -158,17 +158,6 @@ fn expect_error(r: &HttpResponse, status: u16, kind: &str) -> String {
     let detail = body["detail"].as_str().unwrap().to_string();
     assert!(!detail.is_empty());
     detail
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn compare_attribution(sluice: &Value, duck: &Value, what: &str) {

@@ -24,6 +24,22 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// The end of every benchmark's generated history.
 pub const UNTIL: &str = "2026-11-21T00:00:00Z";
 
+/// `sluice import DIR --format json` into `data_dir` (not timed by the
+/// caller unless it wants to).
+pub fn import(data_dir: &Path, gen_dir: &Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("import")
+        .arg(gen_dir)
+        .args(["--format", "json"])
+        .env_remove("SLUICE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "sluice import failed");
+    Ok(())
+}
+
 /// A generated cluster of one pod with `events` API events over `days`
 /// before [`UNTIL`], written to `out`.
 pub fn generate_events(
