@@ -44,6 +44,22 @@ fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, Duration) 
     (status, started.elapsed())
 }
 
+/// The value of a metric without labels on `/metrics`.
+fn metric(addr: &str, name: &str) -> f64 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return -1.0;
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -134,15 +150,17 @@ fn main() -> anyhow::Result<()> {
     let idle = measure(&addr, runs);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
     let runaways: Vec<_> = (0..4)
         .map(|_| {
-            let (addr, stop, started) = (addr.clone(), stop.clone(), started.clone());
+            let (addr, stop, finished) = (addr.clone(), stop.clone(), finished.clone());
             std::thread::spawn(move || {
-                let body = r#"{"sql":"SELECT count(*) FROM platform_event_logs a, platform_event_logs b, platform_event_logs c"}"#;
+                // A filtered cross join: no statistic answers it, only the
+                // timeout (600 s here) or the end of the benchmark ends it.
+                let body = r#"{"sql":"SELECT count(*) FROM platform_event_logs a, platform_event_logs b, platform_event_logs c WHERE a.latency_ms + b.latency_ms + c.latency_ms < 0"}"#;
                 while !stop.load(Ordering::Relaxed) {
-                    started.fetch_add(1, Ordering::Relaxed);
                     request(&addr, "POST", "/v1/sql", body);
+                    finished.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -150,6 +168,9 @@ fn main() -> anyhow::Result<()> {
     // Let them take the query threads.
     std::thread::sleep(Duration::from_secs(2));
     let loaded = measure(&addr, runs);
+    // They ran the whole time, none answered.
+    let ended_early = finished.load(Ordering::Relaxed);
+    let running = metric(&addr, "sluice_query_running");
     stop.store(true, Ordering::Relaxed);
     // The runaways' connections close with the server.
     let _ = serve.kill();
@@ -157,6 +178,10 @@ fn main() -> anyhow::Result<()> {
     for r in runaways {
         let _ = r.join();
     }
+    anyhow::ensure!(
+        ended_early == 0 && running >= 4.0,
+        "the runaway queries did not keep running ({ended_early} ended, {running} running)"
+    );
 
     println!(
         "isolation ({events} events; {runs} attribution runs per phase; 4 runaway cross joins)"
