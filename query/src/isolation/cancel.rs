@@ -15,13 +15,22 @@
 //!
 //! Work outside DataFusion (the log index, LogQL) runs on blocking threads;
 //! it calls [`check`] between units of work (a split, a series).
+//!
+//! The same streams give young queries the CPU first ([`Precedence`]): a
+//! query that has run longer than [`YOUNG`] waits a millisecond before each
+//! batch while a younger query runs, as multilevel schedulers demote long
+//! jobs. A dashboard's query then answers in about its idle time beside
+//! runaway analytics, which lose little: they were going to run long.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -45,16 +54,36 @@ impl fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
+/// How long a query counts as young.
+pub const YOUNG: Duration = Duration::from_secs(1);
+
+/// What an old query waits per batch while a young one runs.
+const DEMOTED_WAIT: Duration = Duration::from_millis(1);
+
+/// A query's age and the executor's count of young queries.
+#[derive(Debug, Clone)]
+pub struct Precedence {
+    pub started: Instant,
+    /// Queries running that started less than [`YOUNG`] ago.
+    pub young: Arc<AtomicUsize>,
+}
+
+impl Precedence {
+    fn demoted(&self) -> bool {
+        self.started.elapsed() > YOUNG && self.young.load(Ordering::Relaxed) > 0
+    }
+}
+
 /// Wraps every node of `plan` so that its streams stop once `token` is
-/// cancelled.
+/// cancelled, and give way to young queries once this one is old.
 pub fn cancellable(
     plan: Arc<dyn ExecutionPlan>,
     token: &CancellationToken,
+    precedence: &Precedence,
 ) -> DFResult<Arc<dyn ExecutionPlan>> {
     let wrapped = plan.transform_up(|node| {
-        Ok(Transformed::yes(
-            Arc::new(CancelExec::new(node, token.clone())) as Arc<dyn ExecutionPlan>,
-        ))
+        let wrapped = CancelExec::new(node, token.clone(), precedence.clone());
+        Ok(Transformed::yes(Arc::new(wrapped) as Arc<dyn ExecutionPlan>))
     })?;
     Ok(wrapped.data)
 }
@@ -64,11 +93,20 @@ pub fn cancellable(
 pub struct CancelExec {
     inner: Arc<dyn ExecutionPlan>,
     token: CancellationToken,
+    precedence: Precedence,
 }
 
 impl CancelExec {
-    pub fn new(inner: Arc<dyn ExecutionPlan>, token: CancellationToken) -> Self {
-        Self { inner, token }
+    pub fn new(
+        inner: Arc<dyn ExecutionPlan>,
+        token: CancellationToken,
+        precedence: Precedence,
+    ) -> Self {
+        Self {
+            inner,
+            token,
+            precedence,
+        }
     }
 }
 
@@ -100,7 +138,11 @@ impl ExecutionPlan for CancelExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(inner), true) => Ok(Arc::new(CancelExec::new(inner, self.token.clone()))),
+            (Some(inner), true) => Ok(Arc::new(CancelExec::new(
+                inner,
+                self.token.clone(),
+                self.precedence.clone(),
+            ))),
             _ => Err(DataFusionError::Internal(
                 "CancelExec takes exactly one child".to_string(),
             )),
@@ -123,6 +165,8 @@ impl ExecutionPlan for CancelExec {
         Ok(Box::pin(CancelStream {
             inner,
             token: self.token.clone(),
+            precedence: self.precedence.clone(),
+            wait: None,
         }))
     }
 
@@ -147,6 +191,9 @@ pub fn is_cancelled(e: &DataFusionError) -> bool {
 struct CancelStream {
     inner: SendableRecordBatchStream,
     token: CancellationToken,
+    precedence: Precedence,
+    /// The wait of a demoted query before its next batch.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Stream for CancelStream {
@@ -155,6 +202,13 @@ impl Stream for CancelStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.token.is_cancelled() {
             return Poll::Ready(Some(Err(cancelled_error())));
+        }
+        if self.wait.is_none() && self.precedence.demoted() {
+            self.wait = Some(Box::pin(tokio::time::sleep(DEMOTED_WAIT)));
+        }
+        if let Some(wait) = self.wait.as_mut() {
+            ready!(wait.as_mut().poll(cx));
+            self.wait = None;
         }
         // Spend the task's budget: a query that always has a batch ready
         // still yields its thread now and then.

@@ -12,6 +12,8 @@
 //!   above what the statement depth limits allow.
 //! - **Admission** ([`admission`]): at most `max_concurrent` run, at most
 //!   `max_queued` wait, each caller within its own limit; the rest get 429.
+//! - **Precedence**: a query older than a second gives way to younger ones
+//!   (see [`cancel::Precedence`]), so short queries answer beside runaways.
 //! - **Time**: past `timeout_secs` the caller gets 408 at once and the
 //!   query's token is cancelled; every plan node checks it ([`cancel`]),
 //!   so the work stops too. A client that goes away cancels the same way,
@@ -28,6 +30,7 @@ pub mod sql_shape;
 
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +69,8 @@ pub struct ExecutorSettings {
 pub struct QueryScope {
     pub token: CancellationToken,
     pub pool: Arc<dyn MemoryPool>,
+    /// Its age, against the young queries it gives way to.
+    pub precedence: cancel::Precedence,
 }
 
 tokio::task_local! {
@@ -97,6 +102,8 @@ pub struct QueryExecutor {
     shutdown: CancellationToken,
     admission: Admission,
     budget: Arc<GlobalBudget>,
+    /// Running queries younger than [`cancel::YOUNG`].
+    young: Arc<AtomicUsize>,
     settings: ExecutorSettings,
     metrics: QueryMetrics,
 }
@@ -127,6 +134,7 @@ impl QueryExecutor {
             shutdown: CancellationToken::new(),
             admission: Admission::new(settings.admission.clone()),
             budget: Arc::new(GlobalBudget::new(settings.global_memory)),
+            young: Arc::new(AtomicUsize::new(0)),
             settings,
             metrics,
         })
@@ -183,7 +191,15 @@ impl QueryExecutor {
         let scope = QueryScope {
             token: self.shutdown.child_token(),
             pool: self.new_pool(),
+            precedence: cancel::Precedence {
+                started: std::time::Instant::now(),
+                young: self.young.clone(),
+            },
         };
+        // Young until it ends or ages, whichever comes first.
+        let mut young = Some(Young::enter(&self.young));
+        let aged = tokio::time::sleep(cancel::YOUNG);
+        tokio::pin!(aged);
         let token = scope.token.clone();
         let running = self.metrics.running.clone();
         running.inc();
@@ -201,23 +217,30 @@ impl QueryExecutor {
             armed: true,
         };
         let timeout = self.settings.timeout;
-        let outcome = tokio::select! {
-            joined = task => match joined {
-                Ok(result) => result,
-                Err(e) if e.is_panic() => Err(QueryError::Internal(
-                    "the query failed unexpectedly (a panic; see the log)".to_string(),
-                )),
-                Err(_) => Err(QueryError::ShuttingDown),
-            },
-            () = tokio::time::sleep(timeout) => {
-                self.metrics.cancelled("timeout");
-                Err(QueryError::Timeout { secs: timeout.as_secs() })
-            }
-            () = self.shutdown.cancelled() => {
-                self.metrics.cancelled("shutdown");
-                Err(QueryError::ShuttingDown)
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        tokio::pin!(task);
+        let outcome = loop {
+            tokio::select! {
+                joined = &mut task => break match joined {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => Err(QueryError::Internal(
+                        "the query failed unexpectedly (a panic; see the log)".to_string(),
+                    )),
+                    Err(_) => Err(QueryError::ShuttingDown),
+                },
+                () = &mut aged, if young.is_some() => young = None,
+                () = &mut deadline => {
+                    self.metrics.cancelled("timeout");
+                    break Err(QueryError::Timeout { secs: timeout.as_secs() });
+                }
+                () = self.shutdown.cancelled() => {
+                    self.metrics.cancelled("shutdown");
+                    break Err(QueryError::ShuttingDown);
+                }
             }
         };
+        drop(young);
         // Ended or given up: in both cases nothing more is to be done.
         token.cancel();
         guard.task.abort();
@@ -273,6 +296,22 @@ impl Drop for Abandon {
             self.task.abort();
             self.metrics.cancelled("disconnect");
         }
+    }
+}
+
+/// Counts a query as young while it lives.
+struct Young(Arc<AtomicUsize>);
+
+impl Young {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Young {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
