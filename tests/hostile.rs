@@ -117,6 +117,13 @@ fn corpus() -> Vec<Case> {
             &[408, 422],
         ),
         sql_case(
+            "nested-loop join whose filter matches nothing",
+            "SELECT count(*) FROM range(10000000) a JOIN range(10000000) b \
+             ON a.value + b.value < 0"
+                .into(),
+            &[422],
+        ),
+        sql_case(
             "cartesian products under UNION ALL",
             "SELECT count(*) FROM (SELECT a.message FROM pod_logs a, pod_logs b, pod_logs c \
              UNION ALL SELECT a.pod FROM pod_logs a, pod_logs b, pod_logs c) t"

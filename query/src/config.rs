@@ -82,6 +82,10 @@ pub struct QueryConfig {
     /// `array_repeat`, `range`, `concat`, …) may build per batch (HTTP 422
     /// past it).
     pub max_function_output_mb: usize,
+    /// Most rows on the build side of a join without an equality condition
+    /// (a nested-loop join, which cannot be stopped while it compares one
+    /// batch with its whole build side): HTTP 422 past it.
+    pub max_nested_loop_rows: usize,
     /// Bearer tokens. None configured: no authentication, and the service
     /// refuses to listen on anything but loopback.
     pub tokens: Vec<Token>,
@@ -103,6 +107,7 @@ impl Default for QueryConfig {
             max_sql_bytes: 256 * 1024,
             max_expr_depth: 512,
             max_function_output_mb: 64,
+            max_nested_loop_rows: 100_000,
             tokens: Vec::new(),
         }
     }

@@ -317,8 +317,13 @@ impl Inner {
             df = df.with_param_values(params).map_err(df_err)?;
         }
         let physical = df.create_physical_plan().await.map_err(df_err)?;
-        let physical =
-            cancel::cancellable(physical, &scope.token, &scope.precedence).map_err(df_err)?;
+        let physical = cancel::cancellable(
+            physical,
+            &scope.token,
+            &scope.precedence,
+            self.config.max_nested_loop_rows,
+        )
+        .map_err(df_err)?;
         let schema = physical.schema();
         let mut stream = execute_stream(physical.clone(), ctx.task_ctx()).map_err(df_err)?;
         // The answer is held until it is sent: it counts against the pool.

@@ -108,7 +108,10 @@ impl QueryError {
             DataFusionError::External(inner)
                 if inner
                     .downcast_ref::<crate::isolation::functions::ValueTooLarge>()
-                    .is_some() =>
+                    .is_some()
+                    || inner
+                        .downcast_ref::<crate::isolation::cancel::JoinTooLarge>()
+                        .is_some() =>
             {
                 QueryError::ValueLimit(inner.to_string())
             }

@@ -37,6 +37,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::Stream;
@@ -76,17 +77,58 @@ impl Precedence {
 
 /// Wraps every node of `plan` so that its streams stop once `token` is
 /// cancelled, and give way to young queries once this one is old.
+///
+/// A nested-loop join is the one operator that can run for minutes inside a
+/// single poll: it joins each probe batch against its whole build side
+/// before it looks at its input again, and with a filter that matches
+/// nothing it returns nothing until then. Its build side is therefore
+/// limited to `nested_loop_rows` rows (refused with [`JoinTooLarge`] past
+/// it), which keeps one poll around a second.
 pub fn cancellable(
     plan: Arc<dyn ExecutionPlan>,
     token: &CancellationToken,
     precedence: &Precedence,
+    nested_loop_rows: usize,
 ) -> DFResult<Arc<dyn ExecutionPlan>> {
+    let wrap = |node: Arc<dyn ExecutionPlan>, row_limit: Option<usize>| -> Arc<dyn ExecutionPlan> {
+        let mut wrapped = CancelExec::new(node, token.clone(), precedence.clone());
+        wrapped.row_limit = row_limit;
+        Arc::new(wrapped)
+    };
     let wrapped = plan.transform_up(|node| {
-        let wrapped = CancelExec::new(node, token.clone(), precedence.clone());
-        Ok(Transformed::yes(Arc::new(wrapped) as Arc<dyn ExecutionPlan>))
+        let node = if node.as_any().is::<NestedLoopJoinExec>() {
+            let mut children: Vec<_> = node.children().into_iter().cloned().collect();
+            if let Some(build) = children.first_mut() {
+                *build = wrap(build.clone(), Some(nested_loop_rows));
+            }
+            node.with_new_children(children)?
+        } else {
+            node
+        };
+        Ok(Transformed::yes(wrap(node, None)))
     })?;
     Ok(wrapped.data)
 }
+
+/// A nested-loop join's build side passed its row limit.
+#[derive(Debug)]
+pub struct JoinTooLarge {
+    pub limit: usize,
+}
+
+impl fmt::Display for JoinTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a join without an equality condition would compare every row of a side of more \
+             than {} rows with every row of the other ([query] max_nested_loop_rows); join on \
+             equal columns, or filter the sides first",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for JoinTooLarge {}
 
 /// A pass-through node whose stream checks a cancellation token.
 #[derive(Debug)]
@@ -94,6 +136,8 @@ pub struct CancelExec {
     inner: Arc<dyn ExecutionPlan>,
     token: CancellationToken,
     precedence: Precedence,
+    /// Rows the stream may pass in all (a nested-loop join's build side).
+    row_limit: Option<usize>,
 }
 
 impl CancelExec {
@@ -106,6 +150,7 @@ impl CancelExec {
             inner,
             token,
             precedence,
+            row_limit: None,
         }
     }
 }
@@ -138,11 +183,12 @@ impl ExecutionPlan for CancelExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         match (children.pop(), children.is_empty()) {
-            (Some(inner), true) => Ok(Arc::new(CancelExec::new(
-                inner,
-                self.token.clone(),
-                self.precedence.clone(),
-            ))),
+            (Some(inner), true) => {
+                let mut wrapped =
+                    CancelExec::new(inner, self.token.clone(), self.precedence.clone());
+                wrapped.row_limit = self.row_limit;
+                Ok(Arc::new(wrapped))
+            }
             _ => Err(DataFusionError::Internal(
                 "CancelExec takes exactly one child".to_string(),
             )),
@@ -167,6 +213,8 @@ impl ExecutionPlan for CancelExec {
             token: self.token.clone(),
             precedence: self.precedence.clone(),
             wait: None,
+            row_limit: self.row_limit,
+            rows: 0,
         }))
     }
 
@@ -194,6 +242,9 @@ struct CancelStream {
     precedence: Precedence,
     /// The wait of a demoted query before its next batch.
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Rows it may pass in all, when limited, and has passed.
+    row_limit: Option<usize>,
+    rows: usize,
 }
 
 impl Stream for CancelStream {
@@ -216,6 +267,14 @@ impl Stream for CancelStream {
         let polled = self.inner.as_mut().poll_next(cx);
         if polled.is_ready() {
             coop.made_progress();
+        }
+        if let (Poll::Ready(Some(Ok(batch))), Some(limit)) = (&polled, self.row_limit) {
+            self.rows += batch.num_rows();
+            if self.rows > limit {
+                return Poll::Ready(Some(Err(DataFusionError::External(Box::new(
+                    JoinTooLarge { limit },
+                )))));
+            }
         }
         polled
     }
