@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a query was not admitted.
@@ -51,23 +51,23 @@ pub struct AdmissionLimits {
 pub struct Admitted {
     _caller: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
-    running: Arc<AtomicUsize>,
+    running: Gauge,
     /// How long the query waited for its slot.
     pub waited: Duration,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.running.dec();
     }
 }
 
 /// Counts the caller as queued while it lives.
-struct Queued<'a>(&'a AtomicUsize);
+struct Queued<'a>(&'a Gauge);
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
@@ -77,30 +77,32 @@ pub struct Admission {
     /// One semaphore per caller key. Keys are the configured tokens plus
     /// the anonymous caller, so the map is bounded by the configuration.
     callers: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
-    queued: AtomicUsize,
-    running: Arc<AtomicUsize>,
+    /// Queries waiting for a slot, and holding one: the gauges `/metrics`
+    /// exports are the counters themselves.
+    queued: Gauge,
+    running: Gauge,
 }
 
 impl Admission {
-    pub fn new(limits: AdmissionLimits) -> Self {
+    pub fn new(limits: AdmissionLimits, queued: Gauge, running: Gauge) -> Self {
         let global = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         Self {
             limits,
             global,
             callers: std::sync::Mutex::new(HashMap::new()),
-            queued: AtomicUsize::new(0),
-            running: Arc::new(AtomicUsize::new(0)),
+            queued,
+            running,
         }
     }
 
     /// Queries waiting for a slot now.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+    pub fn queued(&self) -> i64 {
+        self.queued.get()
     }
 
     /// Queries holding a slot now.
-    pub fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+    pub fn running(&self) -> i64 {
+        self.running.get()
     }
 
     fn caller_semaphore(&self, caller: &str) -> Arc<Semaphore> {
@@ -132,15 +134,12 @@ impl Admission {
         ) {
             return Ok(self.admitted(c, g, started));
         }
-        // Reserve a place in the queue, or refuse when it is full.
+        // Reserve a place in the queue, or refuse when it is full: the
+        // increments are atomic, so exactly the callers that found fewer
+        // than `max` ahead of them stay.
         let max = self.limits.max_queued;
-        if self
-            .queued
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                (q < max).then_some(q + 1)
-            })
-            .is_err()
-        {
+        if usize::try_from(self.queued.inc()).unwrap_or(0) >= max {
+            self.queued.dec();
             return Err(Refusal::QueueFull { queued: max });
         }
         let _queued = Queued(&self.queued);
@@ -164,7 +163,7 @@ impl Admission {
         global: OwnedSemaphorePermit,
         started: Instant,
     ) -> Admitted {
-        self.running.fetch_add(1, Ordering::Relaxed);
+        self.running.inc();
         Admitted {
             _caller: caller,
             _global: global,
@@ -178,6 +177,10 @@ impl Admission {
 mod tests {
     use super::*;
 
+    fn admission(limits: AdmissionLimits) -> Admission {
+        Admission::new(limits, Gauge::default(), Gauge::default())
+    }
+
     fn limits(max_concurrent: usize, max_queued: usize, per_caller: usize) -> AdmissionLimits {
         AdmissionLimits {
             max_concurrent,
@@ -190,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_up_to_the_limit_then_queues_then_refuses() {
-        let a = Arc::new(Admission::new(limits(2, 1, 2)));
+        let a = Arc::new(admission(limits(2, 1, 2)));
         let p1 = a.admit("x").await.unwrap();
         let _p2 = a.admit("y").await.unwrap();
         assert_eq!(a.running(), 2);
@@ -216,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gives_up_after_the_queue_timeout() {
-        let a = Admission::new(limits(1, 4, 1));
+        let a = admission(limits(1, 4, 1));
         let _p = a.admit("x").await.unwrap();
         let started = Instant::now();
         assert_eq!(a.admit("y").await.unwrap_err(), Refusal::Waited { secs: 0 });
@@ -226,7 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_caller_cannot_take_every_slot() {
-        let a = Admission::new(limits(4, 4, 2));
+        let a = admission(limits(4, 4, 2));
         let _p1 = a.admit("greedy").await.unwrap();
         let _p2 = a.admit("greedy").await.unwrap();
         // The greedy caller's third query waits (and times out) ...

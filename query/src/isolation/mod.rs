@@ -132,7 +132,11 @@ impl QueryExecutor {
             runtime: Mutex::new(Some(runtime)),
             handle,
             shutdown: CancellationToken::new(),
-            admission: Admission::new(settings.admission.clone()),
+            admission: Admission::new(
+                settings.admission.clone(),
+                metrics.queued.clone(),
+                metrics.running.clone(),
+            ),
             budget: Arc::new(GlobalBudget::new(settings.global_memory)),
             young: Arc::new(AtomicUsize::new(0)),
             settings,
@@ -170,10 +174,7 @@ impl QueryExecutor {
         if self.shutdown.is_cancelled() {
             return Err(QueryError::ShuttingDown);
         }
-        self.metrics.queued.inc();
-        let admitted = self.admission.admit(caller).await;
-        self.metrics.queued.dec();
-        let admitted = admitted.map_err(|refusal| {
+        let admitted = self.admission.admit(caller).await.map_err(|refusal| {
             self.metrics.rejected(refusal.reason());
             match refusal {
                 Refusal::QueueFull { queued } => QueryError::Busy(format!(
@@ -201,13 +202,10 @@ impl QueryExecutor {
         let aged = tokio::time::sleep(cancel::YOUNG);
         tokio::pin!(aged);
         let token = scope.token.clone();
-        let running = self.metrics.running.clone();
-        running.inc();
         let task = self.handle.spawn(SCOPE.scope(scope, async move {
             // Held until the work really ends, even after its caller gave
             // up: a query that is still stopping keeps its slot.
             let _admitted = admitted;
-            let _running = Decrement(running);
             work.await
         }));
         let mut guard = Abandon {
@@ -312,14 +310,6 @@ impl Young {
 impl Drop for Young {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-struct Decrement(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for Decrement {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
