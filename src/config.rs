@@ -177,6 +177,10 @@ pub struct WriterConfig {
     pub max_age_ms: u64,
     /// Committed record ids remembered per table to drop replays.
     pub dedup_window: usize,
+    /// On every partition assignment (start, rebalance) the window is
+    /// refilled with the ids of the table's appends from this many seconds
+    /// before its newest snapshot: replays after a restart are dropped too.
+    pub dedup_horizon_secs: u64,
 }
 
 impl Default for WriterConfig {
@@ -186,6 +190,7 @@ impl Default for WriterConfig {
             max_bytes: 128 << 20,
             max_age_ms: 2000,
             dedup_window: 1_000_000,
+            dedup_horizon_secs: 3600,
         }
     }
 }

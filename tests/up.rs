@@ -212,3 +212,168 @@ async fn up_with_kafka_runs_the_distributed_roles() {
     });
     assert!(up.terminate().success());
 }
+
+/// A database of its own on the test Postgres server, for a catalog that two
+/// processes share.
+fn postgres_catalog() -> String {
+    let base = sluice_testkit::postgres_uri();
+    let db = sluice_testkit::unique("shared");
+    let out = Command::new("psql")
+        .args([base.as_str(), "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {db}"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{db}")
+}
+
+/// Posts `n` events with ids `<prefix>-<i>`, `batch` per request; returns
+/// how many were acknowledged (a request to a killed process is not).
+fn post_events(addr: &str, prefix: &str, range: std::ops::Range<usize>, batch: usize) -> usize {
+    let mut acked = 0;
+    let ids: Vec<usize> = range.collect();
+    for chunk in ids.chunks(batch) {
+        let body: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "event_id": format!("{prefix}-{i}"),
+                    "occurred_at": "2026-12-01T00:00:00Z",
+                    "service": "iom-core",
+                    "action": "sql.queries.submit",
+                    "success": true,
+                    "user_id": prefix,
+                    // Instances write records of different lengths, so their
+                    // logs' offsets never line up by chance.
+                    "path": format!("/api/v1/{}", "x".repeat(prefix.len())),
+                })
+            })
+            .collect();
+        let r = http(
+            addr,
+            "POST",
+            "/v1/events",
+            &[("Content-Type", "application/json")],
+            Some(Value::Array(body).to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        acked += chunk.len();
+    }
+    acked
+}
+
+/// Two `sluice up` on one shared catalog (Postgres) and warehouse: each
+/// resumes from its own positions after a `kill -9`, and every event either
+/// accepted lands exactly once. A copy of one's data directory started
+/// beside it is stopped rather than let write rows twice.
+#[test]
+fn two_up_instances_share_a_catalog_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = postgres_catalog();
+    let config = tmp.path().join("shared.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[catalog]\nkind = \"postgres\"\nuri = \"{catalog}\"\n\n[warehouse]\nlocation = \"file://{}\"\n",
+            tmp.path().join("warehouse").display()
+        ),
+    )
+    .unwrap();
+    let env = [("SLUICE_CONFIG", config.display().to_string())];
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (addr_a, addr_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut a = spawn_up(&dir_a, &addr_a, false, &env);
+    let mut b = spawn_up(&dir_b, &addr_b, false, &env);
+
+    // Both take events at once; A is killed halfway and restarted.
+    let b_poster = {
+        let addr_b = addr_b.clone();
+        std::thread::spawn(move || post_events(&addr_b, "bb", 0..3000, 50))
+    };
+    post_events(&addr_a, "a", 0..1500, 50);
+    std::thread::sleep(Duration::from_millis(300));
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let mut a = spawn_up(&dir_a, &addr_a, false, &env);
+    post_events(&addr_a, "a", 1500..3000, 50);
+    assert_eq!(b_poster.join().unwrap(), 3000);
+
+    let n = |addr: &str, q: &str| count(addr, q);
+    wait_for("both instances' events", Duration::from_secs(90), || {
+        n(&addr_a, "SELECT count(*) AS n FROM platform_event_logs") >= 6000
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for addr in [&addr_a, &addr_b] {
+        assert_eq!(
+            n(addr, "SELECT count(*) AS n FROM platform_event_logs"),
+            6000
+        );
+        assert_eq!(
+            n(
+                addr,
+                "SELECT count(DISTINCT event_id) AS n FROM platform_event_logs"
+            ),
+            6000,
+            "an event was written twice"
+        );
+        for who in ["a", "bb"] {
+            assert_eq!(
+                n(
+                    addr,
+                    &format!(
+                        "SELECT count(*) AS n FROM platform_event_logs WHERE user_id = '{who}'"
+                    )
+                ),
+                3000,
+                "{who}'s events"
+            );
+        }
+    }
+    // Each instance's positions are its own.
+    let instance = |dir: &std::path::Path| -> String {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("up/instance.json")).unwrap()).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    assert_ne!(instance(&dir_a), instance(&dir_b));
+    assert!(b.terminate().success());
+
+    // A copy of A's data directory is the same instance: whichever of the
+    // two commits second finds its positions moved by the other and stops.
+    assert!(a.terminate().success());
+    let dir_c = tmp.path().join("c");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&dir_a)
+        .arg(&dir_c)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let addr_c = format!("127.0.0.1:{}", free_port());
+    let mut a = spawn_up(&dir_a, &addr_a, false, &env);
+    let mut c = spawn_up(&dir_c, &addr_c, false, &env);
+    let mut posted = 0;
+    let stopped = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        if let Some(s) = c.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(posted < 40, "neither copy of the instance stopped");
+        for (addr, prefix) in [(&addr_a, "a2"), (&addr_c, "ccc2")] {
+            let _ = std::panic::catch_unwind(|| post_events(addr, prefix, posted..posted + 10, 10));
+        }
+        posted += 10;
+        std::thread::sleep(Duration::from_millis(700));
+    };
+    assert!(!stopped.success(), "stopped with an error: {stopped:?}");
+}

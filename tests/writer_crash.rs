@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sluice::generator::{self, GenConfig, Manifest};
 use sluice_ingest::sinks::iceberg::ABORT_BEFORE_COMMIT_ENV;
-use sluice_schema::tables::EVENT_LOGS;
+use sluice_schema::tables::{EVENT_LOGS, POD_LOGS};
 use sluice_testkit::TestTopic;
 
 mod common;
@@ -232,4 +232,207 @@ async fn two_writers_in_one_group_share_partitions_exactly_once() {
     let ev = &tables["tables"]["platform_event_logs"];
     assert_eq!(ev["rows"], 12_000);
     assert_eq!(ev["distinct_ids"], 12_000);
+}
+
+/// Starts `sluice collect` on `pods_root` (one line per Kafka message).
+fn start_collector(data_dir: &Path, pods_root: &Path, topics: &Topics) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--kafka",
+            &topics.podlogs.bootstrap,
+            "--http",
+            &addr,
+            "collect",
+            "--node",
+            "node-a",
+        ])
+        .arg("--pods-root")
+        .arg(pods_root)
+        .env_remove("SLUICE_CONFIG")
+        .env("SLUICE_KAFKA__TOPICS__PODLOGS", &topics.podlogs.name)
+        .env("SLUICE_COLLECTOR__BATCH_LINES", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start sluice collect");
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "collector never served /healthz");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (proc, addr)
+}
+
+/// A counter from `/metrics`, summed over its label sets.
+fn counter(addr: &str, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Messages in a one-partition topic.
+fn topic_end(topic: &TestTopic) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = topic.client_config().create().unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(&topic.name, 0, Duration::from_secs(10))
+        .unwrap();
+    high
+}
+
+/// The collector dies after sending lines it never checkpointed, and the
+/// writer dies after committing them: the restarted collector sends them
+/// again, to a writer whose in-memory window is empty. The window is refilled
+/// from the table on assignment, so the replays are dropped, not committed
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_after_collector_and_writer_restarts_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gen_dir = tmp.path().join("gen");
+    let data_dir = tmp.path().join("data");
+    let collector_dir = tmp.path().join("collector");
+    let m = generator::generate(
+        &GenConfig {
+            out: gen_dir.clone(),
+            pods: 3,
+            events: 10,
+            days: 1,
+            until: DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            seed: 11,
+            cluster: "it".into(),
+            lines_per_pod_day: 1500,
+            rotate_bytes: 1 << 20,
+            force: false,
+        },
+        &|_| {},
+        &|_| {},
+    )
+    .unwrap();
+    let total = m.totals.log_lines as i64;
+    assert!(total > 2000, "{total} lines");
+    let pods_root = gen_dir.join("var/log/pods");
+    let topics = Topics::create(1).await;
+    let catalog = open_catalog_after(&data_dir, &topics, &gen_dir).await;
+
+    // 1. The collector sends the first pods' lines and saves its
+    //    checkpoint; then the other pods' files appear and it sends those
+    //    too. Its checkpoint from before them is what a crash right after
+    //    that save would have left.
+    let parked = tmp.path().join("parked");
+    std::fs::create_dir_all(&parked).unwrap();
+    let mut pods: Vec<_> = std::fs::read_dir(&pods_root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    pods.sort();
+    for p in &pods[1..] {
+        std::fs::rename(p, parked.join(p.file_name().unwrap())).unwrap();
+    }
+    let (mut w1, _) = start_writer(&data_dir, &topics, "replay-1", &gen_dir, &[]);
+    let (c1, c1_addr) = start_collector(&collector_dir, &pods_root, &topics);
+    let checkpoint = collector_dir.join("collector/checkpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut first = 0.0;
+    let early = loop {
+        let produced = counter(&c1_addr, "sluice_collector_lines_produced_total");
+        // Settled: nothing more to send, and a checkpoint saved since.
+        if produced > 0.0 && produced == first {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            break std::fs::read(&checkpoint).expect("a saved checkpoint");
+        }
+        first = produced;
+        assert!(Instant::now() < deadline, "the collector made no progress");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    };
+    let first = first as i64;
+    assert!(
+        first < total,
+        "the first pod holds {first} of {total} lines"
+    );
+    for p in &pods[1..] {
+        std::fs::rename(parked.join(p.file_name().unwrap()), p).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while topic_end(&topics.podlogs) < total {
+        assert!(
+            Instant::now() < deadline,
+            "the collector sent {} of {total} lines",
+            topic_end(&topics.podlogs)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(c1); // SIGKILL
+    std::fs::write(&checkpoint, &early).unwrap();
+
+    // 2. The writer commits all of it, then dies.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while positions_sum(&catalog, &POD_LOGS).await < total {
+        assert!(Instant::now() < deadline, "writer 1 never caught up");
+        assert!(w1.0.try_wait().unwrap().is_none(), "writer 1 exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(w1); // SIGKILL
+
+    // 3. A new writer (empty window), then the collector re-sends from its
+    //    old checkpoint.
+    let (mut w2, w2_addr) = start_writer(&data_dir, &topics, "replay-2", &gen_dir, &[]);
+    let (mut c2, c2_addr) = start_collector(&collector_dir, &pods_root, &topics);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (-1, -1);
+    loop {
+        let end = topic_end(&topics.podlogs);
+        let at = positions_sum(&catalog, &POD_LOGS).await;
+        if end > total && at == end && last == (end, at) {
+            break;
+        }
+        last = (end, at);
+        assert!(
+            Instant::now() < deadline,
+            "writer 2 never caught up: {end} messages, positions at {at}, {total} lines"
+        );
+        assert!(w2.0.try_wait().unwrap().is_none(), "writer 2 exited");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let replayed = topic_end(&topics.podlogs) - total;
+    assert_eq!(
+        replayed,
+        total - first,
+        "the lines after the old checkpoint"
+    );
+    assert!(
+        counter(&c2_addr, "sluice_collector_lines_produced_total") >= replayed as f64,
+        "the replay came from the restarted collector"
+    );
+    let dropped = counter(&w2_addr, "sluice_writer_duplicates_dropped_total");
+    assert_eq!(dropped as i64, replayed, "every replayed line dropped");
+    assert!(c2.terminate().success());
+    assert!(w2.terminate().success());
+
+    let tables = read_tables(&data_dir, &gen_dir);
+    let logs = &tables["tables"]["pod_logs"];
+    assert_eq!(logs["rows"], total, "{replayed} lines were replayed");
+    assert_eq!(logs["distinct_ids"], total);
+}
+
+/// The writer's catalog, once a first writer run has created it.
+async fn open_catalog_after(
+    data_dir: &Path,
+    topics: &Topics,
+    gen_dir: &Path,
+) -> std::sync::Arc<dyn iceberg::Catalog> {
+    let (w, _) = start_writer(data_dir, topics, "replay-0", gen_dir, &[]);
+    let catalog = open_catalog(data_dir).await;
+    drop(w);
+    catalog
 }

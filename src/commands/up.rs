@@ -22,9 +22,10 @@ use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
 use sluice_ingest::collect::metrics::CollectorMetrics;
 use sluice_ingest::collect::produce::LogSink;
 use sluice_ingest::collect::tail::{Tailer, parse_table_source};
+use sluice_ingest::embedded::instance::Instance;
 use sluice_ingest::embedded::wal::Wal;
 use sluice_ingest::embedded::{
-    BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter,
+    BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter, WriterStopped,
 };
 use sluice_ingest::enrich::Enricher;
 use sluice_ingest::sinks::iceberg::TableSink;
@@ -120,6 +121,11 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         None
     };
 
+    // Positions in the tables are this data directory's own (see
+    // `sluice_ingest::embedded::instance`); a directory written before
+    // instances keeps the unscoped ones.
+    let legacy = up_dir.join("events.wal").exists() || up_dir.join("collector").exists();
+    let instance = Arc::new(Instance::load_or_create(&up_dir, legacy)?);
     let catalog = catalog::open(&config.catalog, &config.warehouse, &config.data_dir).await?;
     catalog::ensure_tables(catalog.as_ref()).await?;
     let enricher = Enricher::new(&config.enrich).context("setting up enrichment")?;
@@ -148,15 +154,34 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         dead_letters: dead_letters.clone(),
         metrics: up_metrics.clone(),
         acks,
+        instance: instance.clone(),
     };
     let (pod_tx, pod_rx) = mpsc::channel::<Message>(64);
     let (event_tx, event_rx) = mpsc::channel::<Message>(64);
     let (lifecycle_tx, lifecycle_rx) = mpsc::channel::<Message>(16);
+    // A writer that stops on its own (another process writing as this
+    // instance) stops `sluice up`.
+    let (stopped_tx, mut stopped) = mpsc::unbounded_channel::<WriterStopped>();
+    let supervised = |w: TableWriter, rx: mpsc::Receiver<Message>| {
+        let stopped_tx = stopped_tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = w.run(rx).await {
+                let _ = stopped_tx.send(e);
+            }
+        })
+    };
     let writers = vec![
-        tokio::spawn(writer(RecordKind::PodLogs, &pod_sink, Some(acks.clone())).run(pod_rx)),
-        tokio::spawn(writer(RecordKind::Events, &event_sink, None).run(event_rx)),
-        tokio::spawn(writer(RecordKind::Lifecycle, &lifecycle_sink, None).run(lifecycle_rx)),
+        supervised(
+            writer(RecordKind::PodLogs, &pod_sink, Some(acks.clone())),
+            pod_rx,
+        ),
+        supervised(writer(RecordKind::Events, &event_sink, None), event_rx),
+        supervised(
+            writer(RecordKind::Lifecycle, &lifecycle_sink, None),
+            lifecycle_rx,
+        ),
     ];
+    drop(stopped_tx);
 
     // The write-ahead logs resume from what their tables hold.
     let events_wal = Wal::open(&up_dir, "events")?;
@@ -166,7 +191,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         (&events_wal, &event_sink, event_tx),
         (&lifecycle_wal, &lifecycle_sink, lifecycle_tx),
     ] {
-        let positions = TableWriter::positions(sink).await;
+        let positions = TableWriter::start_positions(sink, &instance).await.start;
         let from = positions
             .get(&wal.source())
             .map_or(0, |p| u64::try_from(*p).unwrap_or(0));
@@ -179,7 +204,13 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
                 sink.contract().name
             );
         }
-        followers.push(tokio::spawn(wal.clone().follow(from, 5000, tx)));
+        followers.push(tokio::spawn(wal.clone().follow(
+            from,
+            5000,
+            tx,
+            dead_letters.clone(),
+            sink.contract().name,
+        )));
     }
 
     // Pod logs: the checkpoint starts from the positions pod_logs holds.
@@ -188,7 +219,9 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     if config.collector.pod_logs && config.collector.pods_root.is_dir() {
         let checkpoint = CheckpointFile::new(&up_dir.join("collector"));
         let mut saved = checkpoint.load()?;
-        let positions = TableWriter::positions(&pod_sink).await;
+        let positions = TableWriter::start_positions(&pod_sink, &instance)
+            .await
+            .start;
         for (source, offset) in &positions {
             if let Some((key, pos)) = parse_table_source(source, *offset) {
                 let newer = saved
@@ -316,7 +349,13 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "sluice up running");
 
-    health::shutdown_signal().await;
+    let failure = tokio::select! {
+        _ = health::shutdown_signal() => None,
+        Some(e) = stopped.recv() => {
+            tracing::error!(error = %e, "a table writer stopped");
+            Some(e)
+        }
+    };
     eprintln!("sluice up: stopping; committing what was read");
     // Queries first: a runaway one must not hold the drain.
     engine.executor().shutdown();
@@ -343,7 +382,10 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     }
     index_task.abort();
     drop(lock);
-    Ok(())
+    match failure.or_else(|| stopped.try_recv().ok()) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// `sluice up --kafka`: collector, writer, indexer and query service as in

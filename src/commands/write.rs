@@ -84,6 +84,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     settings.max_bytes = config.writer.max_bytes.max(1);
     settings.max_age = Duration::from_millis(config.writer.max_age_ms);
     settings.dedup_window = config.writer.dedup_window;
+    settings.dedup_horizon = Duration::from_secs(config.writer.dedup_horizon_secs);
     settings.extra = config.kafka.properties.clone();
     Writer::new(routes, settings, enricher, metrics, status)
         .run(health::shutdown_signal())

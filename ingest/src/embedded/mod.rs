@@ -5,10 +5,14 @@
 //! position its table holds, so nothing is lost or written twice — the
 //! guarantee the Kafka path gets from partition offsets.
 //!
-//! One process owns a data directory (`sluice up` locks it), so a fenced
-//! commit means the previous attempt of this very batch landed: the writer
-//! re-reads the table and carries on from there.
+//! One process owns a data directory (`sluice up` locks it), and its
+//! positions are scoped by the directory's instance id (see [`instance`]),
+//! so a fenced commit means the previous attempt of this very batch landed:
+//! the writer re-reads the table and carries on from there. If it did not
+//! land, something else is writing as this instance; the writer stops
+//! instead of committing the batch at a position it was not read from.
 
+pub mod instance;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -33,6 +37,7 @@ use crate::enrich::Enricher;
 use crate::sinks::iceberg::{Advance, Outcome, Positions, Sorted, TableSink};
 use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
+use instance::{Instance, StartPositions};
 
 /// Records from one source, in source order, and the source position after
 /// them.
@@ -236,6 +241,28 @@ pub struct TableWriter {
     pub metrics: EmbeddedMetrics,
     /// Acknowledged per message once committed (the tailer's file lanes).
     pub acks: Option<Arc<Acks>>,
+    /// Scopes the sources' keys in the table's positions.
+    pub instance: Arc<Instance>,
+}
+
+/// Why a table writer stopped before its input closed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterStopped {
+    #[error(
+        "table {table}: another process committed positions of this instance ({instance}) — \
+         source {key} expected at {expected:?}, found at {found:?}. Is a copy of this data \
+         directory running elsewhere against the same catalog? Stopping rather than write \
+         rows twice."
+    )]
+    Foreign {
+        table: String,
+        instance: String,
+        key: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+    #[error("table {table}: cannot build a batch ({reason}); stopping rather than skip it")]
+    Contract { table: String, reason: String },
 }
 
 /// A batch ready to commit.
@@ -249,6 +276,12 @@ impl TableWriter {
         TableLabel {
             table: self.sink.contract().name.to_string(),
         }
+    }
+
+    /// This instance's positions in the table (see [`Instance::view`]),
+    /// retried until the catalog answers.
+    pub async fn start_positions(sink: &TableSink, instance: &Instance) -> StartPositions {
+        instance.view(&Self::positions(sink).await)
     }
 
     /// The table's positions, retried until the catalog answers.
@@ -267,8 +300,10 @@ impl TableWriter {
     }
 
     /// Commits what arrives on `rx` until it closes and is drained.
-    pub async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let mut positions = Self::positions(&self.sink).await;
+    pub async fn run(self, mut rx: mpsc::Receiver<Message>) -> Result<(), WriterStopped> {
+        let mut positions = Self::start_positions(&self.sink, &self.instance)
+            .await
+            .committed;
         // Messages after the last boundary of their source wait here for
         // the rest of their chunk.
         let mut pending: Vec<Message> = Vec::new();
@@ -307,7 +342,7 @@ impl TableWriter {
             pending_bytes = pending.iter().flat_map(|m| &m.records).map(Vec::len).sum();
             oldest = (!pending.is_empty()).then(Instant::now);
             match batch {
-                Some(batch) => self.commit(batch, &mut positions).await,
+                Some(batch) => self.commit(batch, &mut positions).await?,
                 None if !open => {
                     // Closed with a chunk cut short: its source re-reads it.
                     tracing::debug!(
@@ -330,12 +365,13 @@ impl TableWriter {
                 }
             }
         }
+        Ok(())
     }
 
     /// Decodes, writes and commits `batch`, retrying until it is in the
     /// table: the sources are blocked behind it anyway, and giving up would
     /// leave a hole.
-    async fn commit(&self, batch: Batch, positions: &mut Positions) {
+    async fn commit(&self, batch: Batch, positions: &mut Positions) -> Result<(), WriterStopped> {
         let started = Instant::now();
         let label = self.label();
         let mut raw = RawRecords::default();
@@ -357,8 +393,10 @@ impl TableWriter {
         let schema = match sink.contract().arrow_schema() {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                tracing::error!(error = %e, "the table contract has no Arrow schema");
-                return;
+                return Err(WriterStopped::Contract {
+                    table: label.table,
+                    reason: e.to_string(),
+                });
             }
         };
         let now = chrono::Utc::now().timestamp_micros();
@@ -376,10 +414,11 @@ impl TableWriter {
                 Err(e) => {
                     // Only a contract bug fails here: retrying cannot help and
                     // skipping would lose data, so this table stops, loudly.
-                    tracing::error!(table = %label.table, error = %e, "cannot build the batch; this table stops");
                     self.metrics.commit_errors.get_or_create(&label).inc();
-                    std::future::pending::<()>().await;
-                    return;
+                    return Err(WriterStopped::Contract {
+                        table: label.table,
+                        reason: e,
+                    });
                 }
             };
         if !rejects.is_empty() {
@@ -414,15 +453,15 @@ impl TableWriter {
             let advances: Vec<Advance> = order
                 .iter()
                 .map(|s| Advance {
-                    source: s.to_string(),
+                    source: self.instance.scoped(s),
                     from: positions.get(&**s).copied(),
                     to: last[s],
                 })
                 .collect();
             match self.sink.commit_sorted(&advances, sorted.as_ref()).await {
                 Ok(Outcome::Committed { rows, .. }) => {
-                    for a in advances {
-                        positions.insert(a.source, a.to);
+                    for (s, a) in order.iter().zip(&advances) {
+                        positions.insert(s.to_string(), a.to);
                     }
                     self.metrics
                         .rows_committed
@@ -444,18 +483,28 @@ impl TableWriter {
                     expected,
                     found,
                 }) => {
-                    *positions = Self::positions(&self.sink).await;
-                    let landed = advances
+                    // Only this instance writes its keys, so either an
+                    // earlier attempt of this very batch landed (its commit
+                    // answer was lost), or someone else writes as us.
+                    *positions = Self::start_positions(&self.sink, &self.instance)
+                        .await
+                        .committed;
+                    let landed = order
                         .iter()
-                        .all(|a| positions.get(&a.source).copied() == Some(a.to));
+                        .zip(&advances)
+                        .all(|(s, a)| positions.get(&**s).copied() == Some(a.to));
                     if landed {
                         tracing::info!(table = %label.table, "an earlier attempt of this batch had committed");
                         break;
                     }
-                    tracing::error!(table = %label.table, %source, ?expected, ?found, "another process moved this table's positions; is a second `sluice up` using this data directory? retrying from the table's positions");
                     self.metrics.commit_errors.get_or_create(&label).inc();
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
+                    return Err(WriterStopped::Foreign {
+                        table: label.table,
+                        instance: self.instance.id.clone(),
+                        key: source,
+                        expected,
+                        found,
+                    });
                 }
                 Err(e) => {
                     tracing::error!(table = %label.table, error = %e, "commit failed; retrying");
@@ -472,6 +521,7 @@ impl TableWriter {
                 }
             }
         }
+        Ok(())
     }
 }
 

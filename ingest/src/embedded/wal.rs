@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use super::Message;
+use super::{DeadLetterFile, Message};
 
 #[derive(Debug, thiserror::Error)]
 #[error("write-ahead log {path}: {source}")]
@@ -127,11 +127,15 @@ impl Wal {
 
     /// Feeds records from `from` on into `out`, `max_records` per message,
     /// until `out` closes.
+    /// A record too long to be one (over [`MAX_RECORD_BYTES`]) goes to
+    /// `dead_letters`, for `table`, with its length and first bytes.
     pub async fn follow(
         self: Arc<Self>,
         from: u64,
         max_records: usize,
         out: mpsc::Sender<Message>,
+        dead_letters: Arc<DeadLetterFile>,
+        table: &'static str,
     ) {
         let source: Arc<str> = self.source().into();
         let mut reader = match File::open(&self.path) {
@@ -167,8 +171,50 @@ impl Wal {
             let usable = match buf.iter().rposition(|b| *b == b'\n') {
                 Some(i) => i + 1,
                 None => {
-                    tracing::error!(path = %self.path.display(), offset = pos, "a record over 4 MiB in the write-ahead log; skipping it");
-                    pos = skip_line(&mut reader, pos + chunk).unwrap_or(end);
+                    // One record longer than the chunk (the intake caps
+                    // records far below this; older logs may hold one).
+                    let after = match long_record(&mut reader, pos, end) {
+                        Ok(LongRecord::Whole(record, after)) => {
+                            let m = Message::records(source.clone(), after, vec![record]);
+                            if out.send(m).await.is_err() {
+                                return;
+                            }
+                            after
+                        }
+                        Ok(LongRecord::TooLong { len, head, after }) => {
+                            let reason = format!(
+                                "a write-ahead log record of {len} bytes: over the {} MiB a record may have",
+                                MAX_RECORD_BYTES >> 20
+                            );
+                            tracing::error!(path = %self.path.display(), offset = pos, len, "{reason}; dead-lettered");
+                            let line = serde_json::json!({
+                                "table": table,
+                                "source": &*source,
+                                "position": after,
+                                "reason": reason,
+                                "record_bytes": len,
+                                "record_head": String::from_utf8_lossy(&head),
+                            });
+                            let mut wait = Duration::from_millis(200);
+                            while let Err(e) = dead_letters.write(std::slice::from_ref(&line)) {
+                                tracing::error!(path = %dead_letters.path().display(), error = %e, "cannot write dead letters; retrying");
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(Duration::from_secs(10));
+                            }
+                            // Moves the table's position past it.
+                            let m = Message::records(source.clone(), after, Vec::new());
+                            if out.send(m).await.is_err() {
+                                return;
+                            }
+                            after
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %self.path.display(), error = %e, "reading the write-ahead log; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    pos = after;
                     continue;
                 }
             };
@@ -215,21 +261,61 @@ fn complete_length(file: &mut File, size: u64) -> std::io::Result<u64> {
     Ok(0)
 }
 
-/// Offset after the newline that ends the line running past `from`.
-fn skip_line(file: &mut File, from: u64) -> std::io::Result<u64> {
+/// The longest record read back whole; the intake's own cap is far lower.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// How much of a too-long record its dead letter shows.
+const HEAD_BYTES: usize = 64 * 1024;
+
+enum LongRecord {
+    /// The record and the offset after its newline.
+    Whole(Vec<u8>, u64),
+    TooLong {
+        len: u64,
+        head: Vec<u8>,
+        after: u64,
+    },
+}
+
+/// Reads the record starting at `from`, which runs past one chunk; `end`
+/// (the durable length) is at a line boundary, so its newline is there.
+fn long_record(file: &mut File, from: u64, end: u64) -> std::io::Result<LongRecord> {
     file.seek(SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut record = Vec::new();
     let mut at = from;
-    loop {
-        let n = file.read(&mut buf)?;
+    while at < end {
+        let want = buf.len().min((end - at) as usize);
+        let n = file.read(&mut buf[..want])?;
         if n == 0 {
-            return Ok(at);
+            break;
         }
-        if let Some(i) = buf[..n].iter().position(|b| *b == b'\n') {
-            return Ok(at + i as u64 + 1);
+        let newline = buf[..n].iter().position(|b| *b == b'\n');
+        let take = newline.map_or(n, |i| i);
+        if (record.len() + take) as u64 <= MAX_RECORD_BYTES {
+            record.extend_from_slice(&buf[..take]);
+        } else if record.len() < HEAD_BYTES {
+            record.extend_from_slice(&buf[..take.min(HEAD_BYTES - record.len())]);
         }
-        at += n as u64;
+        at += take as u64;
+        if newline.is_some() {
+            let len = at - from;
+            let after = at + 1;
+            if len <= MAX_RECORD_BYTES {
+                return Ok(LongRecord::Whole(record, after));
+            }
+            record.truncate(HEAD_BYTES);
+            return Ok(LongRecord::TooLong {
+                len,
+                head: record,
+                after,
+            });
+        }
     }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("no end to the record at offset {from} before the log's durable end {end}"),
+    ))
 }
 
 #[cfg(test)]
@@ -251,7 +337,8 @@ mod tests {
         assert_eq!(wal.len(), durable);
         wal.append(&[b"{\"c\":3}"]).await.unwrap();
         let (tx, mut rx) = mpsc::channel(4);
-        let follower = tokio::spawn(wal.clone().follow(0, 2, tx));
+        let dead = Arc::new(DeadLetterFile::new(dir.path().join("dead.ndjson")));
+        let follower = tokio::spawn(wal.clone().follow(0, 2, tx, dead, "t"));
         let first = rx.recv().await.unwrap();
         assert_eq!(
             first.records,
@@ -260,6 +347,40 @@ mod tests {
         let second = rx.recv().await.unwrap();
         assert_eq!(second.records, vec![b"{\"c\":3}".to_vec()]);
         assert_eq!(second.after as u64, wal.len());
+        follower.abort();
+    }
+
+    #[tokio::test]
+    async fn long_records_come_back_whole_and_too_long_ones_are_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), "events").unwrap();
+        let five_mib = format!("{{\"a\":\"{}\"}}", "x".repeat(5 << 20));
+        let too_long = format!("{{\"b\":\"{}\"}}", "y".repeat(MAX_RECORD_BYTES as usize));
+        wal.append(&[five_mib.as_bytes()]).await.unwrap();
+        wal.append(&[too_long.as_bytes(), b"{\"c\":1}"])
+            .await
+            .unwrap();
+        let dead_path = dir.path().join("dead.ndjson");
+        let dead = Arc::new(DeadLetterFile::new(dead_path.clone()));
+        let (tx, mut rx) = mpsc::channel(4);
+        let follower = tokio::spawn(wal.clone().follow(0, 100, tx, dead, "platform_event_logs"));
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.records, vec![five_mib.into_bytes()]);
+        let second = rx.recv().await.unwrap();
+        assert!(
+            second.records.is_empty(),
+            "the too-long record is not passed on"
+        );
+        let third = rx.recv().await.unwrap();
+        assert_eq!(third.records, vec![b"{\"c\":1}".to_vec()]);
+        assert_eq!(third.after as u64, wal.len());
+        let letters = std::fs::read_to_string(&dead_path).unwrap();
+        let letter: serde_json::Value = serde_json::from_str(letters.trim()).unwrap();
+        assert_eq!(letter["table"], "platform_event_logs");
+        assert_eq!(letter["source"], "wal:events");
+        assert_eq!(letter["record_bytes"], too_long.len() as u64);
+        assert_eq!(letter["position"], second.after);
+        assert!(letter["reason"].as_str().unwrap().contains("64 MiB"));
         follower.abort();
     }
 }

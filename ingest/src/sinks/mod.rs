@@ -2,3 +2,4 @@
 
 pub mod iceberg;
 pub mod parallel_parquet;
+pub mod recent_ids;

@@ -57,6 +57,10 @@ impl DedupWindow {
             .collect()
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }

@@ -56,6 +56,8 @@ pub struct WriterMetrics {
     pub ingest_delay_seconds: Family<TableLabel, Histogram>,
     /// Unix time of the last successful Iceberg commit to the table.
     pub last_commit_timestamp_seconds: Family<TableLabel, Gauge<f64, AtomicU64>>,
+    /// Time to refill the dedup window from the table after an assignment.
+    pub dedup_refill_seconds: Family<TableLabel, Histogram>,
 }
 
 /// Ingest delay buckets: fine around the 5 s target (a bound at 5 exactly),
@@ -83,6 +85,9 @@ impl WriterMetrics {
                 Histogram::new(INGEST_DELAY_BUCKETS)
             }),
             last_commit_timestamp_seconds: Family::default(),
+            dedup_refill_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 14))
+            }),
         };
         let r = registry.sub_registry_with_prefix("sluice_writer");
         r.register(
@@ -144,6 +149,11 @@ impl WriterMetrics {
             "last_commit_timestamp_seconds",
             "Unix time of the last successful Iceberg commit",
             m.last_commit_timestamp_seconds.clone(),
+        );
+        r.register(
+            "dedup_refill_seconds",
+            "Time to refill the dedup window with the table's recent ids after a partition assignment",
+            m.dedup_refill_seconds.clone(),
         );
         m
     }

@@ -47,6 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::enrich::Enricher;
 use crate::sinks::iceberg::{Advance, Outcome, Positions, Sorted, TableSink, kafka_source};
+use crate::sinks::recent_ids::{Reach, recent_ids};
 use decode::RawRecords;
 use dedup::DedupWindow;
 use metrics::{DlqLabel, PartitionLabel, TableLabel, TopicLabel, WriterMetrics};
@@ -88,6 +89,11 @@ pub struct WriterSettings {
     pub max_age: Duration,
     /// Committed ids remembered per table to drop replays.
     pub dedup_window: usize,
+    /// On every partition assignment the window is refilled with the ids
+    /// of the table's appends this far back from its newest snapshot (at
+    /// most `dedup_window` of them): replays that arrive after a restart or
+    /// a rebalance are dropped too.
+    pub dedup_horizon: Duration,
     /// Extra librdkafka properties (`[kafka.properties]`: SASL, TLS) for the
     /// consumer and the dead-letter producer.
     pub extra: std::collections::BTreeMap<String, String>,
@@ -103,6 +109,7 @@ impl WriterSettings {
             max_bytes: 128 << 20,
             max_age: Duration::from_secs(2),
             dedup_window: 1_000_000,
+            dedup_horizon: Duration::from_secs(3600),
             extra: Default::default(),
         }
     }
@@ -306,6 +313,10 @@ struct RouteShared {
     epoch: AtomicU64,
     /// Cut, not yet committed or dropped: (seq, oldest record's arrival, rows).
     in_flight: Mutex<Vec<(u64, Instant, usize)>>,
+    /// Bumped when this table's topic gets partitions, before any of their
+    /// records is consumed: the commit stage then refills its dedup window
+    /// from the table before committing.
+    assignments: AtomicU64,
 }
 
 impl RouteShared {
@@ -416,6 +427,8 @@ impl Writer {
                 index: i,
                 route: route.clone(),
                 window: DedupWindow::new(self.settings.dedup_window),
+                horizon: self.settings.dedup_horizon,
+                refilled: None,
                 metrics: self.metrics.clone(),
                 shared: shared.clone(),
                 consumer: consumer.clone(),
@@ -665,6 +678,7 @@ impl Writer {
             Rebalanced::Assigned(parts) => {
                 for (topic, partition, start) in parts {
                     if let Some(i) = route_of(&topic) {
+                        lanes[i].shared.assignments.fetch_add(1, Ordering::AcqRel);
                         state.insert(
                             (i, partition),
                             PartitionState {
@@ -885,6 +899,10 @@ struct CommitStage {
     index: usize,
     route: Route,
     window: DedupWindow,
+    horizon: Duration,
+    /// The assignment count and the newest snapshot the window was last
+    /// refilled at.
+    refilled: Option<(u64, Option<i64>)>,
     metrics: WriterMetrics,
     shared: Arc<RouteShared>,
     consumer: Arc<KafkaConsumer>,
@@ -936,6 +954,7 @@ impl CommitStage {
             }
         }
         let Prepared { sorted, keys } = decoded;
+        self.refill().await;
         let fresh = self.window.fresh(&keys);
         let dropped = fresh.iter().filter(|f| !**f).count();
         let sorted = if dropped == 0 {
@@ -1019,6 +1038,9 @@ impl CommitStage {
             }) => {
                 tracing::warn!(%source, ?expected, ?found, "batch refused: the table moved; resuming from its positions");
                 self.metrics.fenced_batches.get_or_create(&table).inc();
+                // Someone else committed: their ids join the window before
+                // the batch is committed again.
+                self.shared.assignments.fetch_add(1, Ordering::AcqRel);
                 self.set_back().await;
             }
             Err(e) => {
@@ -1028,6 +1050,59 @@ impl CommitStage {
                 self.set_back().await;
             }
         }
+    }
+
+    /// Refills the dedup window from the table's recent appends when
+    /// partitions were assigned (or another writer committed) since the
+    /// last refill: only the snapshots after that refill are read. Retried
+    /// until the catalog answers, as a commit would be.
+    async fn refill(&mut self) {
+        let wanted = self.shared.assignments.load(Ordering::Acquire);
+        if self.refilled.is_some_and(|(at, _)| at == wanted) {
+            return;
+        }
+        let table_label = self.table();
+        let contract = self.route.sink.contract();
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(200);
+        let found = loop {
+            let reach = Reach {
+                max_ids: self.window.capacity(),
+                horizon: self.horizon,
+                stop_at: self.refilled.and_then(|(_, newest)| newest),
+            };
+            let result = match self.route.sink.load().await {
+                Ok(table) => recent_ids(&table, contract.id_column, reach)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(found) => break found,
+                Err(e) => {
+                    tracing::error!(table = %table_label.table, error = %e, "cannot read the table's recent ids; retrying");
+                    self.metrics.append_errors.get_or_create(&table_label).inc();
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let ids = found.keys.len();
+        self.window.commit(found.keys);
+        self.refilled = Some((wanted, found.newest.or(self.refilled.and_then(|r| r.1))));
+        self.metrics
+            .dedup_refill_seconds
+            .get_or_create(&table_label)
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            table = %table_label.table,
+            ids,
+            snapshots = found.snapshots,
+            files = found.files,
+            window = self.window.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "dedup window refilled from the table"
+        );
     }
 
     /// Marks every batch cut so far stale and sends the consume loop back to
