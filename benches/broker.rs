@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
-use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_testkit::TestTopic;
+use sluice_warehouse::append::TableSink;
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
 use common::{env_usize, generated_events};

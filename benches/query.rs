@@ -19,11 +19,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_query::attribution::{AttributionParams, AttributionQuery, attribution};
 use sluice_query::config::{GuardrailsConfig, QueryConfig};
 use sluice_query::engine::Engine;
 use sluice_query::guardrails::{Scope, peaks};
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
 use common::{UNTIL, env_usize, generate_events, import};

@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_ingest::enrich::{EnrichConfig, Enricher};
-use sluice_ingest::sinks::iceberg::{
+use sluice_schema::tables::EVENT_LOGS;
+use sluice_warehouse::append::{
     Advance, Outcome, Sorted, TableSink, file_source, parquet_properties,
 };
-use sluice_schema::tables::EVENT_LOGS;
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
 use common::{env_usize, generated_events, median};

@@ -10,9 +10,9 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
-use sluice_ingest::catalog::{CatalogConfig, WarehouseConfig};
 use sluice_ingest::enrich::EnrichConfig;
 use sluice_query::config::{GuardrailsConfig, QueryConfig};
+use sluice_warehouse::catalog::{CatalogConfig, WarehouseConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

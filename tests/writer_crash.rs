@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sluice::generator::{self, GenConfig, Manifest};
-use sluice_ingest::sinks::iceberg::ABORT_BEFORE_COMMIT_ENV;
 use sluice_schema::tables::{EVENT_LOGS, POD_LOGS};
 use sluice_testkit::TestTopic;
+use sluice_warehouse::append::ABORT_BEFORE_COMMIT_ENV;
 
 mod common;
 use common::{

@@ -23,9 +23,9 @@ use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS, TableContract
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::enrich::Enricher;
-use crate::sinks::iceberg::{Advance, Outcome, Positions, SinkError, TableSink, file_source};
 use crate::sources::pod_log_file::{self, DEFAULT_MAX_LINE_BYTES, Origin};
 use crate::sources::pod_log_path::PodLogPath;
+use sluice_warehouse::append::{Advance, Outcome, Positions, SinkError, TableSink, file_source};
 
 /// Rows per commit: big enough for large files, small enough to bound memory.
 const COMMIT_ROWS: usize = 500_000;

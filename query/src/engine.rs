@@ -33,7 +33,7 @@ use crate::isolation::{
 use crate::metrics::QueryMetrics;
 use crate::object_stores::ObjectStores;
 use crate::scan::SnapshotTable;
-use sluice_ingest::catalog::S3Config;
+use sluice_warehouse::catalog::S3Config;
 
 /// The catalog DataFusion resolves names in; tables answer to
 /// `platform_event_logs`, `platform.platform_event_logs` and

@@ -33,7 +33,7 @@ use iceberg::table::Table;
 use iceberg_datafusion::IcebergStaticTableProvider;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
-use crate::object_stores::ObjectStores;
+use crate::object_stores::{ObjectStores, Resolve};
 
 fn df_err(e: iceberg::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))

@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use sluice_ingest::catalog;
 use sluice_ingest::enrich::{EnrichConfig, Enricher};
 use sluice_ingest::import::{ImportObserver, Importer, Rejected, discover, rejected_json};
-use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
+use sluice_warehouse::append::TableSink;
+use sluice_warehouse::catalog;
 
 use crate::config::Config;
 use crate::output::{DataTable, Datum, OutputFormat};

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use sluice_ingest::catalog;
 use sluice_query::api::{self, ApiState};
 use sluice_query::engine::Engine;
+use sluice_warehouse::catalog;
 
 use crate::config::Config;
 use crate::health;

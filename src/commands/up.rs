@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use sluice_ingest::catalog;
 use sluice_ingest::collect::acks::Acks;
 use sluice_ingest::collect::checkpoint::CheckpointFile;
 use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
@@ -28,13 +27,14 @@ use sluice_ingest::embedded::{
     BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter, WriterStopped,
 };
 use sluice_ingest::enrich::Enricher;
-use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_ingest::writer::RecordKind;
 use sluice_query::api::{self, ApiState};
 use sluice_query::engine::Engine;
 use sluice_query::logsearch::LogIndex;
 use sluice_query::logsearch::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
+use sluice_warehouse::append::TableSink;
+use sluice_warehouse::catalog;
 use tokio::sync::mpsc;
 
 use crate::config::Config;

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use sluice_ingest::catalog;
 use sluice_ingest::enrich::Enricher;
-use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_ingest::writer::metrics::WriterMetrics;
 use sluice_ingest::writer::{RecordKind, Route, Writer, WriterSettings, WriterStatus};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
+use sluice_warehouse::append::TableSink;
+use sluice_warehouse::catalog;
 
 use crate::config::Config;
 use crate::health;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
-use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_schema::tables::TableContract;
+use sluice_warehouse::append::TableSink;
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 /// `sluice --data-dir DIR ARGS` without the caller's configuration.
 pub fn sluice(data_dir: &Path, args: &[&str]) -> Output {

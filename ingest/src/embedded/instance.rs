@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sinks::iceberg::Positions;
+use sluice_warehouse::append::Positions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {

@@ -34,10 +34,10 @@ use tokio::sync::mpsc;
 use crate::collect::acks::{Acks, LaneId};
 use crate::collect::produce::{Delivery, SendError};
 use crate::enrich::Enricher;
-use crate::sinks::iceberg::{Advance, Outcome, Positions, Sorted, TableSink};
 use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
 use instance::{Instance, StartPositions};
+use sluice_warehouse::append::{Advance, Outcome, Positions, Sorted, TableSink};
 
 /// Records from one source, in source order, and the source position after
 /// them.

@@ -2,17 +2,12 @@
 //! only once their batch is committed: a batch refused by fencing is re-read
 //! later and must not then look like a duplicate of itself.
 //!
-//! Ids are kept as 128-bit hashes: a million of them fit in ~40 MB, and two
-//! distinct ids colliding is as likely as a random UUID collision.
+//! Ids are kept as 128-bit hashes ([`id_key`]), the same keys the table's
+//! recent ids are read back as.
 
 use std::collections::{HashSet, VecDeque};
 
-use xxhash_rust::xxh3::xxh3_128;
-
-/// The window's key for a record id.
-pub fn id_key(id: &str) -> u128 {
-    xxh3_128(id.as_bytes())
-}
+pub use sluice_warehouse::recent_ids::id_key;
 
 #[derive(Debug)]
 pub struct DedupWindow {

@@ -46,11 +46,11 @@ use sluice_schema::validation::ValidationErrors;
 use tokio::sync::mpsc;
 
 use crate::enrich::Enricher;
-use crate::sinks::iceberg::{Advance, Outcome, Positions, Sorted, TableSink, kafka_source};
-use crate::sinks::recent_ids::{Reach, recent_ids};
 use decode::RawRecords;
 use dedup::DedupWindow;
 use metrics::{DlqLabel, PartitionLabel, TableLabel, TopicLabel, WriterMetrics};
+use sluice_warehouse::append::{Advance, Outcome, Positions, Sorted, TableSink, kafka_source};
+use sluice_warehouse::recent_ids::{Reach, recent_ids};
 
 /// How often the writer asks the broker for the high watermarks of its
 /// partitions and updates `sluice_writer_consumer_lag`.

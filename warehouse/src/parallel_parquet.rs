@@ -459,13 +459,14 @@ mod tests {
     use super::*;
     use iceberg::io::FileIO;
     use iceberg::writer::file_writer::ParquetWriterBuilder;
+    use sluice_schema::raw::{Enrichment, RawEvent};
     use sluice_schema::tables::EVENT_LOGS;
 
     /// Enriched events with nulls, repeats and attributes in every column.
     fn event_logs(n: usize) -> RecordBatch {
-        let events: Vec<String> = (0..n)
+        let rows: Vec<(RawEvent, Enrichment)> = (0..n)
             .map(|i| {
-                serde_json::json!({
+                let event = RawEvent::from_json(&serde_json::json!({
                     "event_id": format!("e{i}"),
                     "occurred_at": 1_795_264_328_500_i64 + (i as i64 % 977) * 1_000,
                     "service": format!("svc-{}", i % 7),
@@ -479,22 +480,20 @@ mod tests {
                     "request_id": format!("r-{i}"),
                     "bytes_out": i * 3,
                     "tenant": format!("t{}", i % 4),
-                })
-                .to_string()
+                }))
+                .unwrap();
+                let enrichment = Enrichment {
+                    endpoint: Some(format!("jobs/{{id}}/{}", i % 3)),
+                    caller_type: Some(["internal", "external", "unknown"][i % 3]),
+                    team: (i % 4 != 0).then(|| format!("team-{}", i % 6)),
+                    domain: (i % 4 != 0).then(|| "data".to_string()),
+                    ingested_at: Some(42),
+                };
+                (event, enrichment)
             })
             .collect();
-        let payloads: Vec<(usize, &[u8])> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, e.as_bytes()))
-            .collect();
         let schema = Arc::new(EVENT_LOGS.arrow_schema().unwrap());
-        let decoded = crate::enrich::Enricher::new(&Default::default())
-            .unwrap()
-            .decode_events(&schema, &payloads, 42)
-            .unwrap();
-        assert!(decoded.rejected.is_empty());
-        let batch = arrow_select::concat::concat_batches(&schema, &decoded.batches).unwrap();
+        let batch = sluice_schema::batch::event_logs_batch(&schema, &rows).unwrap();
         // JSON has no NaN: put some in, for the NaN counts.
         let at = schema.index_of("latency_ms").unwrap();
         let latency: arrow_array::Float64Array = batch
@@ -518,7 +517,7 @@ mod tests {
         let schema = Arc::new(EVENT_LOGS.iceberg_schema().unwrap());
         let batch = event_logs(5_000);
         // Small row groups, so there are several, split mid-batch.
-        let props = crate::sinks::iceberg::parquet_properties(1_500);
+        let props = crate::append::parquet_properties(1_500);
         let out = |name: &str| {
             io.new_output(format!("{}/{name}", dir.path().display()))
                 .unwrap()

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
 use iceberg::{Catalog, NamespaceIdent, TableCreation};
-use sluice_ingest::catalog::{self, CatalogConfig, CatalogError, WarehouseConfig};
 use sluice_schema::tables::{NAMESPACE, PLATFORM_EVENTS};
+use sluice_warehouse::catalog::{self, CatalogConfig, CatalogError, WarehouseConfig};
 
 async fn embedded(dir: &std::path::Path) -> Arc<dyn Catalog> {
     catalog::open(&CatalogConfig::default(), &WarehouseConfig::default(), dir)

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use iceberg::Catalog;
-use sluice_ingest::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
-use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, kafka_source};
 use sluice_schema::tables::EVENT_LOGS;
+use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source};
+use sluice_warehouse::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
 use sqlx::Connection;
 
 mod common;

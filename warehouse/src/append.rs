@@ -47,7 +47,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use rayon::prelude::*;
 use sluice_schema::tables::TableContract;
 
-use super::parallel_parquet::ParallelParquetWriterBuilder;
+use crate::parallel_parquet::ParallelParquetWriterBuilder;
 
 /// Failpoint for crash tests: when set to N, the process aborts (as a
 /// `kill -9` would stop it) after writing the data files of its N-th commit

@@ -25,7 +25,7 @@ use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, Operat
 use iceberg::table::Table;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
-use crate::writer::dedup::id_key;
+use xxhash_rust::xxh3::xxh3_128;
 
 /// How far back to read.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,13 @@ pub enum RecentIdsError {
     },
     #[error("column {column} of {path} is not a string column")]
     NotStrings { column: String, path: String },
+}
+
+/// A record id's key in a dedup window: a 128-bit hash, so a million of
+/// them fit in ~40 MB, and two distinct ids colliding is as likely as a
+/// random UUID collision.
+pub fn id_key(id: &str) -> u128 {
+    xxh3_128(id.as_bytes())
 }
 
 /// Files read at once.

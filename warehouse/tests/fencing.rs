@@ -2,9 +2,9 @@
 //! warehouse): positions ride in the snapshot summary, a stale writer is
 //! refused, and of two writers racing from the same position exactly one wins.
 
-use sluice_ingest::catalog::{self, CatalogConfig, WarehouseConfig};
-use sluice_ingest::sinks::iceberg::{Advance, Outcome, TableSink, kafka_source, positions};
 use sluice_schema::tables::EVENT_LOGS;
+use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source, positions};
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
 use common::{events, rows};

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 use serde_json::json;
-use sluice_ingest::sinks::iceberg::TableSink;
 use sluice_schema::batch;
 use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::EVENT_LOGS;
+use sluice_warehouse::append::TableSink;
 
 /// `n` valid events with ids `<prefix>-<i>`, two hours apart (so a day
 /// boundary, and with it a second partition, is crossed after 12).
