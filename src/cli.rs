@@ -60,6 +60,8 @@ pub enum Command {
     Index(IndexArgs),
     /// Serve SQL, attribution, guardrails, log search and the console over HTTP
     Serve,
+    /// Table maintenance: retention, compaction, snapshot expiry, cleanup
+    Maintain(MaintainArgs),
     /// Run a read-only SQL query
     Sql(SqlArgs),
     /// Search pod logs across container restarts, or tail an instance
@@ -83,6 +85,7 @@ impl Command {
             Command::Import(_) => "import",
             Command::Index(_) => "index",
             Command::Serve => "serve",
+            Command::Maintain(_) => "maintain",
             Command::Sql(_) => "sql",
             Command::Logs(_) => "logs",
             Command::Attribution(_) => "attribution",
@@ -110,6 +113,14 @@ pub struct CollectArgs {
     /// Kubeconfig for --kubernetes [default: in-cluster, else $KUBECONFIG]
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// One pass over every table with progress, a JSON report, and exit
+    /// (default: run every [maintenance] interval_secs and serve /metrics)
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sluice_ingest::enrich::EnrichConfig;
 use sluice_query::config::{GuardrailsConfig, QueryConfig};
 use sluice_warehouse::catalog::{CatalogConfig, WarehouseConfig};
+use sluice_warehouse::maintain::{MaintenanceConfig, RetentionConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -190,7 +191,7 @@ impl Default for WriterConfig {
             max_bytes: 128 << 20,
             max_age_ms: 2000,
             dedup_window: 1_000_000,
-            dedup_horizon_secs: 3600,
+            dedup_horizon_secs: 900,
         }
     }
 }
@@ -214,6 +215,8 @@ pub struct Config {
     pub collector: CollectorConfig,
     pub query: QueryConfig,
     pub guardrails: GuardrailsConfig,
+    pub maintenance: MaintenanceConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -232,6 +235,8 @@ impl Default for Config {
             collector: CollectorConfig::default(),
             query: QueryConfig::default(),
             guardrails: GuardrailsConfig::default(),
+            maintenance: MaintenanceConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -308,6 +313,10 @@ impl Config {
         }
         config.check_tokens()?;
         config.check_intake_limits()?;
+        config
+            .retention
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
 

@@ -84,6 +84,7 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             },
         )),
         Command::Serve => runtime()?.block_on(commands::serve::run(config)),
+        Command::Maintain(args) => runtime()?.block_on(commands::maintain::run(config, args.once)),
         Command::Up(args) => runtime()?.block_on(commands::up::run(
             config,
             commands::up::UpOptions {

@@ -4,6 +4,7 @@ pub mod collect;
 pub mod import;
 pub mod index;
 pub mod logs;
+pub mod maintain;
 pub mod query;
 pub mod serve;
 pub mod up;

@@ -35,6 +35,7 @@ use sluice_query::logsearch::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSe
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog;
+use sluice_warehouse::maintain::metrics::MaintenanceMetrics;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -140,6 +141,19 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let collector_metrics = CollectorMetrics::register(&mut registry);
     let up_metrics = EmbeddedMetrics::register(&mut registry);
+    // Table maintenance on its schedule (compaction, retention, expiry,
+    // cleanup), so a month of the demo stays as fast as its first hour.
+    let maintenance_task = if config.maintenance.enabled {
+        let metrics = MaintenanceMetrics::register(&mut registry);
+        let maintainer = super::maintain::maintainer(&config, metrics)
+            .await
+            .context("starting table maintenance")?;
+        Some(tokio::spawn(async move {
+            maintainer.run(std::future::pending()).await
+        }))
+    } else {
+        None
+    };
     let dead_letters = Arc::new(DeadLetterFile::new(up_dir.join("dead-letters.ndjson")));
     let limits = BatchLimits {
         max_age: Duration::from_millis(config.writer.max_age_ms.clamp(100, 1000)),
@@ -381,6 +395,9 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
     }
     index_task.abort();
+    if let Some(t) = maintenance_task {
+        t.abort();
+    }
     drop(lock);
     match failure.or_else(|| stopped.try_recv().ok()) {
         Some(e) => Err(e.into()),

@@ -200,6 +200,12 @@ impl TableSink {
         }
     }
 
+    /// Data files roll over at this size (default 256 MiB).
+    pub fn with_target_file_size(mut self, bytes: usize) -> Self {
+        self.target_file_size = bytes.max(1);
+        self
+    }
+
     pub fn contract(&self) -> &'static TableContract {
         self.contract
     }
@@ -269,6 +275,13 @@ impl TableSink {
             days: runs,
             order,
         }))
+    }
+
+    /// `batch` in the table's current Arrow schema (see
+    /// [`Self::in_table_schema`]): rows read back from files written under
+    /// an older schema line up with newer ones.
+    pub fn conform(&self, table: &Table, batch: &RecordBatch) -> Result<RecordBatch, SinkError> {
+        self.in_table_schema(batch, table.metadata().current_schema())
     }
 
     /// The batch with the table's own field ids (the catalog may have

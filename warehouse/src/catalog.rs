@@ -158,6 +158,16 @@ fn warehouse(cfg: &WarehouseConfig, data_dir: &Path) -> Result<Warehouse, Catalo
     })
 }
 
+/// The SQLite catalog file: `path`, or `<data_dir>/catalog.db`, absolute,
+/// its directory created.
+pub fn sqlite_path(path: Option<&Path>, data_dir: &Path) -> std::io::Result<PathBuf> {
+    let path = std::path::absolute(path.unwrap_or(&data_dir.join("catalog.db")))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(path)
+}
+
 /// Opens the configured catalog.
 pub async fn open(
     cfg: &CatalogConfig,
@@ -171,13 +181,11 @@ pub async fn open(
     } = warehouse(wh, data_dir)?;
     match cfg {
         CatalogConfig::Sqlite { path } => {
-            let path = match path {
-                Some(p) => absolute(p)?,
-                None => absolute(&data_dir.join("catalog.db"))?,
-            };
-            if let Some(parent) = path.parent() {
-                create_dir(parent)?;
-            }
+            let path =
+                sqlite_path(path.as_deref(), data_dir).map_err(|source| CatalogError::Dir {
+                    path: data_dir.join("catalog.db"),
+                    source,
+                })?;
             // One connection: SQLite serialises writers anyway, and a single
             // connection avoids "database is locked" between our own commits.
             props.insert("pool.max-connections".into(), "1".into());

@@ -109,7 +109,7 @@ impl WriterSettings {
             max_bytes: 128 << 20,
             max_age: Duration::from_secs(2),
             dedup_window: 1_000_000,
-            dedup_horizon: Duration::from_secs(3600),
+            dedup_horizon: Duration::from_secs(900),
             extra: Default::default(),
         }
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iceberg::Catalog;
-use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus};
+use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, Operation};
 use iceberg::table::Table;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::tables::POD_LOGS;
@@ -173,11 +173,15 @@ impl Indexer {
         Some(out)
     }
 
-    /// Data files a snapshot added.
+    /// Data files with new rows a snapshot added. Compaction's `replace`
+    /// snapshots add files too, but their rows are already indexed.
     async fn added_files(table: &Table, snapshot_id: i64) -> Result<Vec<DataFileRef>, IndexError> {
         let Some(snapshot) = table.metadata().snapshot_by_id(snapshot_id) else {
             return Ok(Vec::new());
         };
+        if snapshot.summary().operation == Operation::Replace {
+            return Ok(Vec::new());
+        }
         let list = table.manifest_list_reader(snapshot).load().await?;
         let mut files = Vec::new();
         for mf in list.entries() {
