@@ -164,7 +164,23 @@ async fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
         progress.push(positions_sum(&catalog, &EVENT_LOGS).await);
     }
 
-    // 3. A last run to the end.
+    // 3. Compaction, and expiry of every append snapshot: the positions
+    //    live on in the maintenance snapshot.
+    let maintained = common::sluice_with(
+        &data_dir,
+        &["maintain", "--once"],
+        &[
+            ("SLUICE_MAINTENANCE__SNAPSHOT_MAX_AGE_SECS", "0".into()),
+            ("SLUICE_MAINTENANCE__SNAPSHOTS_TO_KEEP", "1".into()),
+            ("SLUICE_MAINTENANCE__ORPHAN_MIN_AGE_SECS", "0".into()),
+        ],
+    );
+    let report = common::ok(maintained);
+    assert!(report.contains("\"compacted_files\""), "{report}");
+    let before_last = positions_sum(&catalog, &EVENT_LOGS).await;
+    assert_eq!(before_last, *progress.last().unwrap(), "positions kept");
+
+    // 4. A last run to the end.
     let (mut w, _) = start_writer(&data_dir, &topics, &group(99), &gen_dir, &[]);
     wait_for_positions(&data_dir, 12_000, &mut [&mut w]).await;
     assert!(w.terminate().success());
@@ -383,6 +399,24 @@ async fn replays_after_collector_and_writer_restarts_are_dropped() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(w1); // SIGKILL
+
+    // Compaction in between: the new writer's window is refilled from the
+    // appends still in the history, past the replace snapshot.
+    let report = common::ok(common::sluice_with(
+        &data_dir,
+        &["maintain", "--once"],
+        &[("SLUICE_MAINTENANCE__ORPHAN_MIN_AGE_SECS", "0".into())],
+    ));
+    let reports: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let compacted = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["table"] == "pod_logs")
+        .unwrap()["compacted_files"]
+        .as_u64()
+        .unwrap();
+    assert!(compacted >= 2, "{report}");
 
     // 3. A new writer (empty window), then the collector re-sends from its
     //    old checkpoint.

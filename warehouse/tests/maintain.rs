@@ -1,0 +1,214 @@
+//! Maintenance through each SQL catalog and warehouse: an embedded SQLite
+//! catalog over local files, and Postgres over an S3 bucket (SeaweedFS).
+//! Many small appends are compacted into one file, an append that lands
+//! while a compaction is being built makes its commit conflict (and the
+//! rebuilt one keeps both), positions survive expiry, and the files nothing
+//! references any more leave the store.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use iceberg::spec::Operation;
+use sluice_schema::tables::EVENT_LOGS;
+use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source};
+use sluice_warehouse::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
+use sluice_warehouse::maintain::commit::{CommitError, MetadataCommitter};
+use sluice_warehouse::maintain::metrics::MaintenanceMetrics;
+use sluice_warehouse::maintain::snapshot::{self, Rewrite};
+use sluice_warehouse::maintain::{Maintainer, MaintenanceConfig, RetentionConfig};
+use sluice_warehouse::object_stores::ObjectStores;
+use sqlx::Connection;
+
+use common::events;
+
+async fn ids(sink: &TableSink) -> BTreeSet<String> {
+    let table = sink.load().await.unwrap();
+    let batches: Vec<arrow_array::RecordBatch> = table
+        .scan()
+        .select(["event_id"])
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = BTreeSet::new();
+    for b in batches {
+        let col = arrow_array::cast::AsArray::as_string::<i32>(b.column(0));
+        out.extend(col.iter().map(|v| v.unwrap().to_string()));
+    }
+    out
+}
+
+async fn append(sink: &TableSink, n: usize, from: i64) -> i64 {
+    let source = kafka_source("sluice.events", 0);
+    let to = from + n as i64;
+    let outcome = sink
+        .commit(
+            &[Advance {
+                source,
+                from: (from > 0).then_some(from),
+                to,
+            }],
+            &[events(&format!("b{from}"), n)],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Committed { .. }), "{outcome:?}");
+    to
+}
+
+async fn exercise(catalog_cfg: CatalogConfig, warehouse: WarehouseConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog::open(&catalog_cfg, &warehouse, dir.path())
+        .await
+        .unwrap();
+    catalog::ensure_tables(catalog.as_ref()).await.unwrap();
+    let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "it");
+    let mut at = 0;
+    for _ in 0..6 {
+        at = append(&sink, 10, at).await;
+    }
+    let before = ids(&sink).await;
+    assert_eq!(before.len(), 60);
+    let committer = MetadataCommitter::open(&catalog_cfg, dir.path())
+        .await
+        .unwrap();
+
+    // A compaction built on one state, committed after an append: refused.
+    let table = sink.load().await.unwrap();
+    let live = snapshot::live_entries(&table).await.unwrap();
+    let removed: HashSet<String> = live.iter().map(|e| e.file_path().to_string()).collect();
+    let updates = snapshot::build(
+        &table,
+        &Rewrite {
+            operation: Operation::Replace,
+            removed: &removed,
+            added: &[],
+            reason: "test",
+        },
+    )
+    .await
+    .unwrap();
+    at = append(&sink, 10, at).await;
+    let refused = committer.commit(&table, updates).await;
+    assert!(
+        matches!(refused, Err(CommitError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(ids(&sink).await.len(), 70, "nothing lost to the refusal");
+
+    // The maintainer compacts, expires and cleans up.
+    let stores = Arc::new(ObjectStores::new(warehouse.s3.clone()));
+    let config = MaintenanceConfig {
+        snapshot_max_age_secs: 0,
+        snapshots_to_keep: 1,
+        orphan_min_age_secs: 0,
+        ..MaintenanceConfig::default()
+    };
+    let maintainer = Maintainer::new(
+        catalog.clone(),
+        committer,
+        stores.clone(),
+        config,
+        RetentionConfig {
+            pod_logs: String::new(),
+            platform_events: String::new(),
+            platform_event_logs: String::new(),
+        },
+        MaintenanceMetrics::default(),
+    )
+    .unwrap();
+    let report = maintainer.table(&EVENT_LOGS).await.unwrap();
+    assert!(report.compacted_files >= 7, "{report:?}");
+    assert_eq!(report.data_files_after, report.written_files, "{report:?}");
+    assert!(report.orphans_deleted >= 7, "{report:?}");
+    let after = ids(&sink).await;
+    assert_eq!(after.len(), 70);
+    assert!(after.is_superset(&before));
+
+    // Positions survived the expiry of every append snapshot.
+    let table = sink.load().await.unwrap();
+    assert_eq!(table.metadata().snapshots().len(), 1);
+    assert_eq!(
+        sink.current_positions()
+            .await
+            .unwrap()
+            .values()
+            .sum::<i64>(),
+        at
+    );
+    // A writer goes on from there, and a stale one is still fenced.
+    let stale = sink
+        .commit(
+            &[Advance {
+                source: kafka_source("sluice.events", 0),
+                from: Some(at - 10),
+                to: at,
+            }],
+            &[events("stale", 10)],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(stale, Outcome::Fenced { .. }), "{stale:?}");
+    append(&sink, 10, at).await;
+    assert_eq!(ids(&sink).await.len(), 80);
+
+    // Every file left in the table's directories is referenced.
+    let keep = sluice_warehouse::maintain::orphans::referenced(&sink.load().await.unwrap())
+        .await
+        .unwrap();
+    let location = table.metadata().location().to_string();
+    let (store, _) = stores.store_for(&location).unwrap();
+    let prefix = object_store::path::Path::from(format!(
+        "{}/data",
+        sluice_warehouse::maintain::orphans::object_key(&location)
+    ));
+    let listed: Vec<object_store::ObjectMeta> =
+        store.list(Some(&prefix)).try_collect().await.unwrap();
+    assert!(!listed.is_empty());
+    for meta in listed {
+        assert!(keep.contains(meta.location.as_ref()), "{}", meta.location);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_catalog_over_local_files() {
+    exercise(CatalogConfig::default(), WarehouseConfig::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_catalog_over_an_s3_warehouse() {
+    let base = sluice_testkit::postgres_uri();
+    let db = sluice_testkit::unique("maint");
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let store = sluice_testkit::s3();
+    let bucket = sluice_testkit::unique("mw");
+    let warehouse = WarehouseConfig {
+        location: Some(format!("s3://{bucket}/warehouse")),
+        s3: S3Config {
+            endpoint: Some(store.endpoint),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            access_key_id: Some(store.access_key),
+            secret_access_key: Some(store.secret_key),
+        },
+    };
+    exercise(
+        CatalogConfig::Postgres {
+            uri: format!("{prefix}/{db}"),
+        },
+        warehouse,
+    )
+    .await;
+}
