@@ -2,18 +2,27 @@
 //!
 //! iceberg-rust builds a catalog commit only from its own transaction
 //! actions (`TableCommit`'s constructor is private), and none of them
-//! removes files. For the SQL catalogs (SQLite, Postgres) this does what
-//! their `update_table` does — apply the updates to the current metadata,
-//! write the next `metadata.json`, and swap the catalog's pointer only if it
-//! still points at the metadata the updates were built on — so a commit
-//! made by anyone in between (a writer's append) makes this one fail with
-//! [`CommitError::Conflict`], and the caller rebuilds on the new state.
+//! removes files. So this does what the catalogs' own `update_table` does:
+//!
+//! - SQL catalogs (SQLite, Postgres): apply the updates to the current
+//!   metadata, write the next `metadata.json`, and swap the catalog's
+//!   pointer only if it still points at the metadata the updates were built
+//!   on;
+//! - REST catalogs: send the updates with the requirements that the `main`
+//!   branch is still at the snapshot they were built on (the REST spec's
+//!   commit, `POST /v1/{prefix}/namespaces/{ns}/tables/{table}`), with the
+//!   configured bearer token or OAuth2 client credentials.
+//!
+//! Either way a commit made by anyone in between (a writer's append) makes
+//! this one fail with [`CommitError::Conflict`], and the caller rebuilds on
+//! the new state.
 
 use std::str::FromStr;
 use std::sync::Arc;
 
+use iceberg::spec::MAIN_BRANCH;
 use iceberg::table::Table;
-use iceberg::{MetadataLocation, TableUpdate};
+use iceberg::{MetadataLocation, TableRequirement, TableUpdate};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 
 use crate::catalog::{CatalogConfig, sqlite_path};
@@ -35,30 +44,36 @@ pub enum CommitError {
         #[source]
         source: sqlx::Error,
     },
-    #[error(
-        "the {kind} catalog: table maintenance commits its snapshots through the SQL catalogs (SQLite, Postgres) only, for now; run Spark's rewrite_data_files/expire_snapshots against a REST catalog"
-    )]
-    Unsupported { kind: &'static str },
+    #[error("table {table}: the REST catalog: {message}")]
+    Rest { table: String, message: String },
 }
 
 /// Swaps a table's metadata pointer in the catalog.
-#[derive(Clone)]
 pub enum MetadataCommitter {
     Sql {
         pool: sqlx::AnyPool,
         /// The catalog name sluice's SQL catalog uses (`sluice`).
         catalog: String,
     },
-    Unsupported {
-        kind: &'static str,
-    },
+    Rest(Box<RestCommitter>),
+}
+
+/// The REST catalog's commit endpoint, and how to authenticate to it.
+pub struct RestCommitter {
+    client: reqwest::Client,
+    uri: String,
+    warehouse: Option<String>,
+    token: Option<String>,
+    credential: Option<String>,
+    /// Fetched once: the config's URL prefix and the OAuth2 token.
+    session: tokio::sync::Mutex<Option<(Option<String>, Option<String>)>>,
 }
 
 impl std::fmt::Debug for MetadataCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sql { catalog, .. } => write!(f, "MetadataCommitter::Sql({catalog})"),
-            Self::Unsupported { kind } => write!(f, "MetadataCommitter::Unsupported({kind})"),
+            Self::Rest(r) => write!(f, "MetadataCommitter::Rest({})", r.uri),
         }
     }
 }
@@ -75,8 +90,23 @@ impl MetadataCommitter {
                 format!("sqlite://{}?mode=rwc", path.display())
             }
             CatalogConfig::Postgres { uri } => uri.clone(),
-            CatalogConfig::Rest { .. } => {
-                return Ok(Arc::new(Self::Unsupported { kind: "rest" }));
+            CatalogConfig::Rest {
+                uri,
+                warehouse,
+                token,
+                credential,
+            } => {
+                return Ok(Arc::new(Self::Rest(Box::new(RestCommitter {
+                    client: reqwest::Client::builder()
+                        .timeout(std::time::Duration::from_secs(60))
+                        .build()
+                        .map_err(|e| sqlx::Error::Configuration(Box::new(e)))?,
+                    uri: uri.trim_end_matches('/').to_string(),
+                    warehouse: warehouse.clone(),
+                    token: token.clone(),
+                    credential: credential.clone(),
+                    session: tokio::sync::Mutex::new(None),
+                }))));
             }
         };
         install_default_drivers();
@@ -101,7 +131,7 @@ impl MetadataCommitter {
         let name = table.identifier().name().to_string();
         let (pool, catalog) = match self {
             Self::Sql { pool, catalog } => (pool, catalog),
-            Self::Unsupported { kind } => return Err(CommitError::Unsupported { kind }),
+            Self::Rest(rest) => return rest.commit(table, updates).await,
         };
         let err = |context| {
             let name = name.clone();
@@ -157,5 +187,138 @@ impl MetadataCommitter {
             return Err(CommitError::Conflict { table: name });
         }
         Ok(location)
+    }
+}
+
+impl RestCommitter {
+    fn err(table: &Table, message: impl std::fmt::Display) -> CommitError {
+        CommitError::Rest {
+            table: table.identifier().name().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The URL prefix the catalog's config names, and a bearer token.
+    async fn session(
+        &self,
+        table: &Table,
+    ) -> Result<(Option<String>, Option<String>), CommitError> {
+        let mut session = self.session.lock().await;
+        if let Some(s) = session.as_ref() {
+            return Ok(s.clone());
+        }
+        let mut token = self.token.clone();
+        if token.is_none()
+            && let Some(credential) = &self.credential
+        {
+            let (id, secret) = credential
+                .split_once(':')
+                .unwrap_or(("", credential.as_str()));
+            let answer = self
+                .client
+                .post(format!("{}/v1/oauth/tokens", self.uri))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", id),
+                    ("client_secret", secret),
+                    ("scope", "catalog"),
+                ])
+                .send()
+                .await
+                .map_err(|e| Self::err(table, format!("requesting a token: {e}")))?;
+            let status = answer.status();
+            let body: serde_json::Value = answer
+                .json()
+                .await
+                .map_err(|e| Self::err(table, format!("reading the token answer: {e}")))?;
+            if !status.is_success() {
+                return Err(Self::err(table, format!("token request: {status} {body}")));
+            }
+            token = body["access_token"].as_str().map(str::to_string);
+        }
+        let mut config = self.client.get(format!("{}/v1/config", self.uri));
+        if let Some(w) = &self.warehouse {
+            config = config.query(&[("warehouse", w)]);
+        }
+        if let Some(t) = &token {
+            config = config.bearer_auth(t);
+        }
+        let answer = config
+            .send()
+            .await
+            .map_err(|e| Self::err(table, format!("reading its config: {e}")))?;
+        let status = answer.status();
+        let body: serde_json::Value = answer
+            .json()
+            .await
+            .map_err(|e| Self::err(table, format!("reading its config: {e}")))?;
+        if !status.is_success() {
+            return Err(Self::err(table, format!("config: {status} {body}")));
+        }
+        let prefix = body["overrides"]["prefix"]
+            .as_str()
+            .or_else(|| body["defaults"]["prefix"].as_str())
+            .map(str::to_string);
+        *session = Some((prefix.clone(), token.clone()));
+        Ok((prefix, token))
+    }
+
+    async fn commit(
+        &self,
+        table: &Table,
+        updates: Vec<TableUpdate>,
+    ) -> Result<String, CommitError> {
+        let (prefix, token) = self.session(table).await?;
+        let ident = table.identifier();
+        let namespace = ident.namespace().join("\u{1f}");
+        let mut url = format!("{}/v1", self.uri);
+        if let Some(p) = &prefix {
+            url = format!("{url}/{p}");
+        }
+        url = format!("{url}/namespaces/{namespace}/tables/{}", ident.name());
+        let requirements = vec![
+            TableRequirement::UuidMatch {
+                uuid: table.metadata().uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: MAIN_BRANCH.to_string(),
+                snapshot_id: table.metadata().current_snapshot_id(),
+            },
+        ];
+        let body = serde_json::json!({
+            "identifier": { "namespace": ident.namespace().as_ref(), "name": ident.name() },
+            "requirements": requirements,
+            "updates": updates,
+        });
+        let mut request = self.client.post(&url).json(&body);
+        if let Some(t) = &token {
+            request = request.bearer_auth(t);
+        }
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| Self::err(table, format!("committing: {e}")))?;
+        let status = answer.status();
+        if status == reqwest::StatusCode::CONFLICT {
+            return Err(CommitError::Conflict {
+                table: ident.name().to_string(),
+            });
+        }
+        let text = answer.text().await.unwrap_or_default();
+        if !status.is_success() {
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                // A token that expired: fetch a new one next time.
+                *self.session.lock().await = None;
+            }
+            return Err(Self::err(
+                table,
+                format!("commit answered {status}: {text}"),
+            ));
+        }
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        Ok(answer["metadata-location"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
     }
 }

@@ -202,6 +202,8 @@ pub struct TableReport {
     pub written_files: usize,
     pub manifests_before: usize,
     pub snapshots_expired: usize,
+    /// Files listed under the table's `data/` and `metadata/`.
+    pub files_listed: usize,
     pub orphans_deleted: usize,
     pub orphan_bytes_deleted: u64,
     pub data_files_after: usize,
@@ -405,9 +407,11 @@ impl Maintainer {
             }
         }
 
-        // 3. Snapshot expiry (iceberg-rust's own action: any catalog).
+        // 3. Snapshot expiry (iceberg-rust's own action: any catalog), and
+        //    the files only the expired snapshots reached.
         let table = self.load(contract).await?;
         let before = table.metadata().snapshots().len();
+        let reachable_before = orphans::reachable(&table).await?;
         let older_than = chrono::Utc::now().timestamp_millis()
             - i64::try_from(self.config.snapshot_max_age_secs.saturating_mul(1000)).unwrap_or(0);
         let tx = Transaction::new(&table);
@@ -430,8 +434,14 @@ impl Maintainer {
                 source: Box::new(source),
             })?;
         report.snapshots_expired = before.saturating_sub(table.metadata().snapshots().len());
+        if report.snapshots_expired > 0 {
+            let table = self.load(contract).await?;
+            let swept = orphans::delete_unreachable(&reachable_before, &table).await?;
+            report.orphans_deleted += swept.deleted;
+        }
 
-        // 4. Files nothing references.
+        // 4. Files nothing references (a writer's that died before its
+        //    commit, say), found by listing the table's directories.
         let table = self.load(contract).await?;
         let swept = orphans::sweep(
             &table,
@@ -439,7 +449,8 @@ impl Maintainer {
             Duration::from_secs(self.config.orphan_min_age_secs),
         )
         .await?;
-        report.orphans_deleted = swept.deleted;
+        report.files_listed = swept.listed;
+        report.orphans_deleted += swept.deleted;
         report.orphan_bytes_deleted = swept.deleted_bytes;
         report.data_files_after = snapshot::live_entries(&table).await?.len();
         report.seconds = started.elapsed().as_secs_f64();

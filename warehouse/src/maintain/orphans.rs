@@ -55,9 +55,43 @@ pub fn object_key(location: &str) -> String {
         .to_string()
 }
 
-/// Every file a snapshot still in the table's metadata needs, and the
-/// metadata files the table's history lists.
+/// The keys (see [`object_key`]) of the files [`reachable`] names.
 pub async fn referenced(table: &Table) -> Result<HashSet<String>, OrphanError> {
+    Ok(reachable(table)
+        .await?
+        .iter()
+        .map(|l| object_key(l))
+        .collect())
+}
+
+/// Deletes the files reachable from `before` (the table before a snapshot
+/// expiry) that `after` no longer reaches — what Java's `ExpireSnapshots`
+/// cleans up. It needs no listing, so it works on stores that do not list
+/// (S3 table buckets).
+pub async fn delete_unreachable(
+    before: &HashSet<String>,
+    after: &Table,
+) -> Result<Swept, OrphanError> {
+    let keep = reachable(after).await?;
+    let mut swept = Swept {
+        referenced: keep.len(),
+        ..Swept::default()
+    };
+    for location in before.difference(&keep) {
+        swept.listed += 1;
+        match after.file_io().delete(location).await {
+            Ok(()) => swept.deleted += 1,
+            Err(e) => {
+                tracing::warn!(table = after.identifier().name(), file = %location, error = %e, "could not delete a file of an expired snapshot");
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Every file a snapshot still in the table's metadata needs, and the
+/// metadata files the table's history lists: full locations.
+pub async fn reachable(table: &Table) -> Result<HashSet<String>, OrphanError> {
     let name = table.identifier().name().to_string();
     let err = |what| {
         let name = name.clone();
@@ -70,14 +104,14 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>, OrphanError> {
     let metadata = table.metadata();
     let mut keep = HashSet::new();
     if let Some(l) = table.metadata_location() {
-        keep.insert(object_key(l));
+        keep.insert(l.to_string());
     }
     for log in metadata.metadata_log() {
-        keep.insert(object_key(&log.metadata_file));
+        keep.insert(log.metadata_file.clone());
     }
     let mut manifests_seen = HashSet::new();
     for snapshot in metadata.snapshots() {
-        keep.insert(object_key(snapshot.manifest_list()));
+        keep.insert(snapshot.manifest_list().to_string());
         let list = table
             .manifest_list_reader(snapshot)
             .load()
@@ -87,7 +121,7 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>, OrphanError> {
             if !manifests_seen.insert(manifest.manifest_path.clone()) {
                 continue;
             }
-            keep.insert(object_key(&manifest.manifest_path));
+            keep.insert(manifest.manifest_path.clone());
             let m = manifest
                 .load_manifest(table.file_io())
                 .await
@@ -96,13 +130,13 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>, OrphanError> {
                 // A DELETED entry's file is needed only by the snapshot
                 // before it, which lists it as live if it is still here.
                 if entry.is_alive() {
-                    keep.insert(object_key(entry.file_path()));
+                    keep.insert(entry.file_path().to_string());
                 }
             }
         }
     }
     for stats in metadata.statistics_iter() {
-        keep.insert(object_key(&stats.statistics_path));
+        keep.insert(stats.statistics_path.clone());
     }
     Ok(keep)
 }
