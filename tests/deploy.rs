@@ -200,7 +200,14 @@ fn workloads(objs: &[Value]) -> Vec<(&str, &str, &Value)> {
 /// What holds for every render: probes, security, volumes, RBAC, replicas.
 fn check_rendered(objs: &[Value]) {
     let roles: BTreeSet<&str> = workloads(objs).iter().map(|(_, name, _)| *name).collect();
-    for role in ["collector", "collector-watch", "writer", "indexer", "query"] {
+    for role in [
+        "collector",
+        "collector-watch",
+        "writer",
+        "indexer",
+        "maintainer",
+        "query",
+    ] {
         assert!(
             roles.contains(format!("sluice-{role}").as_str()),
             "no workload for {role}: {roles:?}"
@@ -1377,7 +1384,13 @@ struct Family {
 /// create in the Rust sources, typed from the registered field or variable.
 fn registered_families() -> Vec<Family> {
     let mut files = Vec::new();
-    for dir in ["src", "schema/src", "ingest/src", "query/src"] {
+    for dir in [
+        "src",
+        "schema/src",
+        "warehouse/src",
+        "ingest/src",
+        "query/src",
+    ] {
         collect_rs(&repo(dir), &mut files);
     }
     let sources: Vec<(PathBuf, String)> = files
