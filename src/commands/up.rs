@@ -209,6 +209,15 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         let from = positions
             .get(&wal.source())
             .map_or(0, |p| u64::try_from(*p).unwrap_or(0));
+        if from < wal.first_offset() {
+            anyhow::bail!(
+                "table {} holds {} only up to offset {from}, but the write-ahead log's oldest \
+                 segment starts at {}: segments it had not committed were deleted",
+                sink.contract().name,
+                wal.source(),
+                wal.first_offset()
+            );
+        }
         if from > wal.len() {
             anyhow::bail!(
                 "{} is shorter ({} bytes) than what table {} already holds from it ({from}); \
@@ -226,6 +235,32 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             sink.contract().name,
         )));
     }
+
+    // Segments of the logs the tables have passed are deleted.
+    let trim_task = {
+        let logs = [
+            (events_wal.clone(), event_sink.clone()),
+            (lifecycle_wal.clone(), lifecycle_sink.clone()),
+        ];
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                for (wal, sink) in &logs {
+                    let committed = TableWriter::start_positions(sink, &instance)
+                        .await
+                        .committed
+                        .get(&wal.source())
+                        .and_then(|p| u64::try_from(*p).ok());
+                    if let Some(at) = committed
+                        && let Err(e) = wal.trim(at)
+                    {
+                        tracing::warn!(error = %e, "trimming the write-ahead log");
+                    }
+                }
+            }
+        })
+    };
 
     // Pod logs: the checkpoint starts from the positions pod_logs holds.
     let stop = Arc::new(AtomicBool::new(false));
@@ -395,6 +430,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
     }
     index_task.abort();
+    trim_task.abort();
     if let Some(t) = maintenance_task {
         t.abort();
     }

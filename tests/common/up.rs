@@ -107,6 +107,23 @@ pub fn logical_lines(root: &Path) -> u64 {
     n
 }
 
+/// Lines of a write-ahead log, over all its segments (`<name>.wal`,
+/// `<name>.<start>.wal`) in `dir`.
+pub fn wal_lines(dir: &Path, name: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}.")) && n.ends_with(".wal"))
+        })
+        .map(|p| lines_of(&p))
+        .sum()
+}
+
 pub fn lines_of(path: &Path) -> u64 {
     match std::fs::File::open(path) {
         Ok(f) => BufReader::new(f).lines().count() as u64,
@@ -138,8 +155,8 @@ pub fn catch_up_exactly(data_dir: &Path, addr: &str) -> Proc {
     let up = spawn_up(data_dir, addr, false, &env);
     let want_lines = logical_lines(&pods_root);
     let want_events =
-        lines_of(&data_dir.join("up/events.wal")) - dead_letters(data_dir, "platform_event_logs");
-    let want_lifecycle = lines_of(&data_dir.join("up/lifecycle.wal"));
+        wal_lines(&data_dir.join("up"), "events") - dead_letters(data_dir, "platform_event_logs");
+    let want_lifecycle = wal_lines(&data_dir.join("up"), "lifecycle");
     assert!(want_lines > 500, "the demo wrote only {want_lines} lines");
     assert!(want_events > 100, "the demo sent only {want_events} events");
     assert!(

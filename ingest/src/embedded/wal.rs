@@ -3,7 +3,15 @@
 //! request is answered; the in-process writer reads them back from the
 //! position its table holds (`wal:<name>` in the snapshot summary), so the
 //! log is replayed exactly from where the last commit stopped.
+//!
+//! Positions are byte offsets over the whole log, which is kept in segments
+//! (`<name>.wal` from offset 0, then `<name>.<start offset>.wal`) of about
+//! [`SEGMENT_BYTES`]; a segment always ends at a record boundary. Once the
+//! table's position has passed a segment, [`Wal::trim`] deletes it, so the
+//! log's disk use follows what is not yet committed, not everything ever
+//! received.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -23,50 +31,102 @@ pub struct WalError {
     pub source: std::io::Error,
 }
 
+/// A new segment is started once the active one holds this much.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
 pub struct Wal {
     name: String,
-    path: PathBuf,
-    file: Mutex<File>,
-    /// Bytes durable in the file (always at a line boundary).
+    dir: PathBuf,
+    /// The segment appended to, and its start offset.
+    active: Mutex<(File, u64)>,
+    /// Start offset → file of every segment still on disk.
+    segments: Mutex<BTreeMap<u64, PathBuf>>,
+    /// Durable end of the log (always at a line boundary).
     len: AtomicU64,
     appended: Notify,
+    segment_bytes: u64,
+}
+
+/// The file of the segment starting at `start`.
+fn segment_path(dir: &Path, name: &str, start: u64) -> PathBuf {
+    if start == 0 {
+        dir.join(format!("{name}.wal"))
+    } else {
+        dir.join(format!("{name}.{start:020}.wal"))
+    }
 }
 
 impl Wal {
-    /// Opens (or creates) `dir/<name>.wal`. A torn last line — a crash
-    /// during an append that was never acknowledged — is cut off.
+    /// Opens (or creates) the log `name` in `dir`. A torn last line — a
+    /// crash during an append that was never acknowledged — is cut off.
     pub fn open(dir: &Path, name: &str) -> Result<Arc<Self>, WalError> {
-        let path = dir.join(format!("{name}.wal"));
-        let err = |source| WalError {
-            path: path.clone(),
-            source,
+        Self::open_with(dir, name, SEGMENT_BYTES)
+    }
+
+    /// [`Self::open`] with segments of `segment_bytes`.
+    pub fn open_with(dir: &Path, name: &str, segment_bytes: u64) -> Result<Arc<Self>, WalError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WalError { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::create_dir_all(dir).map_err(err(dir))?;
+        let mut segments = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(err(dir))? {
+            let entry = entry.map_err(err(dir))?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            let start = if file_name == format!("{name}.wal") {
+                Some(0)
+            } else {
+                file_name
+                    .strip_prefix(&format!("{name}."))
+                    .and_then(|r| r.strip_suffix(".wal"))
+                    .filter(|n| n.len() == 20)
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            if let Some(start) = start {
+                segments.insert(start, entry.path());
+            }
+        }
+        let (start, path) = match segments.iter().next_back() {
+            Some((s, p)) => (*s, p.clone()),
+            None => {
+                let p = segment_path(dir, name, 0);
+                segments.insert(0, p.clone());
+                (0, p)
+            }
+        };
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
-            .map_err(err)?;
+            .map_err(err(&path))?;
         if !existed {
             // The new file's directory entry must be durable before the
             // first record acknowledged in it is.
-            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err(&path))?;
         }
-        let size = file.metadata().map_err(err)?.len();
-        let end = complete_length(&mut file, size).map_err(err)?;
+        let size = file.metadata().map_err(err(&path))?.len();
+        let end = complete_length(&mut file, size).map_err(err(&path))?;
         if end != size {
             tracing::warn!(path = %path.display(), dropped = size - end, "cutting an unacknowledged torn record off the write-ahead log");
-            file.set_len(end).map_err(err)?;
-            file.sync_all().map_err(err)?;
+            file.set_len(end).map_err(err(&path))?;
+            file.sync_all().map_err(err(&path))?;
         }
         Ok(Arc::new(Self {
             name: name.to_string(),
-            path,
-            file: Mutex::new(file),
-            len: AtomicU64::new(end),
+            dir: dir.to_path_buf(),
+            active: Mutex::new((file, start)),
+            segments: Mutex::new(segments),
+            len: AtomicU64::new(start + end),
             appended: Notify::new(),
+            segment_bytes: segment_bytes.max(1),
         }))
     }
 
@@ -75,8 +135,45 @@ impl Wal {
         format!("wal:{}", self.name)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The first segment's file (`<dir>/<name>.wal`), naming the log.
+    pub fn path(&self) -> PathBuf {
+        segment_path(&self.dir, &self.name, 0)
+    }
+
+    /// Offset where the oldest segment still on disk starts.
+    pub fn first_offset(&self) -> u64 {
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Deletes the segments that end at or before `committed` (the table's
+    /// position: everything before it is in the table). The segment being
+    /// appended to stays. Returns how many were deleted.
+    pub fn trim(&self, committed: u64) -> Result<usize, WalError> {
+        let active_start = self.active.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let mut segments = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        let starts: Vec<u64> = segments.keys().copied().collect();
+        let mut deleted = 0;
+        for pair in starts.windows(2) {
+            let (start, next) = (pair[0], pair[1]);
+            if next > committed || start == active_start {
+                break;
+            }
+            if let Some(path) = segments.remove(&start) {
+                std::fs::remove_file(&path).map_err(|source| WalError {
+                    path: path.clone(),
+                    source,
+                })?;
+                tracing::info!(path = %path.display(), "write-ahead log segment committed; deleted");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     pub fn len(&self) -> u64 {
@@ -100,7 +197,7 @@ impl Wal {
         let written = tokio::task::spawn_blocking(move || wal.append_blocking(&buf))
             .await
             .map_err(|e| WalError {
-                path: self.path.clone(),
+                path: self.path(),
                 source: std::io::Error::other(e),
             })?;
         written?;
@@ -109,20 +206,55 @@ impl Wal {
     }
 
     fn append_blocking(&self, buf: &[u8]) -> Result<(), WalError> {
-        let err = |source| WalError {
-            path: self.path.clone(),
-            source,
-        };
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let before = self.len.load(Ordering::Acquire);
+        if before - active.1 >= self.segment_bytes {
+            // Roll over: the new segment starts where the log ends, at a
+            // record boundary.
+            let path = segment_path(&self.dir, &self.name, before);
+            let err = |source| WalError {
+                path: path.clone(),
+                source,
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(err)?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+            self.segments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(before, path);
+            *active = (file, before);
+        }
+        let (file, start) = &mut *active;
         let result = file.write_all(buf).and_then(|()| file.sync_data());
         if let Err(e) = result {
             // Leave no half record behind for the reader to take.
-            let _ = file.set_len(before);
-            return Err(err(e));
+            let _ = file.set_len(before - *start);
+            return Err(WalError {
+                path: segment_path(&self.dir, &self.name, *start),
+                source: e,
+            });
         }
         self.len.store(before + buf.len() as u64, Ordering::Release);
         Ok(())
+    }
+
+    /// The segment holding offset `pos`: its start, its end (the next
+    /// segment's start, or the log's end) and its file.
+    fn segment_at(&self, pos: u64) -> Option<(u64, u64, PathBuf)> {
+        let segments = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, path) = segments.range(..=pos).next_back()?;
+        let end = segments
+            .range(pos + 1..)
+            .next()
+            .map_or_else(|| self.len(), |(next, _)| *next);
+        Some((*start, end, path.clone()))
     }
 
     /// Feeds records from `from` on into `out`, `max_records` per message,
@@ -138,18 +270,12 @@ impl Wal {
         table: &'static str,
     ) {
         let source: Arc<str> = self.source().into();
-        let mut reader = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot read the write-ahead log");
-                return;
-            }
-        };
+        // The open segment: its start and file.
+        let mut open: Option<(u64, File)> = None;
         let mut pos = from;
         loop {
             let notified = self.appended.notified();
-            let end = self.len();
-            if pos >= end {
+            if pos >= self.len() {
                 tokio::select! {
                     _ = notified => {}
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -157,13 +283,30 @@ impl Wal {
                 }
                 continue;
             }
+            let Some((start, end, path)) = self.segment_at(pos) else {
+                tracing::error!(log = %self.name, offset = pos, first = self.first_offset(), "the write-ahead log no longer holds this offset (trimmed past what the table holds?); stopping");
+                return;
+            };
+            if open.as_ref().is_none_or(|(s, _)| *s != start) {
+                match File::open(&path) {
+                    Ok(f) => open = Some((start, f)),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "cannot read the write-ahead log; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some((_, reader)) = open.as_mut() else {
+                continue;
+            };
             let chunk = (end - pos).min(4 << 20);
             let mut buf = vec![0u8; chunk as usize];
             let read = reader
-                .seek(SeekFrom::Start(pos))
+                .seek(SeekFrom::Start(pos - start))
                 .and_then(|_| reader.read_exact(&mut buf));
             if let Err(e) = read {
-                tracing::error!(path = %self.path.display(), error = %e, "reading the write-ahead log; retrying");
+                tracing::error!(path = %path.display(), error = %e, "reading the write-ahead log; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -173,8 +316,9 @@ impl Wal {
                 None => {
                     // One record longer than the chunk (the intake caps
                     // records far below this; older logs may hold one).
-                    let after = match long_record(&mut reader, pos, end) {
+                    let after = match long_record(reader, pos - start, end - start) {
                         Ok(LongRecord::Whole(record, after)) => {
+                            let after = after + start;
                             let m = Message::records(source.clone(), after, vec![record]);
                             if out.send(m).await.is_err() {
                                 return;
@@ -182,11 +326,12 @@ impl Wal {
                             after
                         }
                         Ok(LongRecord::TooLong { len, head, after }) => {
+                            let after = after + start;
                             let reason = format!(
                                 "a write-ahead log record of {len} bytes: over the {} MiB a record may have",
                                 MAX_RECORD_BYTES >> 20
                             );
-                            tracing::error!(path = %self.path.display(), offset = pos, len, "{reason}; dead-lettered");
+                            tracing::error!(path = %path.display(), offset = pos, len, "{reason}; dead-lettered");
                             let line = serde_json::json!({
                                 "table": table,
                                 "source": &*source,
@@ -209,7 +354,7 @@ impl Wal {
                             after
                         }
                         Err(e) => {
-                            tracing::error!(path = %self.path.display(), error = %e, "reading the write-ahead log; retrying");
+                            tracing::error!(path = %path.display(), error = %e, "reading the write-ahead log; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             continue;
                         }
@@ -381,6 +526,61 @@ mod tests {
         assert_eq!(letter["record_bytes"], too_long.len() as u64);
         assert_eq!(letter["position"], second.after);
         assert!(letter["reason"].as_str().unwrap().contains("64 MiB"));
+        follower.abort();
+    }
+
+    #[tokio::test]
+    async fn segments_roll_are_read_across_and_trimmed_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open_with(dir.path(), "events", 20).unwrap();
+        let records: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i:03}}}")).collect();
+        for r in &records {
+            wal.append(&[r.as_bytes()]).await.unwrap();
+        }
+        let files = |d: &Path| {
+            let mut f: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            f.sort();
+            f
+        };
+        // Each record is 10 bytes: a new segment every second record.
+        assert_eq!(files(dir.path()).len(), 5, "{:?}", files(dir.path()));
+        assert_eq!(wal.len(), 100);
+
+        // Read back across every segment, from the middle of one.
+        let dead = Arc::new(DeadLetterFile::new(dir.path().join("dead.ndjson")));
+        let (tx, mut rx) = mpsc::channel(16);
+        let follower = tokio::spawn(wal.clone().follow(10, 100, tx, dead.clone(), "t"));
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            let m = rx.recv().await.unwrap();
+            got.extend(m.records.into_iter().map(|r| String::from_utf8(r).unwrap()));
+        }
+        assert_eq!(got, records[1..].to_vec());
+        follower.abort();
+
+        // Committed up to offset 30: the segment ending at 20 goes, the
+        // one holding offset 30 (20..40) stays.
+        assert_eq!(wal.trim(30).unwrap(), 1);
+        assert_eq!(wal.first_offset(), 20);
+        assert_eq!(wal.trim(30).unwrap(), 0);
+        // Never the active segment.
+        assert_eq!(wal.trim(u64::MAX).unwrap(), 3);
+        assert_eq!(wal.first_offset(), 80);
+
+        // Reopened, the log goes on at the same offsets.
+        drop(wal);
+        let wal = Wal::open_with(dir.path(), "events", 20).unwrap();
+        assert_eq!(wal.len(), 100);
+        assert_eq!(wal.first_offset(), 80);
+        wal.append(&[b"{\"n\":010}"]).await.unwrap();
+        assert_eq!(wal.len(), 110);
+        let (tx, mut rx) = mpsc::channel(16);
+        let follower = tokio::spawn(wal.clone().follow(90, 100, tx, dead, "t"));
+        let m = rx.recv().await.unwrap();
+        assert_eq!(m.records, vec![records[9].as_bytes().to_vec()]);
         follower.abort();
     }
 }
