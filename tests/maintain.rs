@@ -233,6 +233,7 @@ fn retention_drops_expired_days_only() {
         &["import", gen_dir.to_str().unwrap()],
         &[],
     ));
+    ok(sluice_with(&data_dir, &["index", "--once"], &[]));
     let first_kept = sluice_warehouse::maintain::retention::first_kept_day(
         chrono::Utc::now().timestamp_millis(),
         Duration::from_secs(3 * 86_400),
@@ -261,6 +262,32 @@ fn retention_drops_expired_days_only() {
         );
         assert_eq!(after[table]["duckdb"], after[table]["pyiceberg"], "{table}");
     }
+    // The log index drops the splits of the expired days.
+    let kept_from_us = first_kept * 86_400_000_000;
+    let split_ends = || -> Vec<i64> {
+        let state: Value = serde_json::from_slice(
+            &std::fs::read(data_dir.join("warehouse/sluice-index/pod_logs/state.json")).unwrap(),
+        )
+        .unwrap();
+        state["splits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["max_ts"].as_i64().unwrap())
+            .collect()
+    };
+    assert!(
+        split_ends().iter().any(|end| *end < kept_from_us),
+        "splits of the old days were indexed"
+    );
+    ok(sluice_with(&data_dir, &["index", "--once"], &[]));
+    let ends = split_ends();
+    assert!(!ends.is_empty());
+    assert!(
+        ends.iter().all(|end| *end >= kept_from_us),
+        "splits of expired days remain: {ends:?}"
+    );
+
     // Bad retention values are refused at config load.
     let bad = sluice_with(
         &data_dir,

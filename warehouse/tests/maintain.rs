@@ -96,6 +96,7 @@ async fn exercise(catalog_cfg: CatalogConfig, warehouse: WarehouseConfig, lists:
             removed: &removed,
             added: &[],
             reason: "test",
+            retained_from_day: None,
         },
     )
     .await

@@ -23,6 +23,7 @@ use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, Operat
 use iceberg::table::Table;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::tables::POD_LOGS;
+use sluice_warehouse::maintain::snapshot::RETAINED_FROM_PROPERTY;
 
 use super::split::{SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter};
 use super::store::{IndexState, IndexStore, StoreError};
@@ -80,6 +81,8 @@ pub struct RoundReport {
     pub bytes: u64,
     pub splits: usize,
     pub merged: usize,
+    /// Splits dropped because retention removed their days.
+    pub expired: usize,
     pub watermark: Option<i64>,
 }
 
@@ -315,6 +318,21 @@ impl Indexer {
             );
             return self.rebuild(None).await;
         };
+        // Retention dropped days from the table: their splits go too.
+        let retained_from = snapshots
+            .iter()
+            .filter_map(|id| table.metadata().snapshot_by_id(*id))
+            .filter_map(|s| {
+                s.summary()
+                    .additional_properties
+                    .get(RETAINED_FROM_PROPERTY)?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max();
+        if let Some(from) = retained_from {
+            report.expired = self.expire(&mut state, from).await?;
+        }
         let mut pending = snapshots.into_iter().peekable();
         while pending.peek().is_some() {
             let started = Instant::now();
@@ -369,6 +387,33 @@ impl Indexer {
     }
 
     /// Merges the small splits of a day once there are `merge_at` of them.
+    /// Drops the splits whose lines are all before `from` (epoch
+    /// microseconds): the days retention removed from the table. Splits are
+    /// one day of log time each, so they line up with the table's days.
+    async fn expire(&self, state: &mut IndexState, from: i64) -> Result<usize, IndexError> {
+        let gone: Vec<SplitMeta> = state
+            .splits
+            .iter()
+            .filter(|s| s.max_ts < from)
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        state.splits.retain(|s| s.max_ts >= from);
+        self.store.save_state(state).await?;
+        for m in &gone {
+            self.store.delete_split(&m.id).await?;
+            let _ = std::fs::remove_dir_all(self.settings.cache_dir.join(&m.id));
+        }
+        tracing::info!(
+            splits = gone.len(),
+            from,
+            "dropped the splits of days retention removed"
+        );
+        Ok(gone.len())
+    }
+
     async fn merge(&self, state: &mut IndexState) -> Result<usize, IndexError> {
         let mut merged = 0;
         for group in merge_groups(&state.splits, self.settings.merge_at) {

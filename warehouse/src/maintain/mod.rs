@@ -343,7 +343,14 @@ impl Maintainer {
                     day_name(first_kept)
                 ));
                 report.commit_retries += self
-                    .commit_rewrite(contract, Operation::Delete, &expired, &[], "retention")
+                    .commit_rewrite(
+                        contract,
+                        Operation::Delete,
+                        &expired,
+                        &[],
+                        "retention",
+                        Some(first_kept),
+                    )
                     .await?;
             }
         }
@@ -393,7 +400,14 @@ impl Maintainer {
             }
             let removed = compact::paths(&groups);
             match self
-                .commit_rewrite(contract, Operation::Replace, &removed, &added, "compaction")
+                .commit_rewrite(
+                    contract,
+                    Operation::Replace,
+                    &removed,
+                    &added,
+                    "compaction",
+                    None,
+                )
                 .await
             {
                 Ok(retries) => report.commit_retries += retries,
@@ -477,6 +491,7 @@ impl Maintainer {
         removed: &HashSet<String>,
         added: &[iceberg::spec::DataFile],
         reason: &'static str,
+        retained_from_day: Option<i64>,
     ) -> Result<u32, MaintainError> {
         let mut wait = Duration::from_millis(50);
         for attempt in 0..ATTEMPTS {
@@ -488,6 +503,7 @@ impl Maintainer {
                     removed,
                     added,
                     reason,
+                    retained_from_day,
                 },
             )
             .await?;

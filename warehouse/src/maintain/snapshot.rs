@@ -26,6 +26,10 @@ use crate::append::{POSITIONS_PROPERTY, positions};
 
 /// Property naming what made a maintenance snapshot.
 pub const MAINTENANCE_PROPERTY: &str = "sluice.maintenance";
+/// Property of a retention snapshot: the first instant (epoch
+/// microseconds, a day's start) the table keeps. The log indexer drops the
+/// splits of the days before it.
+pub const RETAINED_FROM_PROPERTY: &str = "sluice.retained-from-us";
 
 /// Entries per merged manifest (~8 MiB of Avro for our tables).
 const ENTRIES_PER_MANIFEST: usize = 20_000;
@@ -98,6 +102,8 @@ pub struct Rewrite<'a> {
     pub added: &'a [DataFile],
     /// Why, for the summary (`compaction`, `retention`).
     pub reason: &'static str,
+    /// For retention: the first day kept (days since the epoch).
+    pub retained_from_day: Option<i64>,
 }
 
 /// Builds the snapshot of `rewrite` on top of `table`'s current snapshot
@@ -239,6 +245,12 @@ pub async fn build(
 
     let mut props = counts.summary();
     props.insert(MAINTENANCE_PROPERTY.into(), rewrite.reason.into());
+    if let Some(day) = rewrite.retained_from_day {
+        props.insert(
+            RETAINED_FROM_PROPERTY.into(),
+            (day * 86_400_000_000).to_string(),
+        );
+    }
     // The writers' positions stay current whatever snapshots expire.
     let held = positions(table, "maintenance").map_err(|e| SnapshotError::Format {
         table: name.clone(),
