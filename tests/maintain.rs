@@ -288,6 +288,23 @@ fn retention_drops_expired_days_only() {
         "splits of expired days remain: {ends:?}"
     );
 
+    // The API says from when the tables keep rows.
+    let (mut serve, addr) = common::spawn_serve(&data_dir, &[], &[]);
+    let r = common::http(&addr, "GET", "/v1/tables", &[], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tables: Value = r.json();
+    let kept_from = chrono::DateTime::from_timestamp(first_kept * 86_400, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for t in tables["tables"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        if report_of(&reports, name)["expired_files"].as_u64() > Some(0) {
+            assert_eq!(t["retained_from"], kept_from.as_str(), "{t}");
+        }
+    }
+    assert_eq!(tables["tables"].as_array().unwrap().len(), 3);
+    assert!(serve.terminate().success());
+
     // Bad retention values are refused at config load.
     let bad = sluice_with(
         &data_dir,

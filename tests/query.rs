@@ -641,6 +641,7 @@ fn sql_answers_in_three_formats_and_refuses_writes() {
         "/v1/services/{namespace}/{name}/health",
         "/v1/logs/search",
         "/v1/logs/restarts",
+        "/v1/tables",
         "/loki/api/v1/query_range",
         "/loki/api/v1/query",
         "/loki/api/v1/labels",

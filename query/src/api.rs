@@ -32,6 +32,8 @@ use crate::service_health::{HealthParams, service_health};
 /// The OpenAPI 3 description of every route.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+use sluice_warehouse::maintain::snapshot::RETAINED_FROM_TABLE_PROPERTY;
+
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub guardrails: GuardrailsConfig,
@@ -42,7 +44,7 @@ pub struct ApiState {
 /// every role: what it reads is bounded by the role's tables
 /// ([`Role::tables`]), not by the route.
 fn allowed(path: &str) -> &'static [Role] {
-    if path.starts_with("/v1/services/") || path == "/v1/sql" {
+    if path.starts_with("/v1/services/") || path == "/v1/sql" || path == "/v1/tables" {
         &[Role::Analyst, Role::Operator, Role::Admin]
     } else if path.starts_with("/v1/logs") || path.starts_with("/loki/") {
         &[Role::Operator, Role::Admin]
@@ -154,6 +156,7 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
         .route("/v1/services/{namespace}/{name}/health", get(health_route))
         .route("/v1/logs/search", get(log_search_route))
         .route("/v1/logs/restarts", get(restarts_route))
+        .route("/v1/tables", get(tables_route))
         .merge(crate::loki::routes())
         .method_not_allowed_fallback(wrong_method)
         .with_state(state.clone())
@@ -404,6 +407,48 @@ async fn restarts_route(
         )
         .await?;
         Ok(Json(report).into_response())
+    })
+    .await
+}
+
+/// The tables the caller's role reads: where they stand and from when they
+/// keep rows (set by retention; `null` until it first ran).
+async fn tables_route(
+    State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
+    let role = caller.map(|Extension(c)| c.role);
+    observed(&state, "tables", async {
+        let mut tables = Vec::new();
+        for contract in sluice_schema::tables::ALL_TABLES {
+            if let Some(allowed) = role.and_then(Role::tables)
+                && !allowed.contains(&contract.name)
+            {
+                continue;
+            }
+            let table = state
+                .engine
+                .catalog()
+                .load_table(&contract.ident())
+                .await
+                .map_err(|e| QueryError::Catalog(e.to_string()))?;
+            let meta = table.metadata();
+            let current = meta.current_snapshot();
+            let summary = |key: &str| {
+                current
+                    .and_then(|s| s.summary().additional_properties.get(key))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            tables.push(json!({
+                "name": contract.name,
+                "retained_from": meta.properties().get(RETAINED_FROM_TABLE_PROPERTY),
+                "snapshot_id": current.map(|s| s.snapshot_id()),
+                "last_commit": current.and_then(|s| chrono::DateTime::from_timestamp_millis(s.timestamp_ms())).map(|t| t.to_rfc3339()),
+                "rows": summary("total-records"),
+                "data_files": summary("total-data-files"),
+            }));
+        }
+        Ok(Json(json!({ "tables": tables })).into_response())
     })
     .await
 }

@@ -30,6 +30,9 @@ pub const MAINTENANCE_PROPERTY: &str = "sluice.maintenance";
 /// microseconds, a day's start) the table keeps. The log indexer drops the
 /// splits of the days before it.
 pub const RETAINED_FROM_PROPERTY: &str = "sluice.retained-from-us";
+/// Table property: the first instant (RFC 3339) the table keeps, set by
+/// retention; what `GET /v1/tables` reports.
+pub const RETAINED_FROM_TABLE_PROPERTY: &str = "sluice.retained-from";
 
 /// Entries per merged manifest (~8 MiB of Avro for our tables).
 const ENTRIES_PER_MANIFEST: usize = 20_000;
@@ -277,7 +280,18 @@ pub async fn build(
         })
         .with_schema_id(metadata.current_schema_id())
         .build();
-    Ok(vec![
+    let mut updates = Vec::with_capacity(3);
+    if let Some(day) = rewrite.retained_from_day
+        && let Some(at) = chrono::DateTime::from_timestamp(day * 86_400, 0)
+    {
+        updates.push(TableUpdate::SetProperties {
+            updates: HashMap::from([(
+                RETAINED_FROM_TABLE_PROPERTY.to_string(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )]),
+        });
+    }
+    updates.extend([
         TableUpdate::AddSnapshot { snapshot },
         TableUpdate::SetSnapshotRef {
             ref_name: MAIN_BRANCH.to_string(),
@@ -286,7 +300,8 @@ pub async fn build(
                 SnapshotRetention::branch(None, None, None),
             ),
         },
-    ])
+    ]);
+    Ok(updates)
 }
 
 fn chrono_now_ms() -> i64 {
