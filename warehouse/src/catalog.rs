@@ -218,8 +218,12 @@ pub async fn open(
             if let Some(c) = credential {
                 props.insert("credential".into(), c.clone());
             }
+            // The catalog decides where its tables live (often not under
+            // the configured warehouse): resolve every location by scheme,
+            // never as a local path.
+            let _ = factory;
             let catalog = RestCatalogBuilder::default()
-                .with_storage_factory(factory)
+                .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
                 .load("sluice", props)
                 .await
                 .map_err(|source| CatalogError::Open {

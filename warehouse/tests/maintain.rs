@@ -148,9 +148,8 @@ async fn exercise(catalog_cfg: CatalogConfig, warehouse: WarehouseConfig, lists:
         sink.current_positions()
             .await
             .unwrap()
-            .values()
-            .sum::<i64>(),
-        at
+            .get(&kafka_source(&topic, 0)),
+        Some(&at)
     );
     // A writer goes on from there, and a stale one is still fenced.
     let stale = sink
@@ -214,6 +213,12 @@ async fn rest_catalog_with_oauth2_client_credentials() {
         false,
     )
     .await;
+    // The catalog's s3:// locations went to S3, not to a local path named
+    // after them.
+    assert!(
+        !std::path::Path::new("s3:").exists(),
+        "data files written locally under ./s3:"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
