@@ -9,25 +9,11 @@ use futures::TryStreamExt;
 use iceberg::Catalog;
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source};
-use sluice_warehouse::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 use sqlx::Connection;
 
 mod common;
-use common::{events, rows};
-
-fn s3_warehouse(bucket: &str) -> WarehouseConfig {
-    let store = sluice_testkit::s3();
-    WarehouseConfig {
-        location: Some(format!("s3://{bucket}/warehouse")),
-        s3: S3Config {
-            endpoint: Some(store.endpoint),
-            region: Some("us-east-1".into()),
-            path_style: true,
-            access_key_id: Some(store.access_key),
-            secret_access_key: Some(store.secret_key),
-        },
-    }
-}
+use common::{events, postgres_database, rows, s3_warehouse};
 
 /// Creates, appends, fences and reads back through `catalog`.
 async fn exercise(catalog: Arc<dyn Catalog>) -> Vec<String> {
@@ -88,24 +74,13 @@ async fn exercise(catalog: Arc<dyn Catalog>) -> Vec<String> {
 
 #[tokio::test]
 async fn postgres_catalog_over_an_s3_warehouse() {
-    // A database of its own, so test runs never share tables.
-    let base = sluice_testkit::postgres_uri();
-    let db = sluice_testkit::unique("sluice");
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to Postgres");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    let uri = format!("{prefix}/{db}");
+    let uri = postgres_database("sluice").await;
 
     let bucket = sluice_testkit::unique("wh");
     let dir = tempfile::tempdir().unwrap();
     let catalog = catalog::open(
         &CatalogConfig::Postgres { uri: uri.clone() },
-        &s3_warehouse(&bucket),
+        &s3_warehouse(Some(&bucket)),
         dir.path(),
     )
     .await
@@ -137,7 +112,7 @@ async fn postgres_catalog_over_an_s3_warehouse() {
     // A second process's view (a fresh catalog) sees the same table.
     let again = catalog::open(
         &CatalogConfig::Postgres { uri },
-        &s3_warehouse(&bucket),
+        &s3_warehouse(Some(&bucket)),
         dir.path(),
     )
     .await
@@ -183,7 +158,7 @@ async fn rest_catalog_with_oauth2_client_credentials() {
         token: None,
         credential: Some(format!("{}:{}", store.access_key, store.secret_key)),
     };
-    let catalog = catalog::open(&config, &s3_warehouse("unused"), dir.path())
+    let catalog = catalog::open(&config, &s3_warehouse(Some("unused")), dir.path())
         .await
         .expect("open the REST catalog");
     let files = exercise(catalog).await;
@@ -194,7 +169,7 @@ async fn rest_catalog_with_oauth2_client_credentials() {
     );
 
     // Another process (a fresh client) sees the committed position.
-    let again = catalog::open(&config, &s3_warehouse("unused"), dir.path())
+    let again = catalog::open(&config, &s3_warehouse(Some("unused")), dir.path())
         .await
         .unwrap();
     let sink = TableSink::new(again, &EVENT_LOGS, "other");
@@ -213,7 +188,7 @@ async fn rest_catalog_with_oauth2_client_credentials() {
         token: None,
         credential: Some(format!("{}:not-the-secret", store.access_key)),
     };
-    let refused = match catalog::open(&wrong, &s3_warehouse("unused"), dir.path()).await {
+    let refused = match catalog::open(&wrong, &s3_warehouse(Some("unused")), dir.path()).await {
         Err(e) => e.to_string(),
         Ok(c) => catalog::ensure_tables(c.as_ref())
             .await

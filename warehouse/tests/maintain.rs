@@ -7,43 +7,21 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use iceberg::spec::Operation;
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source};
-use sluice_warehouse::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
+use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 use sluice_warehouse::maintain::commit::{CommitError, MetadataCommitter};
 use sluice_warehouse::maintain::metrics::MaintenanceMetrics;
 use sluice_warehouse::maintain::snapshot::{self, Rewrite};
 use sluice_warehouse::maintain::{Maintainer, MaintenanceConfig, RetentionConfig};
 use sluice_warehouse::object_stores::ObjectStores;
-use sqlx::Connection;
 
-use common::events;
-
-async fn ids(sink: &TableSink) -> BTreeSet<String> {
-    let table = sink.load().await.unwrap();
-    let batches: Vec<arrow_array::RecordBatch> = table
-        .scan()
-        .select(["event_id"])
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut out = BTreeSet::new();
-    for b in batches {
-        let col = arrow_array::cast::AsArray::as_string::<i32>(b.column(0));
-        out.extend(col.iter().map(|v| v.unwrap().to_string()));
-    }
-    out
-}
+use common::{events, ids, postgres_database, s3_warehouse};
 
 async fn append(sink: &TableSink, topic: &str, n: usize, from: i64) -> i64 {
     let source = kafka_source(topic, 0);
@@ -200,16 +178,7 @@ async fn rest_catalog_with_oauth2_client_credentials() {
             token: None,
             credential: Some(format!("{}:{}", store.access_key, store.secret_key)),
         },
-        WarehouseConfig {
-            location: None,
-            s3: S3Config {
-                endpoint: Some(store.endpoint),
-                region: Some("us-east-1".into()),
-                path_style: true,
-                access_key_id: Some(store.access_key),
-                secret_access_key: Some(store.secret_key),
-            },
-        },
+        s3_warehouse(None),
         false,
     )
     .await;
@@ -228,31 +197,11 @@ async fn sqlite_catalog_over_local_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_catalog_over_an_s3_warehouse() {
-    let base = sluice_testkit::postgres_uri();
-    let db = sluice_testkit::unique("maint");
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    let store = sluice_testkit::s3();
+    let uri = postgres_database("maint").await;
     let bucket = sluice_testkit::unique("mw");
-    let warehouse = WarehouseConfig {
-        location: Some(format!("s3://{bucket}/warehouse")),
-        s3: S3Config {
-            endpoint: Some(store.endpoint),
-            region: Some("us-east-1".into()),
-            path_style: true,
-            access_key_id: Some(store.access_key),
-            secret_access_key: Some(store.secret_key),
-        },
-    };
     exercise(
-        CatalogConfig::Postgres {
-            uri: format!("{prefix}/{db}"),
-        },
-        warehouse,
+        CatalogConfig::Postgres { uri },
+        s3_warehouse(Some(&bucket)),
         true,
     )
     .await;

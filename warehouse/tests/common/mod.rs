@@ -10,6 +10,8 @@ use sluice_schema::batch;
 use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::TableSink;
+use sluice_warehouse::catalog::{S3Config, WarehouseConfig};
+use sqlx::Connection;
 
 /// `n` valid events with ids `<prefix>-<i>`, two hours apart (so a day
 /// boundary, and with it a second partition, is crossed after 12).
@@ -43,4 +45,58 @@ pub async fn rows(sink: &TableSink) -> usize {
         .await
         .unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// The test S3 store as the warehouse: under `s3://<bucket>/warehouse`, or
+/// with no location of its own (a REST catalog places its tables).
+pub fn s3_warehouse(bucket: Option<&str>) -> WarehouseConfig {
+    let store = sluice_testkit::s3();
+    WarehouseConfig {
+        location: bucket.map(|b| format!("s3://{b}/warehouse")),
+        s3: S3Config {
+            endpoint: Some(store.endpoint),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            access_key_id: Some(store.access_key),
+            secret_access_key: Some(store.secret_key),
+        },
+    }
+}
+
+/// A database of its own on the test Postgres server (`<prefix>-…`), so
+/// test runs never share tables; its URI.
+pub async fn postgres_database(prefix: &str) -> String {
+    let base = sluice_testkit::postgres_uri();
+    let db = sluice_testkit::unique(prefix);
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to Postgres");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{db}")
+}
+
+/// The event ids in the sink's table, read back through an Iceberg scan.
+pub async fn ids(sink: &TableSink) -> std::collections::BTreeSet<String> {
+    let table = sink.load().await.unwrap();
+    let batches: Vec<RecordBatch> = table
+        .scan()
+        .select(["event_id"])
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    for b in batches {
+        let col = arrow_array::cast::AsArray::as_string::<i32>(b.column(0));
+        out.extend(col.iter().map(|v| v.unwrap().to_string()));
+    }
+    out
 }
