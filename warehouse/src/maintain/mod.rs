@@ -421,19 +421,16 @@ impl Maintainer {
             }
         }
 
-        // 3. Snapshot expiry (iceberg-rust's own action: any catalog), and
-        //    the files only the expired snapshots reached.
-        let table = self.load(contract).await?;
-        let before = table.metadata().snapshots().len();
-        let reachable_before = orphans::reachable(&table).await?;
+        // 3. Snapshot expiry (iceberg-rust's own action: any catalog).
+        let before = self.load(contract).await?;
         let older_than = chrono::Utc::now().timestamp_millis()
             - i64::try_from(self.config.snapshot_max_age_secs.saturating_mul(1000)).unwrap_or(0);
-        let tx = Transaction::new(&table);
+        let tx = Transaction::new(&before);
         let action = tx
             .expire_snapshots()
             .expire_older_than_ms(older_than)
             .retain_last(self.config.snapshots_to_keep.max(1));
-        let table = action
+        action
             .apply(tx)
             .map_err(|source| MaintainError::Iceberg {
                 table: contract.name,
@@ -447,18 +444,32 @@ impl Maintainer {
                 context: "expiring snapshots",
                 source: Box::new(source),
             })?;
-        report.snapshots_expired = before.saturating_sub(table.metadata().snapshots().len());
-        if report.snapshots_expired > 0 {
-            let table = self.load(contract).await?;
-            let swept = orphans::delete_unreachable(&reachable_before, &table).await?;
+
+        // 4. Cleanup. What the table still reaches is read once: the files
+        //    only the expired snapshots reached go without a listing, then
+        //    the table's directories are listed for files nothing references
+        //    (a writer's that died before its commit, say).
+        let table = self.load(contract).await?;
+        let keep = orphans::reachable(&table).await?;
+        let retained: HashSet<i64> = table
+            .metadata()
+            .snapshots()
+            .map(|s| s.snapshot_id())
+            .collect();
+        let expired: HashSet<i64> = before
+            .metadata()
+            .snapshots()
+            .map(|s| s.snapshot_id())
+            .filter(|id| !retained.contains(id))
+            .collect();
+        report.snapshots_expired = expired.len();
+        if !expired.is_empty() {
+            let swept = orphans::delete_unreachable(&before, &expired, &keep).await?;
             report.orphans_deleted += swept.deleted;
         }
-
-        // 4. Files nothing references (a writer's that died before its
-        //    commit, say), found by listing the table's directories.
-        let table = self.load(contract).await?;
         let swept = orphans::sweep(
             &table,
+            &keep,
             &self.stores,
             Duration::from_secs(self.config.orphan_min_age_secs),
         )

@@ -64,25 +64,28 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>, OrphanError> {
         .collect())
 }
 
-/// Deletes the files reachable from `before` (the table before a snapshot
-/// expiry) that `after` no longer reaches — what Java's `ExpireSnapshots`
-/// cleans up. It needs no listing, so it works on stores that do not list
+/// Deletes what the snapshots `expired` of `before` (the table before a
+/// snapshot expiry) reached, and `before`'s metadata files, unless `keep`
+/// (what the table reaches after it, [`reachable`]) still names them —
+/// what Java's `ExpireSnapshots` cleans up. Only the expired snapshots are
+/// read, and no listing is needed, so it works on stores that do not list
 /// (S3 table buckets).
 pub async fn delete_unreachable(
-    before: &HashSet<String>,
-    after: &Table,
+    before: &Table,
+    expired: &HashSet<i64>,
+    keep: &HashSet<String>,
 ) -> Result<Swept, OrphanError> {
-    let keep = reachable(after).await?;
+    let gone = reachable_from(before, |id| expired.contains(&id)).await?;
     let mut swept = Swept {
         referenced: keep.len(),
         ..Swept::default()
     };
-    for location in before.difference(&keep) {
+    for location in gone.difference(keep) {
         swept.listed += 1;
-        match after.file_io().delete(location).await {
+        match before.file_io().delete(location).await {
             Ok(()) => swept.deleted += 1,
             Err(e) => {
-                tracing::warn!(table = after.identifier().name(), file = %location, error = %e, "could not delete a file of an expired snapshot");
+                tracing::warn!(table = before.identifier().name(), file = %location, error = %e, "could not delete a file of an expired snapshot");
             }
         }
     }
@@ -92,6 +95,14 @@ pub async fn delete_unreachable(
 /// Every file a snapshot still in the table's metadata needs, and the
 /// metadata files the table's history lists: full locations.
 pub async fn reachable(table: &Table) -> Result<HashSet<String>, OrphanError> {
+    reachable_from(table, |_| true).await
+}
+
+/// [`reachable`], reading only the snapshots `read` picks.
+async fn reachable_from(
+    table: &Table,
+    read: impl Fn(i64) -> bool,
+) -> Result<HashSet<String>, OrphanError> {
     let name = table.identifier().name().to_string();
     let err = |what| {
         let name = name.clone();
@@ -110,7 +121,7 @@ pub async fn reachable(table: &Table) -> Result<HashSet<String>, OrphanError> {
         keep.insert(log.metadata_file.clone());
     }
     let mut manifests_seen = HashSet::new();
-    for snapshot in metadata.snapshots() {
+    for snapshot in metadata.snapshots().filter(|s| read(s.snapshot_id())) {
         keep.insert(snapshot.manifest_list().to_string());
         let list = table
             .manifest_list_reader(snapshot)
@@ -141,16 +152,18 @@ pub async fn reachable(table: &Table) -> Result<HashSet<String>, OrphanError> {
     Ok(keep)
 }
 
-/// Deletes the unreferenced files under the table's `data/` and
-/// `metadata/` older than `min_age`. Any read error stops the sweep before
-/// it deletes anything.
+/// Deletes the files under the table's `data/` and `metadata/` that
+/// `reachable` (the table's [`reachable`] files) does not name, once older
+/// than `min_age`. A listing error stops the sweep before it deletes
+/// anything.
 pub async fn sweep(
     table: &Table,
+    reachable: &HashSet<String>,
     stores: &ObjectStores,
     min_age: Duration,
 ) -> Result<Swept, OrphanError> {
     let name = table.identifier().name().to_string();
-    let keep = referenced(table).await?;
+    let keep: HashSet<String> = reachable.iter().map(|l| object_key(l)).collect();
     let location = table
         .metadata()
         .location()
