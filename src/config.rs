@@ -182,6 +182,9 @@ pub struct WriterConfig {
     /// refilled with the ids of the table's appends from this many seconds
     /// before its newest snapshot: replays after a restart are dropped too.
     pub dedup_horizon_secs: u64,
+    /// `sluice up`'s write-ahead logs start a new segment past this size;
+    /// a segment is deleted once its table's committed position passed it.
+    pub wal_segment_mib: u64,
 }
 
 impl Default for WriterConfig {
@@ -192,6 +195,7 @@ impl Default for WriterConfig {
             max_age_ms: 2000,
             dedup_window: 1_000_000,
             dedup_horizon_secs: 900,
+            wal_segment_mib: 64,
         }
     }
 }

@@ -198,8 +198,9 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     drop(stopped_tx);
 
     // The write-ahead logs resume from what their tables hold.
-    let events_wal = Wal::open(&up_dir, "events")?;
-    let lifecycle_wal = Wal::open(&up_dir, "lifecycle")?;
+    let segment = config.writer.wal_segment_mib.max(1) << 20;
+    let events_wal = Wal::open_with(&up_dir, "events", segment)?;
+    let lifecycle_wal = Wal::open_with(&up_dir, "lifecycle", segment)?;
     let mut followers = Vec::new();
     for (wal, sink, tx) in [
         (&events_wal, &event_sink, event_tx),

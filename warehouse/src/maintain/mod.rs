@@ -59,6 +59,13 @@ pub struct MaintenanceConfig {
     pub snapshots_to_keep: usize,
     /// Unreferenced files are deleted once this old.
     pub orphan_min_age_secs: u64,
+    /// `sluice maintain` runs passes only while holding this Kubernetes
+    /// Lease ("" = no lease), so one maintainer of many works at a time.
+    pub lease: String,
+    /// The Lease's namespace ("" = the client's: in-cluster, the pod's).
+    pub lease_namespace: String,
+    /// A holder that stops renewing loses the Lease after this long.
+    pub lease_duration_secs: u64,
 }
 
 impl Default for MaintenanceConfig {
@@ -72,6 +79,9 @@ impl Default for MaintenanceConfig {
             snapshot_max_age_secs: 900,
             snapshots_to_keep: 10,
             orphan_min_age_secs: 3600,
+            lease: String::new(),
+            lease_namespace: String::new(),
+            lease_duration_secs: 30,
         }
     }
 }
@@ -221,7 +231,12 @@ pub struct Maintainer {
     metrics: MaintenanceMetrics,
     /// Progress lines (`sluice maintain --once`).
     progress: Option<Progress>,
+    /// Milliseconds since the epoch that retention counts back from.
+    clock: Clock,
 }
+
+/// A wall clock in milliseconds since the epoch.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Commit attempts before a run gives up on a table (the next run retries).
 const ATTEMPTS: u32 = 20;
@@ -244,7 +259,15 @@ impl Maintainer {
             retention,
             metrics,
             progress: None,
+            clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
         })
+    }
+
+    /// Retention counts back from `clock` instead of the wall clock (a
+    /// simulated month in a test).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn with_progress(mut self, progress: Progress) -> Self {
@@ -323,8 +346,7 @@ impl Maintainer {
             .of(contract.name)
             .map_err(MaintainError::Config)?
         {
-            let first_kept =
-                retention::first_kept_day(chrono::Utc::now().timestamp_millis(), retention);
+            let first_kept = retention::first_kept_day((self.clock)(), retention);
             let table = self.load(contract).await?;
             let live = snapshot::live_entries(&table).await?;
             let expired = retention::expired_files(&table, &live, first_kept);
@@ -425,25 +447,36 @@ impl Maintainer {
         let before = self.load(contract).await?;
         let older_than = chrono::Utc::now().timestamp_millis()
             - i64::try_from(self.config.snapshot_max_age_secs.saturating_mul(1000)).unwrap_or(0);
-        let tx = Transaction::new(&before);
-        let action = tx
-            .expire_snapshots()
-            .expire_older_than_ms(older_than)
-            .retain_last(self.config.snapshots_to_keep.max(1));
-        action
-            .apply(tx)
-            .map_err(|source| MaintainError::Iceberg {
-                table: contract.name,
-                context: "expiring snapshots",
-                source: Box::new(source),
-            })?
-            .commit(self.catalog.as_ref())
-            .await
-            .map_err(|source| MaintainError::Iceberg {
-                table: contract.name,
-                context: "expiring snapshots",
-                source: Box::new(source),
-            })?;
+        // The action commits a new metadata.json even when nothing
+        // expires: skip it then, or an idle table gains a metadata version
+        // (and a longer metadata log) every pass.
+        let keep_last = self.config.snapshots_to_keep.max(1);
+        let snapshots = before.metadata().snapshots().count();
+        let any_old = before
+            .metadata()
+            .snapshots()
+            .any(|s| s.timestamp_ms() < older_than);
+        if snapshots > keep_last && any_old {
+            let tx = Transaction::new(&before);
+            let action = tx
+                .expire_snapshots()
+                .expire_older_than_ms(older_than)
+                .retain_last(keep_last);
+            action
+                .apply(tx)
+                .map_err(|source| MaintainError::Iceberg {
+                    table: contract.name,
+                    context: "expiring snapshots",
+                    source: Box::new(source),
+                })?
+                .commit(self.catalog.as_ref())
+                .await
+                .map_err(|source| MaintainError::Iceberg {
+                    table: contract.name,
+                    context: "expiring snapshots",
+                    source: Box::new(source),
+                })?;
+        }
 
         // 4. Cleanup. What the table still reaches is read once: the files
         //    only the expired snapshots reached go without a listing, then
@@ -526,8 +559,7 @@ impl Maintainer {
                         attempt,
                         "a commit landed first; rebuilding on it"
                     );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
                 Err(e) => return Err(e.into()),
             }
