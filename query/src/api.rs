@@ -21,9 +21,8 @@ use serde_json::json;
 use crate::attribution::{
     AttributionParams, AttributionQuery, SeriesParams, SeriesQuery, attribution, series,
 };
-use crate::config::{GuardrailsConfig, Role, Token};
+use crate::config::{Role, Token};
 use crate::encode;
-use crate::engine::Engine;
 use crate::error::QueryError;
 use crate::guardrails::{self, PeaksParams, SimulateRequest};
 use crate::isolation::ANONYMOUS;
@@ -34,11 +33,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 use sluice_warehouse::maintain::snapshot::RETAINED_FROM_TABLE_PROPERTY;
 
-pub struct ApiState {
-    pub engine: Arc<Engine>,
-    pub guardrails: GuardrailsConfig,
-    pub logs: Arc<crate::logsearch::LogIndex>,
-}
+pub use crate::state::ApiState;
 
 /// What each route needs: the roles that may call it. SQL is open to
 /// every role: what it reads is bounded by the role's tables

@@ -18,4 +18,5 @@ pub mod object_stores;
 pub mod params;
 pub mod scan;
 pub mod service_health;
+pub mod state;
 pub mod window;

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod directory;
 pub mod raw;
+pub mod show;
 pub mod tables;
 pub mod time;
 pub mod validation;

@@ -156,17 +156,9 @@ impl RawEvent {
         }
     }
 
-    /// Parses one NDJSON line / one Kafka message payload. Valid records take
-    /// the borrowing fast path; the rest get the full problem report.
-    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ValidationErrors> {
-        match crate::wire::decode_event(bytes) {
-            Some(event) => Ok(event),
-            None => Self::validate_json_bytes(bytes),
-        }
-    }
-
     /// The field-by-field validator alone, for a payload the fast path
-    /// ([`crate::wire::decode_event_view`]) already stepped aside from.
+    /// (`RawEvent::from_json_bytes`, in the `wire` module) already stepped
+    /// aside from.
     pub fn validate_json_bytes(bytes: &[u8]) -> Result<Self, ValidationErrors> {
         Self::from_json(&parse_json(bytes)?)
     }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::Value;
 
-use crate::validation::show;
+use crate::show::show;
 
 /// Earliest accepted instant: 2000-01-01T00:00:00Z, in epoch milliseconds.
 /// Anything earlier is almost certainly seconds sent as milliseconds.

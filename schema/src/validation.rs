@@ -62,19 +62,7 @@ pub struct FieldReader<'a> {
     problems: Vec<FieldProblem>,
 }
 
-/// Renders a JSON value for an error message, shortened so a huge bad value
-/// does not produce a huge error.
-pub fn show(value: &Value) -> String {
-    let text = value.to_string();
-    if text.len() <= 80 {
-        return text;
-    }
-    let mut cut = 77;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}...", &text[..cut])
-}
+pub use crate::show::show;
 
 fn type_name(value: &Value) -> &'static str {
     match value {

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::raw::{MAX_ATTRIBUTES, RawEvent};
 use crate::time::{epoch_millis_micros, parse_rfc3339_micros};
+use crate::validation::ValidationErrors;
 use crate::validation::{MAX_NAME_BYTES, MAX_TEXT_BYTES};
 
 /// A string borrowed from the input when it holds no escapes.
@@ -297,6 +298,18 @@ impl RawEvent {
                 .iter()
                 .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
                 .collect(),
+        }
+    }
+}
+
+impl RawEvent {
+    /// Parses one NDJSON line / one Kafka message payload. Valid records take
+    /// the borrowing fast path; the rest get the full problem report. (Here,
+    /// not in `raw`, so that the contract does not import its fast path.)
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ValidationErrors> {
+        match decode_event(bytes) {
+            Some(event) => Ok(event),
+            None => Self::validate_json_bytes(bytes),
         }
     }
 }

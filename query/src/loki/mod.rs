@@ -22,9 +22,9 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
-use crate::api::ApiState;
 use crate::error::QueryError;
 use crate::logsearch::search::OpenSplit;
+use crate::state::ApiState;
 use eval::{EvalError, Labels, Series, Steps, Value};
 use logql::{LogSelector, MatchOp, Query};
 

@@ -1,0 +1,15 @@
+//! What every HTTP handler of the query service shares: the engine, the
+//! guardrail settings and the log index. Its own module so the SQL API
+//! (`api`) and the Loki API (`loki`) both use it without importing each
+//! other.
+
+use std::sync::Arc;
+
+use crate::config::GuardrailsConfig;
+use crate::engine::Engine;
+
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    pub guardrails: GuardrailsConfig,
+    pub logs: Arc<crate::logsearch::LogIndex>,
+}
