@@ -317,6 +317,8 @@ impl Config {
         }
         config.check_tokens()?;
         config.check_intake_limits()?;
+        sluice_ingest::kafka_properties::check(&config.kafka.properties)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config
             .retention
             .validate()

@@ -163,3 +163,43 @@ fn config_shows_layers() {
     assert_eq!(cfg["kafka"]["topics"]["events"].as_str(), Some("gw"));
     assert_eq!(cfg["kafka"]["topics"]["dlq"].as_str(), Some("dead"));
 }
+
+/// `[kafka.properties]` cannot weaken delivery: `acks = "0"` (or another
+/// setting sluice's guarantees rest on) is a configuration error, exit 2,
+/// naming the setting — for every role, before anything connects.
+#[test]
+fn kafka_properties_cannot_weaken_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[kafka.properties]\n\"security.protocol\" = \"PLAINTEXT\"\nacks = \"0\"\n",
+    )
+    .unwrap();
+    for role in [&["collect"][..], &["write"][..]] {
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "--kafka",
+            "127.0.0.1:1",
+        ];
+        args.extend_from_slice(role);
+        let o = sluice(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{role:?}: {err}");
+        assert!(
+            err.contains("[kafka.properties] may not set")
+                && err.contains("acks: the collector produces with acks=all"),
+            "{role:?}: {err}"
+        );
+        assert!(!err.contains("security.protocol"), "{err}");
+    }
+    // Without the reserved key the same file loads.
+    std::fs::write(
+        &config,
+        "[kafka.properties]\n\"security.protocol\" = \"PLAINTEXT\"\n",
+    )
+    .unwrap();
+    let o = sluice(&["--config", config.to_str().unwrap(), "config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -646,7 +646,10 @@ async fn http_intake_accepts_valid_records_after_the_broker_acknowledged() {
     );
     let r = post(&[("Authorization", "Bearer nope")], b"{}");
     assert_eq!(r.status, 401);
-    assert!(r.json()["error"].as_str().unwrap().contains("token"));
+    // The error body every endpoint answers with (sluice_http::error).
+    assert_eq!(r.json()["error"], "unauthorized", "{}", r.text());
+    assert!(r.json()["detail"].as_str().unwrap().contains("token"));
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
     // Unknown encoding.
     let r = post(&[auth, ("Content-Encoding", "br")], b"{}");
     assert_eq!(r.status, 415, "{}", r.text());

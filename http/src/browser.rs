@@ -26,7 +26,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// Who may reach the server through a browser.
 #[derive(Debug, Clone)]
@@ -102,7 +101,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn refuse(status: StatusCode, kind: &str, detail: String) -> Response {
-    (status, axum::Json(json!({"error": kind, "detail": detail}))).into_response()
+    crate::error::response(status, kind, detail)
 }
 
 /// The `Origin` of a request when it is another site's: `Some(origin)`.

@@ -7,5 +7,6 @@ pub mod collect;
 pub mod embedded;
 pub mod enrich;
 pub mod import;
+pub mod kafka_properties;
 pub mod sources;
 pub mod writer;

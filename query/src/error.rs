@@ -1,14 +1,12 @@
 //! Every failure of the query side, with the HTTP status it answers with.
 //! Bodies are `{"error": kind, "detail": message}`.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
-use serde_json::json;
 
 /// What a 429 or 503 asks the client to wait before it tries again.
-pub const RETRY_AFTER_SECS: &str = "2";
+pub use sluice_http::error::RETRY_AFTER_SECS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -134,24 +132,6 @@ impl QueryError {
 
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (
-            status,
-            Json(json!({"error": self.kind(), "detail": self.to_string()})),
-        )
-            .into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+        sluice_http::error::response(self.status(), self.kind(), self.to_string())
     }
 }

@@ -112,8 +112,9 @@ async fn one_slot(
     next.run(request).await
 }
 
+/// The error body every endpoint answers with (`sluice_http::error`).
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": message.into()}))).into_response()
+    sluice_http::error::response(status, sluice_http::error::kind_of(status), message)
 }
 
 /// One record of the body: where it came from and its bytes (borrowed
@@ -346,7 +347,8 @@ async fn post_events(
         return (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({
-                "error": "no valid record",
+                "error": "no_valid_record",
+                "detail": "no record of the body is valid: see rejected",
                 "accepted": 0,
                 "rejected": rejected.listed,
                 "rejected_total": rejected.total,

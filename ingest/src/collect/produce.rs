@@ -28,10 +28,12 @@ pub struct ProducerSettings {
 }
 
 impl ProducerSettings {
+    /// The user's `[kafka.properties]` first, then the settings delivery
+    /// rests on, so those always win (and [`crate::kafka_properties::check`]
+    /// refuses them at load).
     pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap)
-            .set("enable.idempotence", "true")
+        let mut c = crate::kafka_properties::client_config(&self.bootstrap, &self.extra);
+        c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", &self.compression)
             // Throughput: up to 20 ms of lines share a request.
@@ -44,9 +46,6 @@ impl ProducerSettings {
             // 0 = never give up: an outage pauses delivery instead of
             // dropping lines; the bounded queue pauses reading.
             .set("message.timeout.ms", "0");
-        for (k, v) in &self.extra {
-            c.set(k, v);
-        }
         c
     }
 }

@@ -115,12 +115,7 @@ impl WriterSettings {
     }
 
     fn with_extra(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        for (k, v) in &self.extra {
-            config.set(k, v);
-        }
-        config.set("bootstrap.servers", &self.bootstrap);
-        config
+        crate::kafka_properties::client_config(&self.bootstrap, &self.extra)
     }
 
     /// The consumer's librdkafka configuration: `extra`, then what the
