@@ -8,5 +8,6 @@ pub mod embedded;
 pub mod enrich;
 pub mod import;
 pub mod kafka_properties;
+pub mod outlet;
 pub mod sources;
 pub mod writer;

@@ -9,11 +9,12 @@ use prometheus_client::registry::Registry;
 use rdkafka::producer::{FutureProducer, Producer};
 use sluice_ingest::collect::acks::Acks;
 use sluice_ingest::collect::checkpoint::CheckpointFile;
-use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
+use sluice_ingest::collect::intake::{Intake, IntakeSettings};
 use sluice_ingest::collect::kube_watch::{self, KubeSettings, KubeWatcher};
 use sluice_ingest::collect::metrics::CollectorMetrics;
-use sluice_ingest::collect::produce::{LogProducer, LogSink, ProducerSettings};
+use sluice_ingest::collect::produce::{LogProducer, ProducerSettings};
 use sluice_ingest::collect::tail::{TailError, TailSettings, Tailer};
+use sluice_ingest::outlet::KafkaOutlet;
 
 use crate::config::Config;
 use crate::health;
@@ -51,9 +52,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .create()
         .context("creating the intake producer")?;
     let intake = Arc::new(Intake::new(
-        Outlet::Kafka(intake_producer.clone()),
+        Arc::new(KafkaOutlet::new(
+            intake_producer.clone(),
+            topics.events.clone(),
+            Duration::from_secs(30),
+        )),
         IntakeSettings {
-            topic: topics.events.clone(),
             max_body_bytes: c.intake_max_body_bytes,
             max_record_bytes: c.intake_max_record_bytes,
             max_records: c.intake_max_records,
@@ -70,12 +74,15 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         let watcher = KubeWatcher::new(
             KubeSettings {
                 cluster: config.cluster.clone(),
-                topic: topics.k8s.clone(),
                 kubeconfig: c.kubeconfig.clone(),
                 state_path: config.data_dir.join("collector/k8s-watch.json"),
             },
             client,
-            intake_producer.clone(),
+            Arc::new(KafkaOutlet::new(
+                intake_producer.clone(),
+                topics.k8s.clone(),
+                Duration::from_secs(60),
+            )),
             metrics.clone(),
         )?;
         tracing::info!(topic = %topics.k8s, "watching Pods, Events, Deployments, StatefulSets and DaemonSets in the Kubernetes API");
@@ -134,7 +141,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         let tailer = Tailer::new(
             settings,
             checkpoint,
-            LogSink::Kafka(producer),
+            Box::new(producer),
             acks,
             metrics.clone(),
         )

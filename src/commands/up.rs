@@ -17,12 +17,13 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use sluice_ingest::collect::acks::Acks;
 use sluice_ingest::collect::checkpoint::CheckpointFile;
-use sluice_ingest::collect::intake::{Intake, IntakeSettings, Outlet};
+use sluice_ingest::collect::intake::{Intake, IntakeSettings};
+use sluice_ingest::collect::kube_watch::{self, KubeSettings, KubeWatcher};
 use sluice_ingest::collect::metrics::CollectorMetrics;
-use sluice_ingest::collect::produce::LogSink;
 use sluice_ingest::collect::tail::{Tailer, parse_table_source};
 use sluice_ingest::embedded::instance::Instance;
 use sluice_ingest::embedded::wal::Wal;
+use sluice_ingest::embedded::wal::WalOutlet;
 use sluice_ingest::embedded::{
     BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter, WriterStopped,
 };
@@ -49,31 +50,6 @@ pub struct UpOptions {
     pub demo_load: f64,
     /// How often the index follows new snapshots.
     pub index_interval: Duration,
-}
-
-/// The demo's events and lifecycle events, appended to the same
-/// write-ahead logs the HTTP intake uses.
-struct WalOutlet {
-    handle: tokio::runtime::Handle,
-    events: Arc<Wal>,
-    lifecycle: Arc<Wal>,
-}
-
-impl WalOutlet {
-    fn append(&self, wal: &Arc<Wal>, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
-        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        self.handle.block_on(wal.append(&refs))?;
-        Ok(())
-    }
-}
-
-impl LiveOutlet for WalOutlet {
-    fn events(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
-        self.append(&self.events.clone(), records)
-    }
-    fn lifecycle(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
-        self.append(&self.lifecycle.clone(), records)
-    }
 }
 
 pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
@@ -103,12 +79,6 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         );
     }
     let up_dir = config.data_dir.join("up");
-    if config.collector.kubernetes {
-        tracing::warn!(
-            "[collector] kubernetes is ignored by `sluice up` without Kafka: the Kubernetes watcher \
-             runs under `sluice collect` (or `sluice up --kafka`)"
-        );
-    }
 
     let demo = if opts.demo {
         let live = LiveConfig::new(config.data_dir.join("demo")).scaled(opts.demo_load.max(0.01));
@@ -284,7 +254,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
         checkpoint.save(&saved)?;
         let settings = super::collect::tail_settings(&config);
-        let sink = LogSink::Local(LocalLogSink::new(pod_tx, acks.clone()));
+        let sink = Box::new(LocalLogSink::new(pod_tx, acks.clone()));
         let tailer = Tailer::new(settings, checkpoint, sink, acks, collector_metrics.clone())
             .context("starting the pod log tailer")?;
         tailer_thread = Some(super::collect::spawn_tailer(tailer, stop.clone())?);
@@ -327,11 +297,35 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
     });
 
+    // Lifecycle events from the Kubernetes API, as `sluice collect
+    // --kubernetes` records them, into the lifecycle write-ahead log.
+    let watcher = if config.collector.kubernetes {
+        let client = kube_watch::client(config.collector.kubeconfig.as_deref())
+            .await
+            .context("connecting to the Kubernetes API ([collector] kubernetes)")?;
+        let watcher = KubeWatcher::new(
+            KubeSettings {
+                cluster: config.cluster.clone(),
+                kubeconfig: config.collector.kubeconfig.clone(),
+                state_path: up_dir.join("k8s-watch.json"),
+            },
+            client,
+            Arc::new(WalOutlet(lifecycle_wal.clone())),
+            collector_metrics.clone(),
+        )?;
+        tracing::info!(
+            "watching Pods, Events, Deployments, StatefulSets and DaemonSets in the Kubernetes API"
+        );
+        Some(watcher)
+    } else {
+        None
+    };
+    let watch_task = watcher.clone().map(|w| tokio::spawn(w.run()));
+
     // One port: API, console, intake, health.
     let intake = Arc::new(Intake::new(
-        Outlet::Wal(events_wal.clone()),
+        Arc::new(WalOutlet(events_wal.clone())),
         IntakeSettings {
-            topic: String::new(),
             max_body_bytes: config.collector.intake_max_body_bytes,
             max_record_bytes: config.collector.intake_max_record_bytes,
             max_records: config.collector.intake_max_records,
@@ -368,10 +362,10 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     let url = format!("http://{addr}");
     if let Some(demo) = demo {
         let facts = demo.facts().clone();
-        let mut outlet = WalOutlet {
+        let mut outlet = LiveOutlet {
             handle: tokio::runtime::Handle::current(),
-            events: events_wal.clone(),
-            lifecycle: lifecycle_wal.clone(),
+            events: Arc::new(WalOutlet(events_wal.clone())),
+            lifecycle: Arc::new(WalOutlet(lifecycle_wal.clone())),
         };
         let stop = demo_stop.clone();
         demo_thread = Some(
@@ -428,6 +422,12 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             tracing::warn!(
                 "a table writer did not finish within 30 s; its sources resume from the table at the next start"
             );
+        }
+    }
+    if let (Some(task), Some(w)) = (watch_task, watcher) {
+        task.abort();
+        if let Err(e) = w.save() {
+            tracing::warn!(error = %e, "saving the Kubernetes watch state");
         }
     }
     index_task.abort();

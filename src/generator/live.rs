@@ -6,6 +6,7 @@
 //! produces its lifecycle events.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use serde::Serialize;
+use sluice_ingest::outlet::RecordOutlet;
 use sluice_schema::raw::LifecycleEvent;
 
 use super::app_logs;
@@ -69,9 +71,27 @@ impl LiveConfig {
 /// Where the demo's events and lifecycle events go (the HTTP intake's
 /// write-ahead log in `sluice up`). Each call returns once the records are
 /// durable.
-pub trait LiveOutlet: Send {
-    fn events(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()>;
-    fn lifecycle(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()>;
+pub struct LiveOutlet {
+    /// The runtime the outlets' futures run on (the demo is a thread).
+    pub handle: tokio::runtime::Handle,
+    pub events: Arc<dyn RecordOutlet>,
+    pub lifecycle: Arc<dyn RecordOutlet>,
+}
+
+impl LiveOutlet {
+    fn send(&self, outlet: &Arc<dyn RecordOutlet>, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        let refs: Vec<(&[u8], &[u8])> = records.iter().map(|r| (&b""[..], r.as_slice())).collect();
+        self.handle.block_on(outlet.send(&refs))?;
+        Ok(())
+    }
+
+    fn events(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.send(&self.events, records)
+    }
+
+    fn lifecycle(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        self.send(&self.lifecycle, records)
+    }
 }
 
 /// Facts a user of the demo needs: who spikes, which pod was killed first.
@@ -185,7 +205,7 @@ impl LiveDemo {
 
     /// Emits until `stop` is set. Restarts continue from the restart numbers
     /// already on disk, so a restarted demo appends new instances.
-    pub fn run(self, outlet: &mut dyn LiveOutlet, stop: &AtomicBool) -> anyhow::Result<()> {
+    pub fn run(self, outlet: &mut LiveOutlet, stop: &AtomicBool) -> anyhow::Result<()> {
         let cfg = &self.config;
         let mut r = rng::stream(cfg.seed ^ now_ns() as u64, "live", 0);
         let mut live = Vec::new();

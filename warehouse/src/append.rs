@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
@@ -425,7 +424,7 @@ impl TableSink {
         sorted: Option<&Sorted>,
     ) -> Result<Outcome, SinkError> {
         let mut files: Option<(Vec<DataFile>, u64)> = None;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = crate::retry::Backoff::commit_conflict();
         for attempt in 1..=self.max_attempts {
             let table = self.load().await?;
             let mut merged = positions(&table, self.contract.name)?;
@@ -485,8 +484,7 @@ impl TableSink {
                         attempt,
                         "commit conflict, re-checking positions"
                     );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                 }
                 Err(e) => return Err(self.iceberg_err("committing")(e)),
             }

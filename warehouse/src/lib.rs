@@ -11,3 +11,4 @@ pub mod maintain;
 pub mod object_stores;
 pub mod parallel_parquet;
 pub mod recent_ids;
+pub mod retry;

@@ -11,8 +11,8 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::outlet::RecordOutlet;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,8 +21,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use flate2::read::MultiGzDecoder;
-use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use sluice_schema::raw::RawEvent;
 use tokio::sync::Semaphore;
@@ -31,7 +29,6 @@ use super::metrics::CollectorMetrics;
 
 #[derive(Debug, Clone)]
 pub struct IntakeSettings {
-    pub topic: String,
     /// Largest request body, compressed or not, and largest decoded body.
     pub max_body_bytes: usize,
     /// Largest record, attributes included; a larger one is rejected by
@@ -54,15 +51,10 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 512 << 10;
 /// Rejections listed in one answer; the rest are counted.
 const MAX_LISTED_REJECTIONS: usize = 100;
 
-/// Where accepted records go.
-pub enum Outlet {
-    Kafka(FutureProducer),
-    /// `sluice up`: the in-process writer reads them from this log.
-    Wal(Arc<crate::embedded::wal::Wal>),
-}
-
 pub struct Intake {
-    outlet: Outlet,
+    /// Where accepted records go: the events topic, or `sluice up`'s
+    /// write-ahead log.
+    outlet: Arc<dyn RecordOutlet>,
     settings: IntakeSettings,
     metrics: CollectorMetrics,
     /// Requests in progress (bodies in memory).
@@ -70,7 +62,11 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(outlet: Outlet, settings: IntakeSettings, metrics: CollectorMetrics) -> Self {
+    pub fn new(
+        outlet: Arc<dyn RecordOutlet>,
+        settings: IntakeSettings,
+        metrics: CollectorMetrics,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
         Self {
             outlet,
@@ -356,47 +352,15 @@ async fn post_events(
         )
             .into_response();
     }
-    let producer = match &intake.outlet {
-        Outlet::Kafka(p) => p,
-        Outlet::Wal(wal) => {
-            let records: Vec<&[u8]> = valid.iter().map(|(_, _, p)| *p).collect();
-            if let Err(e) = wal.append(&records).await {
-                tracing::error!(error = %e, "intake: cannot append to the write-ahead log");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the write-ahead log did not take the records: {e}; retry the request"),
-                );
-            }
-            return accepted(&intake, valid.len(), rejected, total);
-        }
-    };
-    let topic = intake.settings.topic.as_str();
-    let sends = valid.iter().map(|(_, key, payload)| {
-        producer.send(
-            FutureRecord::to(topic)
-                .key(key.as_bytes())
-                .payload(*payload),
-            Duration::from_secs(30),
-        )
-    });
-    let results = join_all(sends).await;
-    let mut failed = 0usize;
-    for r in &results {
-        if let Err((e, _)) = r {
-            failed += 1;
-            tracing::warn!(error = %e, "intake: the broker did not acknowledge a record");
-        }
-    }
-    if failed > 0 {
-        // Some records may be in Kafka; the caller retries the whole request
-        // and the writer drops the replays by event_id.
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the broker did not acknowledge {failed} of {} records; retry the request",
-                valid.len()
-            ),
-        );
+    let records: Vec<(&[u8], &[u8])> = valid
+        .iter()
+        .map(|(_, key, payload)| (key.as_bytes(), *payload))
+        .collect();
+    if let Err(e) = intake.outlet.send(&records).await {
+        // Some records may be durable already; the caller retries the whole
+        // request and the writer drops the replays by event_id.
+        tracing::warn!(error = %e, "intake: records not durable");
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
     accepted(&intake, valid.len(), rejected, total)
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::outlet::RecordOutlet;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -26,9 +27,9 @@ use kube::Resource;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use sluice_schema::raw::LifecycleEvent;
+use sluice_warehouse::retry::Backoff;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::metrics::CollectorMetrics;
@@ -45,8 +46,8 @@ pub enum KubeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the broker did not acknowledge a lifecycle record: {0}")]
-    Produce(rdkafka::error::KafkaError),
+    #[error("lifecycle records not durable: {0}")]
+    Outlet(crate::outlet::OutletError),
 }
 
 /// What the watcher has emitted, saved beside the collector's checkpoint.
@@ -573,7 +574,6 @@ fn workload_changes<W: Workload>(cluster: &str, w: &W, state: &WatchState, out: 
 #[derive(Debug, Clone)]
 pub struct KubeSettings {
     pub cluster: String,
-    pub topic: String,
     pub kubeconfig: Option<PathBuf>,
     pub state_path: PathBuf,
 }
@@ -604,7 +604,8 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
 pub struct KubeWatcher {
     settings: KubeSettings,
     client: Client,
-    producer: FutureProducer,
+    /// The lifecycle topic, or `sluice up`'s lifecycle write-ahead log.
+    outlet: Arc<dyn RecordOutlet>,
     metrics: CollectorMetrics,
     state: Mutex<WatchState>,
     last_save: Mutex<Instant>,
@@ -633,14 +634,14 @@ impl KubeWatcher {
     pub fn new(
         settings: KubeSettings,
         client: Client,
-        producer: FutureProducer,
+        outlet: Arc<dyn RecordOutlet>,
         metrics: CollectorMetrics,
     ) -> Result<Arc<Self>, KubeError> {
         let state = WatchState::load(&settings.state_path)?;
         Ok(Arc::new(Self {
             settings,
             client,
-            producer,
+            outlet,
             metrics,
             state: Mutex::new(state),
             last_save: Mutex::new(Instant::now()),
@@ -678,14 +679,14 @@ impl KubeWatcher {
     }
 
     async fn watch_loop(self: Arc<Self>, kind: Kind) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             match self.watch_once(kind).await {
-                Ok(()) => backoff = Duration::from_millis(500),
+                Ok(()) => backoff.reset(),
                 Err(e) => {
-                    tracing::warn!(?kind, error = %e, "Kubernetes watch failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(?kind, error = %e, "Kubernetes watch failed; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -786,14 +787,14 @@ impl KubeWatcher {
         Ok(version)
     }
 
-    /// Produces the records, waits for the broker, then records the state.
+    /// Sends the records, waits until they are durable, then records the
+    /// state.
     async fn commit(
         &self,
         kind: Kind,
         changes: Changes,
         version: Option<String>,
     ) -> Result<(), KubeError> {
-        let topic = self.settings.topic.as_str();
         let payloads: Vec<(String, Vec<u8>)> = changes
             .records
             .iter()
@@ -802,15 +803,15 @@ impl KubeWatcher {
                 (key, serde_json::to_vec(&r.to_json()).unwrap_or_default())
             })
             .collect();
-        let sends = payloads.iter().map(|(key, payload)| {
-            self.producer.send(
-                FutureRecord::to(topic).key(key.as_bytes()).payload(payload),
-                Duration::from_secs(60),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| KubeError::Produce(e))?;
-        }
+        let records: Vec<(&[u8], &[u8])> = payloads
+            .iter()
+            .map(|(key, payload)| (key.as_bytes(), payload.as_slice()))
+            .collect();
+        // Only once they are durable does the state move past them.
+        self.outlet
+            .send(&records)
+            .await
+            .map_err(KubeError::Outlet)?;
         self.metrics.k8s_events.inc_by(changes.records.len() as u64);
         {
             let mut state = self.state();

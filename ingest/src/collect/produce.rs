@@ -12,8 +12,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 
-use super::acks::{Acks, LaneId};
+use super::acks::Acks;
 use super::metrics::{CollectorMetrics, TopicLabel};
+use crate::outlet::{Delivery, Failed, LogOutlet, SendError};
 
 /// Producer settings shared by every collector producer.
 #[derive(Debug, Clone)]
@@ -48,29 +49,6 @@ impl ProducerSettings {
             .set("message.timeout.ms", "0");
         c
     }
-}
-
-/// What a delivery report needs to move a position.
-#[derive(Debug)]
-pub struct Delivery {
-    pub lane: LaneId,
-    pub seq: u64,
-    pub lines: u64,
-    /// The file's key in a table's source positions (`sluice up` only).
-    pub source: Arc<str>,
-    /// The file offset reading resumes from once this message is durable.
-    pub after: u64,
-    /// The last message of a read chunk: only here is `after` a line
-    /// boundary past every record sent before it.
-    pub chunk_end: bool,
-}
-
-/// A message whose delivery failed, to send again.
-#[derive(Debug)]
-pub struct Failed {
-    pub delivery: Box<Delivery>,
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
 }
 
 pub struct DeliveryContext {
@@ -118,50 +96,6 @@ pub struct LogProducer {
     topic: String,
 }
 
-/// Where the tailer's messages go: a Kafka topic (`sluice collect`) or the
-/// in-process writer of `sluice up`, whose commits acknowledge them.
-pub enum LogSink {
-    Kafka(LogProducer),
-    Local(crate::embedded::LocalLogSink),
-}
-
-impl LogSink {
-    pub fn send(
-        &self,
-        key: &[u8],
-        payload: &[u8],
-        delivery: Box<Delivery>,
-    ) -> Result<(), (SendError, Box<Delivery>)> {
-        match self {
-            LogSink::Kafka(p) => p.send(key, payload, delivery),
-            LogSink::Local(l) => l.send(payload, delivery),
-        }
-    }
-
-    pub fn take_failed(&self) -> Vec<Failed> {
-        match self {
-            LogSink::Kafka(p) => p.take_failed(),
-            LogSink::Local(_) => Vec::new(),
-        }
-    }
-
-    /// Waits up to `timeout` for what was sent to be acknowledged.
-    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), String> {
-        match self {
-            LogSink::Kafka(p) => p.flush(timeout).map_err(|e| e.to_string()),
-            LogSink::Local(l) => l.flush(timeout),
-        }
-    }
-}
-
-/// Why a message was not enqueued.
-#[derive(Debug)]
-pub enum SendError {
-    /// The bounded queue is full: try again after a pause.
-    QueueFull,
-    Other(KafkaError),
-}
-
 impl LogProducer {
     pub fn new(
         settings: &ProducerSettings,
@@ -183,8 +117,10 @@ impl LogProducer {
             topic: topic.to_string(),
         })
     }
+}
 
-    pub fn send(
+impl LogOutlet for LogProducer {
+    fn send(
         &self,
         key: &[u8],
         payload: &[u8],
@@ -196,14 +132,14 @@ impl LogProducer {
         self.producer.send(record).map_err(|(e, record)| {
             let kind = match e {
                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => SendError::QueueFull,
-                other => SendError::Other(other),
+                other => SendError::Other(other.to_string()),
             };
             (kind, record.delivery_opaque)
         })
     }
 
     /// Failed deliveries handed back since the last call.
-    pub fn take_failed(&self) -> Vec<Failed> {
+    fn take_failed(&self) -> Vec<Failed> {
         use rdkafka::producer::Producer;
         std::mem::take(
             &mut *self
@@ -215,8 +151,8 @@ impl LogProducer {
         )
     }
 
-    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), KafkaError> {
+    fn flush(&self, timeout: std::time::Duration) -> Result<(), String> {
         use rdkafka::producer::Producer;
-        self.producer.flush(timeout)
+        self.producer.flush(timeout).map_err(|e| e.to_string())
     }
 }

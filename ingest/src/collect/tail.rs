@@ -24,7 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::acks::{Acks, LaneId};
 use super::checkpoint::{CheckpointFile, FileKey, Position};
 use super::metrics::CollectorMetrics;
-use super::produce::{Delivery, LogSink, SendError};
+use crate::outlet::{Delivery, LogOutlet, SendError};
 use crate::sources::pod_log_file::{LogFormat, Origin, PodLogReader, fingerprint};
 use crate::sources::pod_log_path::PodLogPath;
 
@@ -163,7 +163,7 @@ fn effective_fingerprint(fp: u64, generation: u32) -> u64 {
 
 struct Io {
     settings: TailSettings,
-    producer: LogSink,
+    producer: Box<dyn LogOutlet>,
     acks: Arc<Acks>,
     metrics: CollectorMetrics,
 }
@@ -185,7 +185,7 @@ impl Tailer {
     pub fn new(
         settings: TailSettings,
         checkpoint: CheckpointFile,
-        producer: LogSink,
+        producer: Box<dyn LogOutlet>,
         acks: Arc<Acks>,
         metrics: CollectorMetrics,
     ) -> Result<Self, TailError> {

@@ -32,12 +32,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::collect::acks::{Acks, LaneId};
-use crate::collect::produce::{Delivery, SendError};
 use crate::enrich::Enricher;
+use crate::outlet::{Delivery, Failed, LogOutlet, SendError};
 use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
 use instance::{Instance, StartPositions};
 use sluice_warehouse::append::{Advance, Outcome, Positions, Sorted, TableSink};
+use sluice_warehouse::retry::Backoff;
 
 /// Records from one source, in source order, and the source position after
 /// them.
@@ -75,9 +76,12 @@ impl LocalLogSink {
     pub fn new(tx: mpsc::Sender<Message>, acks: Arc<Acks>) -> Self {
         Self { tx, acks }
     }
+}
 
-    pub fn send(
+impl LogOutlet for LocalLogSink {
+    fn send(
         &self,
+        _key: &[u8],
         payload: &[u8],
         delivery: Box<Delivery>,
     ) -> Result<(), (SendError, Box<Delivery>)> {
@@ -94,8 +98,14 @@ impl LocalLogSink {
         }
     }
 
+    /// Nothing fails once in the channel: a commit that fails is retried
+    /// by the writer, which holds the messages.
+    fn take_failed(&self) -> Vec<Failed> {
+        Vec::new()
+    }
+
     /// Waits until every message sent is committed, up to `timeout`.
-    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
+    fn flush(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         while self.acks.in_flight() > 0 {
             if Instant::now() >= deadline || self.tx.is_closed() {
@@ -286,14 +296,13 @@ impl TableWriter {
 
     /// The table's positions, retried until the catalog answers.
     pub async fn positions(sink: &TableSink) -> Positions {
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::unavailable();
         loop {
             match sink.current_positions().await {
                 Ok(p) => return p,
                 Err(e) => {
                     tracing::error!(table = sink.contract().name, error = %e, "cannot read the table's positions; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
+                    backoff.wait().await;
                 }
             }
         }
@@ -437,18 +446,17 @@ impl TableWriter {
                     })
                 })
                 .collect();
-            let mut wait = Duration::from_millis(200);
+            let mut backoff = Backoff::unavailable();
             while let Err(e) = self.dead_letters.write(&lines) {
                 tracing::error!(path = %self.dead_letters.path().display(), error = %e, "cannot write dead letters; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
+                backoff.wait().await;
             }
             self.metrics
                 .dead_letters
                 .get_or_create(&label)
                 .inc_by(rejects.len() as u64);
         }
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::unavailable();
         loop {
             let advances: Vec<Advance> = order
                 .iter()
@@ -509,8 +517,7 @@ impl TableWriter {
                 Err(e) => {
                     tracing::error!(table = %label.table, error = %e, "commit failed; retrying");
                     self.metrics.commit_errors.get_or_create(&label).inc();
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
+                    backoff.wait().await;
                 }
             }
         }

@@ -22,6 +22,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 use super::{DeadLetterFile, Message};
+use crate::outlet::{OutletError, RecordOutlet};
+use futures::future::BoxFuture;
+use sluice_warehouse::retry::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 #[error("write-ahead log {path}: {source}")]
@@ -340,11 +343,10 @@ impl Wal {
                                 "record_bytes": len,
                                 "record_head": String::from_utf8_lossy(&head),
                             });
-                            let mut wait = Duration::from_millis(200);
+                            let mut backoff = Backoff::unavailable();
                             while let Err(e) = dead_letters.write(std::slice::from_ref(&line)) {
                                 tracing::error!(path = %dead_letters.path().display(), error = %e, "cannot write dead letters; retrying");
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(10));
+                                backoff.wait().await;
                             }
                             // Moves the table's position past it.
                             let m = Message::records(source.clone(), after, Vec::new());
@@ -461,6 +463,25 @@ fn long_record(file: &mut File, from: u64, end: u64) -> std::io::Result<LongReco
         std::io::ErrorKind::UnexpectedEof,
         format!("no end to the record at offset {from} before the log's durable end {end}"),
     ))
+}
+
+/// Records appended to one of `sluice up`'s write-ahead logs (keys are
+/// not kept: the in-process writer needs none), durable once fsync'd.
+pub struct WalOutlet(pub Arc<Wal>);
+
+impl RecordOutlet for WalOutlet {
+    fn send<'a>(
+        &'a self,
+        records: &'a [(&'a [u8], &'a [u8])],
+    ) -> BoxFuture<'a, Result<(), OutletError>> {
+        Box::pin(async move {
+            let payloads: Vec<&[u8]> = records.iter().map(|(_, p)| *p).collect();
+            self.0
+                .append(&payloads)
+                .await
+                .map_err(|e| OutletError::Wal(e.to_string()))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_schema::validation::ValidationErrors;
+use sluice_warehouse::retry::Backoff;
 use tokio::sync::mpsc;
 
 use crate::enrich::Enricher;
@@ -1059,7 +1060,7 @@ impl CommitStage {
         let table_label = self.table();
         let contract = self.route.sink.contract();
         let started = Instant::now();
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::unavailable();
         let found = loop {
             let reach = Reach {
                 max_ids: self.window.capacity(),
@@ -1077,8 +1078,7 @@ impl CommitStage {
                 Err(e) => {
                     tracing::error!(table = %table_label.table, error = %e, "cannot read the table's recent ids; retrying");
                     self.metrics.append_errors.get_or_create(&table_label).inc();
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         };
@@ -1104,14 +1104,13 @@ impl CommitStage {
     /// the table's positions (read until the catalog answers).
     async fn set_back(&self) {
         let epoch = self.shared.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::unavailable();
         let positions = loop {
             match self.route.sink.current_positions().await {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the table's positions; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         };

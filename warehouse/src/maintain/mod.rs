@@ -537,7 +537,7 @@ impl Maintainer {
         reason: &'static str,
         retained_from_day: Option<i64>,
     ) -> Result<u32, MaintainError> {
-        let mut wait = Duration::from_millis(50);
+        let mut backoff = crate::retry::Backoff::commit_conflict();
         for attempt in 0..ATTEMPTS {
             let table = self.load(contract).await?;
             let updates: Vec<TableUpdate> = snapshot::build(
