@@ -10,4 +10,5 @@ pub mod import;
 pub mod kafka_properties;
 pub mod outlet;
 pub mod sources;
+pub mod state_file;
 pub mod writer;

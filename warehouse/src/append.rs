@@ -47,6 +47,7 @@ use rayon::prelude::*;
 use sluice_schema::tables::TableContract;
 
 use crate::parallel_parquet::ParallelParquetWriterBuilder;
+use crate::source_id::SourceId;
 
 /// Failpoint for crash tests: when set to N, the process aborts (as a
 /// `kill -9` would stop it) after writing the data files of its N-th commit
@@ -75,17 +76,21 @@ pub const POSITIONS_PROPERTY: &str = "sluice.positions";
 /// Snapshot summary property naming the writer that made the snapshot.
 pub const WRITER_PROPERTY: &str = "sluice.writer";
 
-/// How far each source has been written: source key → next position.
+/// How far each source has been written: source key (a [`SourceId`]
+/// printed) → next position.
 pub type Positions = BTreeMap<String, i64>;
 
 /// Source key of a Kafka partition.
 pub fn kafka_source(topic: &str, partition: i32) -> String {
-    format!("kafka:{topic}:{partition}")
+    SourceId::kafka(topic, partition).to_string()
 }
 
 /// Source key of an imported file.
 pub fn file_source(key: &str) -> String {
-    format!("file:{key}")
+    SourceId::File {
+        key: key.to_string(),
+    }
+    .to_string()
 }
 
 /// One source's progress in a commit: the batch covers `[from, to)`. `from`

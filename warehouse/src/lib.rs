@@ -12,3 +12,4 @@ pub mod object_stores;
 pub mod parallel_parquet;
 pub mod recent_ids;
 pub mod retry;
+pub mod source_id;

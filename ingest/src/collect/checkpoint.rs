@@ -5,8 +5,7 @@
 //! yet acknowledged — and those lines carry the ids they had the first time.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -118,24 +117,13 @@ impl CheckpointFile {
     /// renamed over the old one, and the directory fsync'd, so a crash leaves
     /// either the old or the new checkpoint, never a torn one.
     pub fn save(&self, positions: &BTreeMap<FileKey, Position>) -> Result<(), CheckpointError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| self.err(e))?;
         let disk = OnDisk {
             version: 1,
             files: positions.iter().map(|(k, p)| (k.as_string(), *p)).collect(),
         };
         let bytes = serde_json::to_vec(&disk)
             .map_err(|e| self.err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(|e| self.err(e))?;
-        f.write_all(&bytes).map_err(|e| self.err(e))?;
-        f.sync_all().map_err(|e| self.err(e))?;
-        drop(f);
-        fs::rename(&tmp, &self.path).map_err(|e| self.err(e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        crate::state_file::write_atomic(&self.path, &bytes).map_err(|e| self.err(e))
     }
 }
 

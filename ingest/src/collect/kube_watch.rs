@@ -99,29 +99,15 @@ impl WatchState {
         }
     }
 
-    /// Written to a temporary file, fsync'd and renamed into place.
+    /// Replaced atomically ([`crate::state_file`]).
     pub fn save(&self, path: &Path) -> Result<(), KubeError> {
-        use std::io::Write;
         let err = |source| KubeError::State {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
         let bytes = serde_json::to_vec(self)
             .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(err)?;
-        }
-        Ok(())
+        crate::state_file::write_atomic(path, &bytes).map_err(err)
     }
 }
 

@@ -27,6 +27,7 @@ use super::metrics::CollectorMetrics;
 use crate::outlet::{Delivery, LogOutlet, SendError};
 use crate::sources::pod_log_file::{LogFormat, Origin, PodLogReader, fingerprint};
 use crate::sources::pod_log_path::PodLogPath;
+use sluice_warehouse::source_id::SourceId;
 
 /// How the tailer reads and batches.
 #[derive(Debug, Clone)]
@@ -124,18 +125,23 @@ struct Tracked {
 /// A file's key in a table's source positions: its [`FileKey`] and
 /// truncation generation (`sluice up` keeps file positions in the table).
 pub fn table_source(key: &FileKey, generation: u32) -> String {
-    format!("pod:{}@{generation}", key.as_string())
+    SourceId::PodLog {
+        file: key.as_string(),
+        generation,
+    }
+    .to_string()
 }
 
 /// The file key and position a [`table_source`] stands for.
 pub fn parse_table_source(source: &str, offset: i64) -> Option<(FileKey, Position)> {
-    let rest = source.strip_prefix("pod:")?;
-    let (key, generation) = rest.rsplit_once('@')?;
+    let SourceId::PodLog { file, generation } = source.parse().ok()? else {
+        return None;
+    };
     Some((
-        FileKey::parse(key)?,
+        FileKey::parse(&file)?,
         Position {
             offset: u64::try_from(offset).ok()?,
-            generation: generation.parse().ok()?,
+            generation,
         },
     ))
 }

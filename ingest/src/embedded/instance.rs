@@ -15,12 +15,12 @@
 //! run records that the unscoped keys are theirs (`adopts_legacy_keys`), and
 //! each source starts from its unscoped position until its scoped one exists.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use sluice_warehouse::append::Positions;
+use sluice_warehouse::source_id::SourceId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -80,23 +80,20 @@ impl Instance {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             adopts_legacy_keys: legacy,
         };
-        std::fs::create_dir_all(up_dir).map_err(io)?;
-        let tmp = up_dir.join("instance.json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
         let json =
             serde_json::to_vec_pretty(&instance).map_err(|e| io(std::io::Error::other(e)))?;
-        f.write_all(&json).and_then(|()| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(up_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        crate::state_file::write_atomic(&path, &json).map_err(io)?;
         tracing::info!(id = %instance.id, legacy, "this data directory is sluice up instance {}", instance.id);
         Ok(instance)
     }
 
     /// A source's key in the table's positions.
     pub fn scoped(&self, source: &str) -> String {
-        format!("{}/{source}", self.id)
+        match source.parse::<SourceId>() {
+            Ok(id) => id.scoped(&self.id).to_string(),
+            // Not a source id (never written by sluice): scoped all the same.
+            Err(_) => format!("{}/{source}", self.id),
+        }
     }
 
     /// This instance's view of a table's positions.
@@ -122,7 +119,10 @@ impl Instance {
 
 /// A key written before instances: the bare source kinds of `sluice up`.
 fn is_legacy(key: &str) -> bool {
-    key.starts_with("wal:") || key.starts_with("pod:")
+    matches!(
+        key.parse::<SourceId>(),
+        Ok(SourceId::Wal { .. } | SourceId::PodLog { .. })
+    )
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use super::{DeadLetterFile, Message};
 use crate::outlet::{OutletError, RecordOutlet};
 use futures::future::BoxFuture;
 use sluice_warehouse::retry::Backoff;
+use sluice_warehouse::source_id::SourceId;
 
 #[derive(Debug, thiserror::Error)]
 #[error("write-ahead log {path}: {source}")]
@@ -135,7 +136,10 @@ impl Wal {
 
     /// The source key of this log in a table's positions.
     pub fn source(&self) -> String {
-        format!("wal:{}", self.name)
+        SourceId::Wal {
+            name: self.name.clone(),
+        }
+        .to_string()
     }
 
     /// The first segment's file (`<dir>/<name>.wal`), naming the log.

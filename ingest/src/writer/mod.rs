@@ -44,6 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_schema::validation::ValidationErrors;
 use sluice_warehouse::retry::Backoff;
+use sluice_warehouse::source_id::SourceId;
 use tokio::sync::mpsc;
 
 use crate::enrich::Enricher;
@@ -1010,15 +1011,10 @@ impl CommitStage {
                 // For lag monitoring only; positions live in the table.
                 let mut offsets = TopicPartitionList::new();
                 for a in &cut.advances {
-                    if let Some(p) = a
-                        .source
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse::<i32>().ok())
-                    {
+                    if let Ok(SourceId::Kafka { partition, .. }) = a.source.parse() {
                         let _ = offsets.add_partition_offset(
                             &self.route.topic,
-                            p,
+                            partition,
                             Offset::Offset(a.to),
                         );
                     }
