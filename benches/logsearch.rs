@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use sluice::generator::{self, GenConfig};
 use sluice_ingest::sources::level;
 use sluice_ingest::sources::pod_log_path::PodLogPath;
-use sluice_query::logsearch::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
+use sluice_logindex::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_query::logsearch::{LogIndex, SearchParams};
 use sluice_query::object_stores::ObjectStores;
 use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_query::logsearch::LogIndex;
-use sluice_query::logsearch::indexer::{Indexer, IndexerSettings};
+use sluice_logindex::indexer::{Indexer, IndexerSettings};
 use sluice_query::object_stores::ObjectStores;
 use sluice_warehouse::catalog;
 

@@ -32,7 +32,7 @@ use sluice_ingest::writer::RecordKind;
 use sluice_query::api::{self, ApiState};
 use sluice_query::engine::Engine;
 use sluice_query::logsearch::LogIndex;
-use sluice_query::logsearch::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
+use sluice_logindex::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog;

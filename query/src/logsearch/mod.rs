@@ -2,19 +2,13 @@
 //! `pod_logs` table (which stays the source of truth; the index can always
 //! be rebuilt from it).
 //!
-//! - [`terms`]: how message text becomes terms; [`query_lang`]: the `q` syntax;
-//! - [`split`]: one tantivy index over a slice of time, with its metadata;
-//! - [`store`]: splits and the index state in the warehouse's object store;
-//! - [`indexer`]: `sluice index`, following the table's snapshots;
-//! - [`search`]: a search over the splits a request can match.
+//! The index itself (format, indexer, store, searcher) is the
+//! `sluice-logindex` crate; here is what the query service adds: choosing,
+//! fetching and keeping splits open for requests, the search API's
+//! parameters, and restarts (SQL over `platform_events`).
 
-pub mod indexer;
-pub mod query_lang;
 pub mod restarts;
-pub mod search;
-pub mod split;
-pub mod store;
-pub mod terms;
+pub use sluice_logindex::{query_lang, search, split, store, terms};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use iceberg::Catalog;
-use sluice_schema::tables::POD_LOGS;
 
 use crate::error::QueryError;
 use crate::object_stores::ObjectStores;
@@ -56,15 +49,12 @@ impl LogIndex {
         catalog: &dyn Catalog,
         stores: &ObjectStores,
     ) -> Result<IndexStore, QueryError> {
-        let table = catalog
-            .load_table(&POD_LOGS.ident())
+        IndexStore::of_catalog(catalog, stores)
             .await
-            .map_err(|e| QueryError::Catalog(e.to_string()))?;
-        let location = IndexStore::location_for_table(table.metadata().location(), POD_LOGS.name);
-        let (store, root) = stores
-            .store_for(&location)
-            .map_err(|e| QueryError::Internal(format!("index store {location}: {e}")))?;
-        Ok(IndexStore::new(store, root, location))
+            .map_err(|e| match e {
+                store::LocateError::Catalog(e) => QueryError::Catalog(e),
+                other => QueryError::Internal(other.to_string()),
+            })
     }
 
     async fn store(&self) -> Result<&IndexStore, QueryError> {
@@ -245,6 +235,9 @@ impl SearchParams {
             order,
             cursor,
             context,
+            // A search runs inside the query's isolation scope: stopped
+            // between splits once the query is cancelled (timeout, shutdown).
+            cancelled: || crate::isolation::cancel::check().is_err(),
         })
     }
 }

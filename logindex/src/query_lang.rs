@@ -9,7 +9,7 @@
 //! (panic OR fatal) pod:api-0
 //! ```
 
-use super::terms::query_words;
+use crate::terms::query_words;
 
 /// Fields a `field:value` may name (exact match), besides `message`.
 pub const EXACT_FIELDS: [&str; 7] = [

@@ -16,7 +16,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use super::split::SplitMeta;
+use crate::split::SplitMeta;
 
 const MAGIC: &[u8] = b"SLUICESPLIT1\n";
 
@@ -58,7 +58,37 @@ struct Entry {
     len: u64,
 }
 
+/// Why the index store of a catalog could not be located.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    #[error("{0}")]
+    Catalog(String),
+    #[error("index store {location}: {reason}")]
+    Store { location: String, reason: String },
+}
+
 impl IndexStore {
+    /// The index store of the `pod_logs` table of `catalog`: beside the
+    /// table, in the same object store.
+    pub async fn of_catalog(
+        catalog: &dyn iceberg::Catalog,
+        stores: &sluice_warehouse::object_stores::ObjectStores,
+    ) -> Result<Self, LocateError> {
+        use sluice_schema::tables::POD_LOGS;
+        let table = catalog
+            .load_table(&POD_LOGS.ident())
+            .await
+            .map_err(|e| LocateError::Catalog(e.to_string()))?;
+        let location = Self::location_for_table(table.metadata().location(), POD_LOGS.name);
+        let (store, root) = stores
+            .store_for(&location)
+            .map_err(|reason| LocateError::Store {
+                location: location.clone(),
+                reason,
+            })?;
+        Ok(Self::new(store, root, location))
+    }
+
     pub fn new(store: Arc<dyn ObjectStore>, root: ObjectPath, location: String) -> Self {
         Self {
             store,

@@ -15,8 +15,8 @@ use tantivy::{
     TantivyDocument,
 };
 
-use super::query_lang::Expr;
-use super::split::{LogFields, SplitMeta, register_tokenizer};
+use crate::query_lang::Expr;
+use crate::split::{LogFields, SplitMeta, register_tokenizer};
 
 /// An opened split.
 pub struct OpenSplit {
@@ -102,6 +102,9 @@ pub struct SearchRequest {
     pub order: SortOrder,
     pub cursor: Option<Cursor>,
     pub context: usize,
+    /// Asked between splits and lines; [`never_cancelled`] when nothing
+    /// cancels.
+    pub cancelled: CancelCheck,
 }
 
 /// One log line as search returns it.
@@ -390,6 +393,7 @@ fn top_lines(
     query: &dyn Query,
     order: SortOrder,
     limit: usize,
+    cancelled: CancelCheck,
 ) -> tantivy::Result<Vec<LogLine>> {
     let tantivy_order = match order {
         SortOrder::Desc => Order::Desc,
@@ -397,7 +401,7 @@ fn top_lines(
     };
     let mut out = Vec::new();
     for split in splits {
-        cancelled()?;
+        stop_if(cancelled)?;
         let searcher = split.searcher();
         let top = searcher.search(
             query,
@@ -422,10 +426,23 @@ fn top_lines(
     Ok(out)
 }
 
-/// Stops a search whose query was cancelled, between splits.
-fn cancelled() -> tantivy::Result<()> {
-    crate::isolation::cancel::check()
-        .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))
+/// Whether the search's query was cancelled: asked between splits. The
+/// caller's (the query service's isolation), so this crate knows nothing of
+/// how queries are cancelled.
+pub type CancelCheck = fn() -> bool;
+
+/// Never cancelled.
+pub fn never_cancelled() -> bool {
+    false
+}
+
+fn stop_if(cancelled: CancelCheck) -> tantivy::Result<()> {
+    if cancelled() {
+        return Err(tantivy::TantivyError::InternalError(
+            "the query was cancelled".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a search over `splits` (already chosen by their metadata).
@@ -434,11 +451,17 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
     let counted = full_query(&fields, req, AtCursor::Ignore);
     let mut total = 0u64;
     for split in splits {
-        cancelled()?;
+        stop_if(req.cancelled)?;
         total += split.searcher().search(counted.as_ref(), &Count)? as u64;
     }
     let mut lines = match &req.cursor {
-        None => top_lines(splits, counted.as_ref(), req.order, req.limit)?,
+        None => top_lines(
+            splits,
+            counted.as_ref(),
+            req.order,
+            req.limit,
+            req.cancelled,
+        )?,
         Some(c) => {
             // Every line sharing the cursor's time (however many), then the
             // first `limit` past it.
@@ -447,10 +470,16 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
             for split in splits {
                 at_ts += split.searcher().search(same.as_ref(), &Count)?;
             }
-            let mut lines = top_lines(splits, same.as_ref(), req.order, at_ts)?;
+            let mut lines = top_lines(splits, same.as_ref(), req.order, at_ts, req.cancelled)?;
             lines.retain(|l| past_cursor(req.order, c, l));
             let beyond = full_query(&fields, req, AtCursor::Beyond);
-            lines.extend(top_lines(splits, beyond.as_ref(), req.order, req.limit)?);
+            lines.extend(top_lines(
+                splits,
+                beyond.as_ref(),
+                req.order,
+                req.limit,
+                req.cancelled,
+            )?);
             lines.sort_by(|a, b| compare(req.order, a, b));
             lines
         }
@@ -466,9 +495,9 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
     });
     let mut hits = Vec::with_capacity(lines.len());
     for line in lines {
-        cancelled()?;
+        stop_if(req.cancelled)?;
         let context = if req.context > 0 {
-            Some(context_of(splits, &line, req.context)?)
+            Some(context_of(splits, &line, req.context, req.cancelled)?)
         } else {
             None
         };
@@ -483,7 +512,12 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
 }
 
 /// `n` lines before and after `line` in its container instance.
-pub fn context_of(splits: &[&OpenSplit], line: &LogLine, n: usize) -> tantivy::Result<Context> {
+pub fn context_of(
+    splits: &[&OpenSplit],
+    line: &LogLine,
+    n: usize,
+    cancelled: CancelCheck,
+) -> tantivy::Result<Context> {
     let fields = LogFields::new();
     let instance = |bound_lo: Bound<i64>, bound_hi: Bound<i64>| -> Box<dyn Query> {
         Box::new(BooleanQuery::new(vec![
@@ -500,6 +534,7 @@ pub fn context_of(splits: &[&OpenSplit], line: &LogLine, n: usize) -> tantivy::R
         instance(Bound::Unbounded, Bound::Included(line.ts)).as_ref(),
         SortOrder::Desc,
         n + 64,
+        cancelled,
     )?;
     before.retain(|l| key(l) < me);
     before.truncate(n);
@@ -509,6 +544,7 @@ pub fn context_of(splits: &[&OpenSplit], line: &LogLine, n: usize) -> tantivy::R
         instance(Bound::Included(line.ts), Bound::Unbounded).as_ref(),
         SortOrder::Asc,
         n + 64,
+        cancelled,
     )?;
     after.retain(|l| key(l) > me);
     after.truncate(n);
@@ -525,8 +561,8 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
-    use crate::logsearch::query_lang::parse;
-    use crate::logsearch::split::SplitWriter;
+    use crate::query_lang::parse;
+    use crate::split::SplitWriter;
 
     fn batch(lines: &[(i64, i32, &str)]) -> RecordBatch {
         let s = |n: &str| Field::new(n, DataType::Utf8, true);
@@ -615,6 +651,7 @@ mod tests {
                     order: SortOrder::Desc,
                     cursor,
                     context,
+                    cancelled: never_cancelled,
                 },
             )
             .unwrap()

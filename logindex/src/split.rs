@@ -18,7 +18,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::{Index, TantivyDocument};
 
-use super::terms::{TermSpan, term_spans};
+use crate::terms::{TermSpan, term_spans};
 
 /// Name the message tokenizer is registered under in every split.
 pub const MESSAGE_TOKENIZER: &str = "sluice_log";
@@ -112,7 +112,7 @@ impl LogFields {
     }
 }
 
-/// The message tokenizer for tantivy (see [`super::terms`]).
+/// The message tokenizer for tantivy (see [`crate::terms`]).
 #[derive(Clone, Default)]
 pub struct LogTokenizer {
     terms: Vec<TermSpan>,

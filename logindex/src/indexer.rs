@@ -25,8 +25,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::tables::POD_LOGS;
 use sluice_warehouse::maintain::snapshot::RETAINED_FROM_PROPERTY;
 
-use super::split::{SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter};
-use super::store::{IndexState, IndexStore, StoreError};
+use crate::split::{SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter};
+use crate::store::{IndexState, IndexStore, StoreError};
 
 /// Splits hold one day of log time, so a search over a time range opens
 /// the days it touches; finer buckets made many small splits whose term
@@ -445,7 +445,7 @@ impl Indexer {
                 .fetch_split(&m.id, &self.settings.cache_dir)
                 .await?;
             let index = tantivy::Index::open_in_dir(&dir)?;
-            super::split::register_tokenizer(&index);
+            crate::split::register_tokenizer(&index);
             indexes.push(index);
         }
         let id = new_split_id();

@@ -1,0 +1,18 @@
+//! Log search across container restarts: a tantivy index derived from the
+//! `pod_logs` table (which stays the source of truth; the index can always
+//! be rebuilt from it). Its own crate because the indexer is a role that
+//! writes (`sluice index`, and inside `sluice up`) while the query service
+//! only searches: neither needs the other.
+//!
+//! - [`terms`]: how message text becomes terms; [`query_lang`]: the `q` syntax;
+//! - [`split`]: one tantivy index over a slice of time, with its metadata;
+//! - [`store`]: splits and the index state in the warehouse's object store;
+//! - [`indexer`]: follows the table's snapshots into splits;
+//! - [`search`]: a search over the splits a request can match.
+
+pub mod indexer;
+pub mod query_lang;
+pub mod search;
+pub mod split;
+pub mod store;
+pub mod terms;
