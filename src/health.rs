@@ -29,6 +29,28 @@ use sluice_http::server::ServerLimits;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// A readiness check from an async closure (the boxing every role did).
+pub fn ready<F, Fut>(check: F) -> ReadyCheck
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(check()))
+}
+
+/// The readiness of a role that reads or writes tables: the catalog loads
+/// `table` within 2 s.
+pub async fn catalog_answers(
+    catalog: &dyn sluice_warehouse::catalog::Catalog,
+    table: &sluice_schema::TableContract,
+) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(2), catalog.load_table(&table.ident())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("catalog: {e}")),
+        Err(_) => Err("catalog did not answer within 2 s".into()),
+    }
+}
+
 /// How old the readiness answer in `/metrics` may be before a scrape runs
 /// the check again (probes usually run it more often).
 pub const READY_MAX_AGE: Duration = Duration::from_secs(5);

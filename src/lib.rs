@@ -7,3 +7,4 @@ pub mod generator;
 pub mod health;
 pub mod output;
 pub mod progress;
+pub mod roles;

@@ -338,8 +338,35 @@ fn check_rendered(objs: &[Value]) {
             );
         }
     }
-    // Nobody else gets an API token.
+    // Nobody else gets an API token — but the maintainer, which may only
+    // hold its Lease (docs/maintenance.md), in its own namespace.
     for (_, name, spec) in workloads(objs) {
+        if name.ends_with("maintainer") && spec["automountServiceAccountToken"] == true {
+            let sa = str_of(&spec["serviceAccountName"]);
+            let binding = objs
+                .iter()
+                .find(|o| {
+                    o["kind"] == "RoleBinding"
+                        && array(&o["subjects"]).iter().any(|s| s["name"] == sa)
+                })
+                .unwrap_or_else(|| panic!("no RoleBinding for {sa}"));
+            assert!(
+                !objs.iter().any(|o| o["kind"] == "ClusterRoleBinding"
+                    && array(&o["subjects"]).iter().any(|s| s["name"] == sa)),
+                "{sa} must not be bound cluster-wide"
+            );
+            let role = objs
+                .iter()
+                .find(|o| {
+                    o["kind"] == "Role" && o["metadata"]["name"] == binding["roleRef"]["name"]
+                })
+                .expect("the bound Role");
+            for rule in array(&role["rules"]) {
+                assert_eq!(rule["apiGroups"], json!(["coordination.k8s.io"]), "{rule}");
+                assert_eq!(rule["resources"], json!(["leases"]), "{rule}");
+            }
+            continue;
+        }
         if !name.ends_with("collector-watch") {
             assert_eq!(spec["automountServiceAccountToken"], false, "{name}");
         }

@@ -56,14 +56,16 @@ pub async fn run(config: &Config, once: bool) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = MaintenanceMetrics::register(&mut registry);
     let held_gauge = Gauge::<i64>::default();
-    registry.register(
-        "sluice_maintenance_lease_held",
-        "1 while this maintainer holds [maintenance] lease (always 1 without a lease)",
-        held_gauge.clone(),
-    );
+    registry
+        .sub_registry_with_prefix("sluice_maintenance")
+        .register(
+            "lease_held",
+            "1 while this maintainer holds [maintenance] lease (always 1 without a lease)",
+            held_gauge.clone(),
+        );
     let m = maintainer(config, metrics).await?;
     let mut lease = LeaseGate::start(&config.maintenance).await?;
-    let ready: health::ReadyCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+    let ready = health::ready(|| async { Ok(()) });
     let addr = health::spawn(&config.http, health::routes(Arc::new(registry), ready)).await?;
     tracing::info!(%addr, every_secs = config.maintenance.interval_secs, "maintainer serving /healthz, /readyz, /metrics");
 

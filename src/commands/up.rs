@@ -29,10 +29,10 @@ use sluice_ingest::embedded::{
 };
 use sluice_ingest::enrich::Enricher;
 use sluice_ingest::writer::RecordKind;
+use sluice_logindex::indexer::DEFAULT_MEMORY_BUDGET;
 use sluice_query::api::{self, ApiState};
 use sluice_query::engine::Engine;
 use sluice_query::logsearch::LogIndex;
-use sluice_logindex::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog;
@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::generator::live::{LiveConfig, LiveDemo, LiveOutlet};
 use crate::health;
+use crate::roles::indexer::{DEFAULT_MERGE_AT, IndexerMetrics, IndexerRole};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -271,30 +272,20 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         config.warehouse.s3.clone(),
     )?);
     engine.metrics().register(&mut registry);
-    let store = LogIndex::store_for(catalog.as_ref(), engine.stores())
-        .await
-        .context("locating the index store")?;
-    let indexer = Indexer::new(
+    let indexer = IndexerRole::build(
+        &config,
         catalog.clone(),
-        store,
-        IndexerSettings {
-            work_dir: config.data_dir.join("index-work"),
-            cache_dir: config.data_dir.join("index-cache"),
-            merge_at: 8,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
-        },
-    );
-    if let Err(e) = indexer.collect_garbage(Duration::from_secs(60)).await {
-        tracing::warn!(error = %e, "could not clean up unlisted splits");
-    }
+        engine.stores(),
+        DEFAULT_MERGE_AT,
+        DEFAULT_MEMORY_BUDGET,
+        IndexerMetrics::register(&mut registry),
+    )
+    .await?;
     let index_interval = opts.index_interval;
     let index_task = tokio::spawn(async move {
-        loop {
-            if let Err(e) = indexer.run_once().await {
-                tracing::error!(error = %e, "indexing failed; retrying");
-            }
-            tokio::time::sleep(index_interval).await;
-        }
+        indexer
+            .follow(index_interval, std::future::pending::<()>())
+            .await
     });
 
     // Lifecycle events from the Kubernetes API, as `sluice collect
@@ -478,7 +469,7 @@ async fn distributed(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         from: None,
         once: false,
         interval: opts.index_interval,
-        merge_at: 8,
+        merge_at: crate::roles::indexer::DEFAULT_MERGE_AT,
         memory_budget: DEFAULT_MEMORY_BUDGET,
     };
     tokio::try_join!(

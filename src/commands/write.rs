@@ -51,29 +51,20 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = WriterMetrics::register(&mut registry);
     let status = Arc::new(WriterStatus::default());
-    let ready: health::ReadyCheck = {
+    let ready = {
         let status = status.clone();
         let catalog = catalog.clone();
-        Arc::new(move || {
+        health::ready(move || {
             let status = status.clone();
             let catalog = catalog.clone();
-            Box::pin(async move {
+            async move {
                 if status.assigned_partitions.load(Ordering::Relaxed) == 0 {
                     return Err(
                         "no partitions assigned (broker unreachable or group rebalancing)".into(),
                     );
                 }
-                match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    catalog.load_table(&EVENT_LOGS.ident()),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("catalog: {e}")),
-                    Err(_) => Err("catalog did not answer within 2 s".into()),
-                }
-            })
+                health::catalog_answers(catalog.as_ref(), &EVENT_LOGS).await
+            }
         })
     };
     let addr = health::spawn(&config.http, health::routes(Arc::new(registry), ready)).await?;

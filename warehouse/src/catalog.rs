@@ -8,11 +8,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The catalog handle every role holds (re-exported so roles need not
+/// depend on iceberg to name it).
+pub use iceberg::Catalog;
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::spec::{Schema, Type};
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent};
+use iceberg::{CatalogBuilder, ErrorKind, NamespaceIdent};
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
