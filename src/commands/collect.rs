@@ -91,13 +91,13 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         None
     };
 
-    let ready: health::ReadyCheck = {
+    let ready = {
         let producer = intake_producer.clone();
         let watcher = watcher.clone();
-        Arc::new(move || {
+        health::ready(move || {
             let producer = producer.clone();
             let watcher = watcher.clone();
-            Box::pin(async move {
+            async move {
                 tokio::task::spawn_blocking(move || {
                     producer
                         .client()
@@ -111,7 +111,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                     w.check().await?;
                 }
                 Ok(())
-            })
+            }
         })
     };
     let watch_task = watcher.clone().map(|w| tokio::spawn(w.run()));

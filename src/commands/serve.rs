@@ -79,11 +79,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let engine = open_engine(config).await?;
     let mut registry = Registry::default();
     engine.metrics().register(&mut registry);
-    let ready: health::ReadyCheck = {
+    let ready = {
         let engine = engine.clone();
-        Arc::new(move || {
+        health::ready(move || {
             let engine = engine.clone();
-            Box::pin(async move { engine.ready().await })
+            async move { engine.ready().await }
         })
     };
     let logs = Arc::new(sluice_query::logsearch::LogIndex::new(

@@ -335,11 +335,11 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         guardrails: config.guardrails.clone(),
         logs,
     });
-    let ready: health::ReadyCheck = {
+    let ready = {
         let engine = engine.clone();
-        Arc::new(move || {
+        health::ready(move || {
             let engine = engine.clone();
-            Box::pin(async move { engine.ready().await })
+            async move { engine.ready().await }
         })
     };
     let router = health::routes(Arc::new(registry), ready)
