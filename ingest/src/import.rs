@@ -25,7 +25,9 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::enrich::Enricher;
 use crate::sources::pod_log_file::{self, DEFAULT_MAX_LINE_BYTES, Origin};
 use crate::sources::pod_log_path::PodLogPath;
-use sluice_warehouse::append::{Advance, Outcome, Positions, SinkError, TableSink, file_source};
+use sluice_warehouse::append::{
+    Advance, Positions, Retries, Settled, SinkError, TableSink, file_source,
+};
 
 /// Rows per commit: big enough for large files, small enough to bound memory.
 const COMMIT_ROWS: usize = 500_000;
@@ -175,7 +177,7 @@ struct Pending {
 
 /// A commit running in the background.
 struct InFlight {
-    task: tokio::task::JoinHandle<(&'static str, Result<Outcome, SinkError>)>,
+    task: tokio::task::JoinHandle<(&'static str, Settled)>,
     files: u64,
 }
 
@@ -279,25 +281,32 @@ impl Importer {
         let files = p.files;
         let advances = p.advances;
         let task = tokio::spawn(async move {
-            let outcome = sink.commit_sorted(&advances, sorted.as_ref()).await;
-            (sink.contract().name, outcome)
+            // A failed attempt is tried twice more: the file keys make a
+            // retry (or a re-run of the import) exact.
+            let on_error = |e: &SinkError| tracing::warn!(error = %e, "import commit failed");
+            let settled = sink
+                .commit_settled(&advances, sorted.as_ref(), Retries::Attempts(3), &on_error)
+                .await;
+            (sink.contract().name, settled)
         });
         *in_flight = Some(InFlight { task, files });
         Ok(())
     }
 
     async fn settle(commit: InFlight, report: &mut ImportReport) -> Result<(), ImportError> {
-        let (table, outcome) = commit.task.await?;
-        match outcome? {
-            Outcome::Committed { .. } => {
+        let (table, settled) = commit.task.await?;
+        match settled {
+            // Committed now, or by an earlier attempt whose answer was lost.
+            Settled::Committed { .. } => {
                 report.commits += 1;
                 report.files_imported += commit.files;
                 Ok(())
             }
-            Outcome::Fenced { source, .. } => Err(ImportError::Raced {
+            Settled::Fenced { source, .. } => Err(ImportError::Raced {
                 table,
                 file: source,
             }),
+            Settled::Failed(e) => Err(e.into()),
         }
     }
 

@@ -118,6 +118,40 @@ pub enum Outcome {
     },
 }
 
+/// How [`TableSink::commit_settled`] ended.
+#[derive(Debug)]
+pub enum Settled {
+    /// The rows and the positions are in the table: committed now, or by an
+    /// earlier attempt of this very batch whose answer was lost
+    /// (`earlier`, nothing appended now).
+    Committed {
+        snapshot_id: Option<i64>,
+        data_files: usize,
+        rows: u64,
+        earlier: bool,
+    },
+    /// The table holds other positions for `source`: another writer moved
+    /// it. Nothing appended.
+    Fenced {
+        source: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+    /// Still failing after the attempts allowed ([`Retries`]).
+    Failed(SinkError),
+}
+
+/// How often [`TableSink::commit_settled`] tries a commit that fails (the
+/// catalog or the store not answering).
+#[derive(Debug, Clone, Copy)]
+pub enum Retries {
+    /// Until it is decided: a writer whose input cannot be read again.
+    UntilDecided,
+    /// At most this many attempts: a writer that can re-read its input
+    /// (and must not block its shutdown on an unreachable catalog).
+    Attempts(u32),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("{table}: {context}: {source}")]
@@ -420,6 +454,68 @@ impl TableSink {
                 context: "sorting",
                 source: ArrowError::ExternalError(Box::new(e)),
             })?
+    }
+
+    /// The one commit loop every writer uses (the Kafka writer, `sluice
+    /// up`'s writers, import): commits rows with their positions, retries a
+    /// failed attempt with backoff ([`crate::retry::Backoff::unavailable`],
+    /// `on_error` sees each failure), and settles a fence against the
+    /// table — if the table holds exactly the positions this batch moves
+    /// to, an earlier attempt whose answer was lost committed it.
+    pub async fn commit_settled(
+        &self,
+        advances: &[Advance],
+        sorted: Option<&Sorted>,
+        retries: Retries,
+        on_error: &(dyn Fn(&SinkError) + Send + Sync),
+    ) -> Settled {
+        let mut backoff = crate::retry::Backoff::unavailable();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let error = match self.commit_sorted(advances, sorted).await {
+                Ok(Outcome::Committed {
+                    snapshot_id,
+                    data_files,
+                    rows,
+                }) => {
+                    return Settled::Committed {
+                        snapshot_id: Some(snapshot_id),
+                        data_files,
+                        rows,
+                        earlier: false,
+                    };
+                }
+                Ok(Outcome::Fenced {
+                    source,
+                    expected,
+                    found,
+                }) => match self.current_positions().await {
+                    Ok(now) if advances.iter().all(|a| now.get(&a.source) == Some(&a.to)) => {
+                        return Settled::Committed {
+                            snapshot_id: None,
+                            data_files: 0,
+                            rows: 0,
+                            earlier: true,
+                        };
+                    }
+                    Ok(_) => {
+                        return Settled::Fenced {
+                            source,
+                            expected,
+                            found,
+                        };
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            on_error(&error);
+            if matches!(retries, Retries::Attempts(n) if attempt >= n) {
+                return Settled::Failed(error);
+            }
+            backoff.wait().await;
+        }
     }
 
     /// [`Self::commit`] of rows [`Self::sort`] prepared.

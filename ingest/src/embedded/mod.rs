@@ -37,7 +37,9 @@ use crate::outlet::{Delivery, Failed, LogOutlet, SendError};
 use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
 use instance::{Instance, StartPositions};
-use sluice_warehouse::append::{Advance, Outcome, Positions, Sorted, TableSink};
+use sluice_warehouse::append::{
+    Advance, Positions, Retries, Settled, SinkError, Sorted, TableSink,
+};
 use sluice_warehouse::retry::Backoff;
 
 /// Records from one source, in source order, and the source position after
@@ -456,21 +458,32 @@ impl TableWriter {
                 .get_or_create(&label)
                 .inc_by(rejects.len() as u64);
         }
-        let mut backoff = Backoff::unavailable();
-        loop {
-            let advances: Vec<Advance> = order
-                .iter()
-                .map(|s| Advance {
-                    source: self.instance.scoped(s),
-                    from: positions.get(&**s).copied(),
-                    to: last[s],
-                })
-                .collect();
-            match self.sink.commit_sorted(&advances, sorted.as_ref()).await {
-                Ok(Outcome::Committed { rows, .. }) => {
-                    for (s, a) in order.iter().zip(&advances) {
-                        positions.insert(s.to_string(), a.to);
-                    }
+        let advances: Vec<Advance> = order
+            .iter()
+            .map(|s| Advance {
+                source: self.instance.scoped(s),
+                from: positions.get(&**s).copied(),
+                to: last[s],
+            })
+            .collect();
+        let on_error = |e: &SinkError| {
+            tracing::error!(table = %label.table, error = %e, "commit failed; retrying");
+            self.metrics.commit_errors.get_or_create(&label).inc();
+        };
+        match self
+            .sink
+            .commit_settled(&advances, sorted.as_ref(), Retries::UntilDecided, &on_error)
+            .await
+        {
+            Settled::Committed { rows, earlier, .. } => {
+                for (s, a) in order.iter().zip(&advances) {
+                    positions.insert(s.to_string(), a.to);
+                }
+                if earlier {
+                    // Only this instance writes its keys: an earlier
+                    // attempt of this very batch landed (its answer lost).
+                    tracing::info!(table = %label.table, "an earlier attempt of this batch had committed");
+                } else {
                     self.metrics
                         .rows_committed
                         .get_or_create(&label)
@@ -484,41 +497,29 @@ impl TableWriter {
                         .last_commit
                         .get_or_create(&label)
                         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                    break;
                 }
-                Ok(Outcome::Fenced {
-                    source,
+            }
+            Settled::Fenced {
+                source,
+                expected,
+                found,
+            } => {
+                // Someone else writes as this instance.
+                self.metrics.commit_errors.get_or_create(&label).inc();
+                return Err(WriterStopped::Foreign {
+                    table: label.table,
+                    instance: self.instance.id.clone(),
+                    key: source,
                     expected,
                     found,
-                }) => {
-                    // Only this instance writes its keys, so either an
-                    // earlier attempt of this very batch landed (its commit
-                    // answer was lost), or someone else writes as us.
-                    *positions = Self::start_positions(&self.sink, &self.instance)
-                        .await
-                        .committed;
-                    let landed = order
-                        .iter()
-                        .zip(&advances)
-                        .all(|(s, a)| positions.get(&**s).copied() == Some(a.to));
-                    if landed {
-                        tracing::info!(table = %label.table, "an earlier attempt of this batch had committed");
-                        break;
-                    }
-                    self.metrics.commit_errors.get_or_create(&label).inc();
-                    return Err(WriterStopped::Foreign {
-                        table: label.table,
-                        instance: self.instance.id.clone(),
-                        key: source,
-                        expected,
-                        found,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(table = %label.table, error = %e, "commit failed; retrying");
-                    self.metrics.commit_errors.get_or_create(&label).inc();
-                    backoff.wait().await;
-                }
+                });
+            }
+            // Retried until decided: never here.
+            Settled::Failed(e) => {
+                return Err(WriterStopped::Contract {
+                    table: label.table,
+                    reason: e.to_string(),
+                });
             }
         }
         if let Some(acks) = &self.acks {

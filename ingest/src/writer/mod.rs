@@ -51,7 +51,9 @@ use crate::enrich::Enricher;
 use decode::RawRecords;
 use dedup::DedupWindow;
 use metrics::{DlqLabel, PartitionLabel, TableLabel, TopicLabel, WriterMetrics};
-use sluice_warehouse::append::{Advance, Outcome, Positions, Sorted, TableSink, kafka_source};
+use sluice_warehouse::append::{
+    Advance, Positions, Retries, Settled, SinkError, Sorted, TableSink, kafka_source,
+};
 use sluice_warehouse::recent_ids::{Reach, recent_ids};
 
 /// How often the writer asks the broker for the high watermarks of its
@@ -971,15 +973,32 @@ impl CommitStage {
                 }
             }
         };
+        // One attempt: a failed commit re-reads its batch from Kafka
+        // (set_back), so shutdown never waits on an unreachable catalog.
+        let on_error = |e: &SinkError| {
+            tracing::error!(error = %e, "append failed; re-reading the batch");
+            self.metrics.append_errors.get_or_create(&table).inc();
+        };
         match self
             .route
             .sink
-            .commit_sorted(&cut.advances, sorted.as_ref())
+            .commit_settled(
+                &cut.advances,
+                sorted.as_ref(),
+                Retries::Attempts(1),
+                &on_error,
+            )
             .await
         {
-            Ok(Outcome::Committed {
-                rows, snapshot_id, ..
-            }) => {
+            Settled::Committed {
+                rows,
+                snapshot_id,
+                earlier,
+                ..
+            } => {
+                if earlier {
+                    tracing::info!(table = %table.table, "the table already holds this batch (an earlier commit landed)");
+                }
                 self.metrics
                     .rows_committed
                     .get_or_create(&table)
@@ -1007,7 +1026,7 @@ impl CommitStage {
                         .filter(|(_, f)| **f)
                         .map(|(k, _)| *k),
                 );
-                tracing::debug!(table = %table.table, rows, snapshot_id, "committed");
+                tracing::debug!(table = %table.table, rows, ?snapshot_id, "committed");
                 // For lag monitoring only; positions live in the table.
                 let mut offsets = TopicPartitionList::new();
                 for a in &cut.advances {
@@ -1023,11 +1042,11 @@ impl CommitStage {
                     tracing::debug!(error = %e, "committing group offsets failed");
                 }
             }
-            Ok(Outcome::Fenced {
+            Settled::Fenced {
                 source,
                 expected,
                 found,
-            }) => {
+            } => {
                 tracing::warn!(%source, ?expected, ?found, "batch refused: the table moved; resuming from its positions");
                 self.metrics.fenced_batches.get_or_create(&table).inc();
                 // Someone else committed: their ids join the window before
@@ -1035,9 +1054,7 @@ impl CommitStage {
                 self.shared.assignments.fetch_add(1, Ordering::AcqRel);
                 self.set_back().await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "append failed; re-reading the batch");
-                self.metrics.append_errors.get_or_create(&table).inc();
+            Settled::Failed(_) => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 self.set_back().await;
             }
