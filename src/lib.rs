@@ -3,7 +3,9 @@
 
 pub mod commands;
 pub mod config;
-pub mod generator;
+/// `sluice gen` and the demo (the `sluice-generator` crate), under the
+/// path the tests and benchmarks know.
+pub use sluice_generator as generator;
 pub mod health;
 pub mod output;
 pub mod progress;
