@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use sluice_query::api::{self, ApiState};
+use sluice_query::api;
 use sluice_query::engine::Engine;
 use sluice_warehouse::catalog;
 
 use crate::config::Config;
 use crate::health;
+use crate::roles::query::QueryRole;
 
 /// Opens the configured catalog as a query engine, creating the tables when
 /// the catalog has none yet (a fresh embedded data directory).
@@ -76,28 +77,10 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let engine = open_engine(config).await?;
     let mut registry = Registry::default();
-    engine.metrics().register(&mut registry);
-    let ready = {
-        let engine = engine.clone();
-        health::ready(move || {
-            let engine = engine.clone();
-            async move { engine.ready().await }
-        })
-    };
-    let logs = Arc::new(sluice_query::logsearch::LogIndex::new(
-        engine.catalog().clone(),
-        engine.stores().clone(),
-        config.data_dir.join("index-cache"),
-    ));
-    let state = Arc::new(ApiState {
-        engine: engine.clone(),
-        guardrails: config.guardrails.clone(),
-        logs,
-    });
-    let router = health::routes(Arc::new(registry), ready)
-        .merge(api::router(state, config.query.tokens.clone()))
+    let role = QueryRole::build(config, open_engine(config).await?, &mut registry);
+    let router = health::routes(Arc::new(registry), role.ready())
+        .merge(role.router())
         .fallback(api::not_found);
     let addr = health::spawn(&config.http, router).await?;
     tracing::info!(%addr, "query service listening");
@@ -105,6 +88,6 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     health::shutdown_signal().await;
     tracing::info!("shutting down");
     // Running queries are cancelled; none holds the exit.
-    engine.executor().shutdown();
+    role.engine.executor().shutdown();
     Ok(())
 }

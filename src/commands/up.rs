@@ -30,9 +30,8 @@ use sluice_ingest::embedded::{
 use sluice_ingest::enrich::Enricher;
 use sluice_ingest::writer::RecordKind;
 use sluice_logindex::indexer::DEFAULT_MEMORY_BUDGET;
-use sluice_query::api::{self, ApiState};
+use sluice_query::api;
 use sluice_query::engine::Engine;
-use sluice_query::logsearch::LogIndex;
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog;
@@ -43,6 +42,7 @@ use crate::config::Config;
 use crate::generator::live::{LiveConfig, LiveDemo, LiveOutlet};
 use crate::health;
 use crate::roles::indexer::{DEFAULT_MERGE_AT, IndexerMetrics, IndexerRole};
+use crate::roles::query::QueryRole;
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -271,7 +271,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         config.query.clone(),
         config.warehouse.s3.clone(),
     )?);
-    engine.metrics().register(&mut registry);
+    let query = QueryRole::build(&config, engine.clone(), &mut registry);
     let indexer = IndexerRole::build(
         &config,
         catalog.clone(),
@@ -325,26 +325,9 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         },
         collector_metrics.clone(),
     ));
-    let logs = Arc::new(LogIndex::new(
-        catalog.clone(),
-        engine.stores().clone(),
-        config.data_dir.join("index-cache"),
-    ));
-    let state = Arc::new(ApiState {
-        engine: engine.clone(),
-        guardrails: config.guardrails.clone(),
-        logs,
-    });
-    let ready = {
-        let engine = engine.clone();
-        health::ready(move || {
-            let engine = engine.clone();
-            async move { engine.ready().await }
-        })
-    };
-    let router = health::routes(Arc::new(registry), ready)
+    let router = health::routes(Arc::new(registry), query.ready())
         .merge(intake.routes())
-        .merge(api::router(state, config.query.tokens.clone()))
+        .merge(query.router())
         .fallback(api::not_found);
     let addr = health::spawn(&config.http, router).await?;
 

@@ -3,3 +3,4 @@
 //! settings and metrics instead of copies.
 
 pub mod indexer;
+pub mod query;
