@@ -108,6 +108,10 @@ pub struct CollectorConfig {
     pub intake_max_concurrent: usize,
     /// Bearer tokens `POST /v1/events` accepts; empty = no authentication.
     pub intake_tokens: Vec<String>,
+    /// A file gone from disk and read to its end is forgotten this long
+    /// after (its position kept for a late gzipped copy of the same bytes);
+    /// under `sluice up` its key then leaves the table's positions too.
+    pub forget_after_secs: u64,
     /// Watch Pods and Events in the Kubernetes API.
     pub kubernetes: bool,
     /// Kubeconfig for the watcher [default: in-cluster, else $KUBECONFIG, else ~/.kube/config].
@@ -130,6 +134,7 @@ impl Default for CollectorConfig {
             intake_max_records: 10_000,
             intake_max_concurrent: 16,
             intake_tokens: Vec::new(),
+            forget_after_secs: 3600,
             kubernetes: false,
             kubeconfig: None,
         }

@@ -177,6 +177,7 @@ pub fn tail_settings(config: &Config) -> TailSettings {
     settings.read_threads = c.read_threads.max(1);
     settings.max_line_bytes = c.max_line_bytes.max(1024);
     settings.scan_interval = Duration::from_millis(c.scan_interval_ms.max(10));
+    settings.forget_after = Duration::from_secs(c.forget_after_secs);
     settings
 }
 

@@ -131,6 +131,8 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         ..BatchLimits::default()
     };
     let acks = Arc::new(Acks::default());
+    // Forgotten pod-log files leave the pod_logs positions (TableWriter).
+    acks.track_forgotten();
     let writer = |kind, sink: &TableSink, acks: Option<Arc<Acks>>| TableWriter {
         kind,
         sink: sink.clone(),

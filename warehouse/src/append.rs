@@ -93,6 +93,12 @@ pub fn file_source(key: &str) -> String {
     .to_string()
 }
 
+/// An [`Advance`] to this position removes the source's key from the
+/// table's positions: the source is finished for good (a pod-log file gone
+/// from disk and read to its end), so its key would only grow the map that
+/// every snapshot carries.
+pub const FORGOTTEN: i64 = i64::MIN;
+
 /// One source's progress in a commit: the batch covers `[from, to)`. `from`
 /// must be what the table holds (`None`: the table must not know the source).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,7 +497,11 @@ impl TableSink {
                     expected,
                     found,
                 }) => match self.current_positions().await {
-                    Ok(now) if advances.iter().all(|a| now.get(&a.source) == Some(&a.to)) => {
+                    Ok(now)
+                        if advances.iter().all(|a| {
+                            now.get(&a.source).copied() == (a.to != FORGOTTEN).then_some(a.to)
+                        }) =>
+                    {
                         return Settled::Committed {
                             snapshot_id: None,
                             data_files: 0,
@@ -531,7 +541,9 @@ impl TableSink {
             let mut merged = positions(&table, self.contract.name)?;
             for a in advances {
                 let found = merged.get(&a.source).copied();
-                if found != a.from {
+                // Forgetting a finished source needs no fence: whatever the
+                // table holds for it, nothing will read it again.
+                if a.to != FORGOTTEN && found != a.from {
                     return Ok(Outcome::Fenced {
                         source: a.source.clone(),
                         expected: a.from,
@@ -540,7 +552,11 @@ impl TableSink {
                 }
             }
             for a in advances {
-                merged.insert(a.source.clone(), a.to);
+                if a.to == FORGOTTEN {
+                    merged.remove(&a.source);
+                } else {
+                    merged.insert(a.source.clone(), a.to);
+                }
             }
             // Data files are written once and reused if the commit is retried.
             if files.is_none() {

@@ -33,6 +33,10 @@ struct State {
     /// same bytes (the gzipped rotation) resumes where the file ended.
     retired: BTreeMap<FileKey, (Position, Instant)>,
     changed: bool,
+    /// Files forgotten since the last [`Acks::take_forgotten`], when
+    /// someone takes them (`sluice up` prunes their keys from the table's
+    /// positions); `None` when nobody does.
+    forgotten: Option<Vec<FileKey>>,
 }
 
 impl State {
@@ -171,10 +175,19 @@ impl Acks {
     ) -> Option<BTreeMap<FileKey, Position>> {
         let mut s = self.lock();
         let before = s.retired.len();
-        s.retired
-            .retain(|k, (_, at)| at.elapsed() < forget_after || on_disk.contains(k));
+        let mut gone = Vec::new();
+        s.retired.retain(|k, (_, at)| {
+            let keep = at.elapsed() < forget_after || on_disk.contains(k);
+            if !keep {
+                gone.push(k.clone());
+            }
+            keep
+        });
         if s.retired.len() != before {
             s.changed = true;
+        }
+        if let Some(forgotten) = s.forgotten.as_mut() {
+            forgotten.extend(gone);
         }
         if !s.changed {
             return None;
@@ -189,6 +202,21 @@ impl Acks {
             out.insert(l.key.clone(), l.durable);
         }
         Some(out)
+    }
+
+    /// From now on, files forgotten (gone, read to their end, and retired
+    /// longer than the forget time) are kept for [`Self::take_forgotten`].
+    pub fn track_forgotten(&self) {
+        self.lock().forgotten.get_or_insert_with(Vec::new);
+    }
+
+    /// The files forgotten since the last call.
+    pub fn take_forgotten(&self) -> Vec<FileKey> {
+        self.lock()
+            .forgotten
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Marks the last snapshot as not saved (the write failed).

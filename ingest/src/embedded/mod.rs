@@ -15,7 +15,7 @@
 pub mod instance;
 pub mod wal;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,9 +38,10 @@ use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
 use instance::{Instance, StartPositions};
 use sluice_warehouse::append::{
-    Advance, Positions, Retries, Settled, SinkError, Sorted, TableSink,
+    Advance, FORGOTTEN, Positions, Retries, Settled, SinkError, Sorted, TableSink,
 };
 use sluice_warehouse::retry::Backoff;
+use sluice_warehouse::source_id::SourceId;
 
 /// Records from one source, in source order, and the source position after
 /// them.
@@ -382,6 +383,29 @@ impl TableWriter {
     /// Decodes, writes and commits `batch`, retrying until it is in the
     /// table: the sources are blocked behind it anyway, and giving up would
     /// leave a hole.
+    /// This instance's position keys (and positions) of the pod-log files
+    /// the tailer has forgotten since the last commit.
+    fn forgotten_keys(&self, positions: &Positions) -> Vec<(String, i64)> {
+        let Some(acks) = &self.acks else {
+            return Vec::new();
+        };
+        let gone: HashSet<String> = acks
+            .take_forgotten()
+            .iter()
+            .map(|k| k.as_string())
+            .collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        positions
+            .iter()
+            .filter(|(key, _)| {
+                matches!(key.parse::<SourceId>(), Ok(SourceId::PodLog { file, .. }) if gone.contains(&file))
+            })
+            .map(|(key, at)| (key.clone(), *at))
+            .collect()
+    }
+
     async fn commit(&self, batch: Batch, positions: &mut Positions) -> Result<(), WriterStopped> {
         let started = Instant::now();
         let label = self.label();
@@ -458,7 +482,7 @@ impl TableWriter {
                 .get_or_create(&label)
                 .inc_by(rejects.len() as u64);
         }
-        let advances: Vec<Advance> = order
+        let mut advances: Vec<Advance> = order
             .iter()
             .map(|s| Advance {
                 source: self.instance.scoped(s),
@@ -466,6 +490,16 @@ impl TableWriter {
                 to: last[s],
             })
             .collect();
+        // Pod-log files the tailer forgot (gone, read to their end, retired
+        // past [collector] forget_after_secs) leave the table's positions
+        // with this commit, so the map every snapshot carries holds the
+        // files that exist, not every file there ever was.
+        let forgotten = self.forgotten_keys(positions);
+        advances.extend(forgotten.iter().map(|(key, at)| Advance {
+            source: self.instance.scoped(key),
+            from: Some(*at),
+            to: FORGOTTEN,
+        }));
         let on_error = |e: &SinkError| {
             tracing::error!(table = %label.table, error = %e, "commit failed; retrying");
             self.metrics.commit_errors.get_or_create(&label).inc();
@@ -478,6 +512,12 @@ impl TableWriter {
             Settled::Committed { rows, earlier, .. } => {
                 for (s, a) in order.iter().zip(&advances) {
                     positions.insert(s.to_string(), a.to);
+                }
+                for (key, _) in &forgotten {
+                    positions.remove(key);
+                }
+                if !forgotten.is_empty() {
+                    tracing::info!(table = %label.table, files = forgotten.len(), "positions of forgotten pod-log files removed");
                 }
                 if earlier {
                     // Only this instance writes its keys: an earlier
