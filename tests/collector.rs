@@ -743,57 +743,21 @@ fn compact_etcd() {
 /// kubelet, patching `pods/status` and creating Events through the API.
 #[tokio::test(flavor = "multi_thread")]
 async fn kubernetes_restarts_and_events_become_lifecycle_records_once() {
+    use common::kube::CrashingPod;
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
     use kube::api::{Api, Patch, PatchParams, PostParams};
 
     let kubeconfig = sluice_testkit::kubeconfig();
-    let client = sluice_ingest::collect::kube_watch::client(Some(&kubeconfig))
-        .await
-        .unwrap();
-    let ns = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let fixture = CrashingPod::create("t").await;
+    let (client, ns, pods, events) = (
+        fixture.client.clone(),
+        fixture.ns.clone(),
+        fixture.pods.clone(),
+        fixture.events.clone(),
+    );
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod = pods
-        .create(
-            &pp,
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "api-0"},
-                "spec": {"containers": [{"name": "app", "image": "shop/api:1"}]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let uid = pod.metadata.uid.clone().unwrap();
-    let terminated = |restarts: i32, reason: &str, code: i32| {
-        serde_json::json!({"status": {"containerStatuses": [{
-            "name": "app", "restartCount": restarts, "ready": false,
-            "image": "shop/api:1", "imageID": "",
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"reason": reason, "exitCode": code,
-                "startedAt": "2026-11-23T10:00:00Z", "finishedAt": "2026-11-23T10:05:00Z"}}
-        }]}})
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let backoff = |count: i32| {
-        serde_json::json!({
-            "metadata": {"name": "api-0.backoff"},
-            "involvedObject": {"kind": "Pod", "namespace": ns, "name": "api-0", "uid": uid,
-                "fieldPath": "spec.containers{app}"},
-            "reason": "BackOff", "type": "Warning", "count": count,
-            "message": "Back-off restarting failed container",
-            "firstTimestamp": "2026-11-23T10:05:01Z", "lastTimestamp": "2026-11-23T10:06:00Z",
-            "source": {"component": "kubelet", "host": "node-a"}
-        })
-    };
+    let terminated = CrashingPod::terminated;
+    let backoff = |count: i32| fixture.backoff(count);
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let template = |memory: &str| {

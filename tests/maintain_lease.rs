@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, http_get, sluice_with};
+use common::{Proc, http_get, sluice_with};
 
 const DURATION_SECS: u64 = 4;
 
@@ -30,27 +29,7 @@ fn lease_env(lease: &str) -> Vec<(&'static str, String)> {
 }
 
 fn spawn_maintainer(data_dir: &Path, env: &[(&str, String)]) -> (Proc, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["--http", &addr, "maintain"])
-        .env_remove("SLUICE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let p = Proc(cmd.spawn().expect("start sluice maintain"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(&addr, "/readyz").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "maintainer on {addr} never ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (p, addr)
+    common::spawn_role(data_dir, &[], "maintain", env)
 }
 
 /// (lease held, passes completed) from a maintainer's `/metrics`.

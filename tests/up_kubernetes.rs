@@ -10,48 +10,17 @@ mod common;
 use std::time::Duration;
 
 use common::free_port;
+use common::kube::CrashingPod;
 use common::up::{count, spawn_up, sql, wait_for};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_without_kafka_records_kubernetes_lifecycle_events() {
     let kubeconfig = sluice_testkit::kubeconfig();
-    let client = sluice_ingest::collect::kube_watch::client(Some(&kubeconfig))
-        .await
-        .unwrap();
-    let ns = format!("up-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let fixture = CrashingPod::create("up").await;
+    let (ns, pods, events) = (&fixture.ns, &fixture.pods, &fixture.events);
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let pod = pods
-        .create(
-            &pp,
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "api-0"},
-                "spec": {"containers": [{"name": "app", "image": "shop/api:1"}]}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let uid = pod.metadata.uid.clone().unwrap();
-    let terminated = |restarts: i32, reason: &str, code: i32| {
-        serde_json::json!({"status": {"containerStatuses": [{
-            "name": "app", "restartCount": restarts, "ready": false,
-            "image": "shop/api:1", "imageID": "",
-            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"reason": reason, "exitCode": code,
-                "startedAt": "2026-11-23T10:00:00Z", "finishedAt": "2026-11-23T10:05:00Z"}}
-        }]}})
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let terminated = CrashingPod::terminated;
 
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -76,19 +45,7 @@ async fn up_without_kafka_records_kubernetes_lifecycle_events() {
         .await
         .unwrap();
     events
-        .create(
-            &pp,
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "api-0.backoff"},
-                "involvedObject": {"kind": "Pod", "namespace": ns, "name": "api-0", "uid": uid,
-                    "fieldPath": "spec.containers{app}"},
-                "reason": "BackOff", "type": "Warning", "count": 1,
-                "message": "Back-off restarting failed container",
-                "firstTimestamp": "2026-11-23T10:05:01Z", "lastTimestamp": "2026-11-23T10:06:00Z",
-                "source": {"component": "kubelet", "host": "node-a"}
-            }))
-            .unwrap(),
-        )
+        .create(&pp, &serde_json::from_value(fixture.backoff(1)).unwrap())
         .await
         .unwrap();
     let in_ns = |extra: &str| {

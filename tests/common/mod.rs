@@ -2,6 +2,7 @@
 //! its HTTP endpoints, the interop Python and the tables.
 #![allow(dead_code)]
 
+pub mod kube;
 pub mod up;
 
 use std::io::{Read, Write};
@@ -319,25 +320,39 @@ pub fn http_within(
 /// Starts `sluice serve` on `data_dir`, with `args` before the role (e.g.
 /// `--config`) and `env` settings; waits until `/readyz` answers 200.
 pub fn spawn_serve(data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> (Proc, String) {
+    spawn_role(data_dir, args, "serve", env)
+}
+
+/// Starts the long-running `role` on `data_dir` on a free port, with `args`
+/// before it and `env` settings; waits until `/readyz` answers 200.
+pub fn spawn_role(
+    data_dir: &Path,
+    args: &[&str],
+    role: &str,
+    env: &[(&str, String)],
+) -> (Proc, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--http", &addr])
         .args(args)
-        .arg("serve")
+        .arg(role)
         .env_remove("SLUICE_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let proc = Proc(cmd.spawn().expect("start sluice serve"));
+    let proc = Proc(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("start sluice {role}: {e}")),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&addr, "/readyz").0 != 200 {
         assert!(
             Instant::now() < deadline,
-            "sluice serve never became ready on {addr}"
+            "sluice {role} never became ready on {addr}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -99,21 +99,9 @@ fn breakdown(dir: &Path) -> std::collections::BTreeMap<String, (u64, u64)> {
 
 /// (files, bytes) under `dir`.
 fn disk(dir: &Path) -> (u64, u64) {
-    let (mut files, mut bytes) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
+    breakdown(dir)
+        .values()
+        .fold((0, 0), |(f, b), (files, bytes)| (f + files, b + bytes))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
