@@ -72,6 +72,19 @@ fn up_demo_is_searchable_attributable_and_exact_across_kill_9() {
         },
     );
 
+    // up's writers commit through the same loop as the Kafka writer, and
+    // are counted in the same family.
+    let (status, metrics) = common::http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for table in ["pod_logs", "platform_event_logs"] {
+        assert!(
+            metrics.contains(&format!(
+                "sluice_table_commits_total{{table=\"{table}\",outcome=\"committed\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+
     // The intake answers 202 only for what is durable; a bad record is
     // named and the rest accepted.
     let body = br#"[{"event_id":"e2e-1","occurred_at":"2026-01-01T00:00:00Z","service":"iom-core","action":"sql.queries.submit","success":true,"user_id":"e2e-probe","method":"POST","path":"/api/v1/sql/queries","status_code":200,"latency_ms":12.5},

@@ -198,6 +198,15 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
         body.contains("reason=\"occurred_at\""),
         "DLQ counted by reason: {body}"
     );
+    // The one commit loop counts every writer's commits alike.
+    assert!(
+        body.contains("sluice_table_commits_total{table=\"pod_logs\",outcome=\"committed\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("sluice_table_rows_committed_total{table=\"pod_logs\"}"),
+        "{body}"
+    );
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
     // Lag, delay, last commit and readiness. The lag of every partition is

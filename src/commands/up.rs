@@ -35,6 +35,7 @@ use sluice_query::engine::Engine;
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog;
+use sluice_warehouse::commit_metrics::CommitMetrics;
 use sluice_warehouse::maintain::metrics::MaintenanceMetrics;
 use tokio::sync::mpsc;
 
@@ -102,14 +103,16 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     catalog::ensure_tables(catalog.as_ref()).await?;
     let enricher = Enricher::new(&config.enrich).context("setting up enrichment")?;
     let writer_id = format!("up-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let sink_of = |table| TableSink::new(catalog.clone(), table, &writer_id);
+    let mut registry = Registry::default();
+    let commits = CommitMetrics::register(&mut registry);
+    let sink_of =
+        |table| TableSink::new(catalog.clone(), table, &writer_id).with_metrics(commits.clone());
     let (pod_sink, event_sink, lifecycle_sink) = (
         sink_of(&POD_LOGS),
         sink_of(&EVENT_LOGS),
         sink_of(&PLATFORM_EVENTS),
     );
 
-    let mut registry = Registry::default();
     let collector_metrics = CollectorMetrics::register(&mut registry);
     let up_metrics = EmbeddedMetrics::register(&mut registry);
     // Table maintenance on its schedule (compaction, retention, expiry,

@@ -12,6 +12,7 @@ use sluice_ingest::writer::{RecordKind, Route, Writer, WriterSettings, WriterSta
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog;
+use sluice_warehouse::commit_metrics::CommitMetrics;
 
 use crate::config::Config;
 use crate::health;
@@ -30,25 +31,28 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "writer".into());
     let writer_id = format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let topics = &config.kafka.topics;
+    let mut registry = Registry::default();
+    let commits = CommitMetrics::register(&mut registry);
+    let sink =
+        |table| TableSink::new(catalog.clone(), table, &writer_id).with_metrics(commits.clone());
     let routes = vec![
         Route {
             topic: topics.events.clone(),
             kind: RecordKind::Events,
-            sink: TableSink::new(catalog.clone(), &EVENT_LOGS, &writer_id),
+            sink: sink(&EVENT_LOGS),
         },
         Route {
             topic: topics.podlogs.clone(),
             kind: RecordKind::PodLogs,
-            sink: TableSink::new(catalog.clone(), &POD_LOGS, &writer_id),
+            sink: sink(&POD_LOGS),
         },
         Route {
             topic: topics.k8s.clone(),
             kind: RecordKind::Lifecycle,
-            sink: TableSink::new(catalog.clone(), &PLATFORM_EVENTS, &writer_id),
+            sink: sink(&PLATFORM_EVENTS),
         },
     ];
 
-    let mut registry = Registry::default();
     let metrics = WriterMetrics::register(&mut registry);
     let status = Arc::new(WriterStatus::default());
     let ready = {

@@ -46,6 +46,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use rayon::prelude::*;
 use sluice_schema::tables::TableContract;
 
+use crate::commit_metrics::CommitMetrics;
 use crate::parallel_parquet::ParallelParquetWriterBuilder;
 use crate::source_id::SourceId;
 
@@ -224,6 +225,8 @@ pub struct TableSink {
     properties: WriterProperties,
     target_file_size: usize,
     max_attempts: u32,
+    /// `sluice_table_*`, when the process serves metrics.
+    metrics: Option<CommitMetrics>,
 }
 
 impl TableSink {
@@ -241,6 +244,19 @@ impl TableSink {
             properties: parquet_properties(256 * 1024),
             target_file_size: 256 * 1024 * 1024,
             max_attempts: 20,
+            metrics: None,
+        }
+    }
+
+    /// Counts this sink's commits in `metrics` ([`Self::commit_settled`]).
+    pub fn with_metrics(mut self, metrics: CommitMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            m.outcome(self.contract.name, outcome);
         }
     }
 
@@ -477,6 +493,7 @@ impl TableSink {
     ) -> Settled {
         let mut backoff = crate::retry::Backoff::unavailable();
         let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let error = match self.commit_sorted(advances, sorted).await {
@@ -485,6 +502,9 @@ impl TableSink {
                     data_files,
                     rows,
                 }) => {
+                    if let Some(m) = &self.metrics {
+                        m.committed(self.contract.name, rows, started.elapsed().as_secs_f64());
+                    }
                     return Settled::Committed {
                         snapshot_id: Some(snapshot_id),
                         data_files,
@@ -502,6 +522,7 @@ impl TableSink {
                             now.get(&a.source).copied() == (a.to != FORGOTTEN).then_some(a.to)
                         }) =>
                     {
+                        self.count("earlier");
                         return Settled::Committed {
                             snapshot_id: None,
                             data_files: 0,
@@ -510,6 +531,7 @@ impl TableSink {
                         };
                     }
                     Ok(_) => {
+                        self.count("fenced");
                         return Settled::Fenced {
                             source,
                             expected,
@@ -520,6 +542,7 @@ impl TableSink {
                 },
                 Err(e) => e,
             };
+            self.count("failed");
             on_error(&error);
             if matches!(retries, Retries::Attempts(n) if attempt >= n) {
                 return Settled::Failed(error);

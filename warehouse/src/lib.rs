@@ -7,6 +7,8 @@
 
 pub mod append;
 pub mod catalog;
+pub mod checkpoint;
+pub mod commit_metrics;
 pub mod maintain;
 pub mod object_stores;
 pub mod parallel_parquet;

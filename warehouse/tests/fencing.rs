@@ -148,3 +148,125 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A writer's `Checkpoint` moves only with a commit; a stale copy of it is
+/// fenced and left unchanged; a retried batch whose first commit landed is
+/// settled as committed once; a finished source is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_advance_with_commits_and_fence_stale_copies() {
+    use sluice_warehouse::append::{FORGOTTEN, Retries, Settled, SinkError};
+    use sluice_warehouse::checkpoint::{Advanced, Checkpoint, NotAdvanced};
+
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog::open(
+        &CatalogConfig::default(),
+        &WarehouseConfig::default(),
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    catalog::ensure_tables(catalog.as_ref()).await.unwrap();
+    let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "cp");
+    let never = |e: &SinkError| panic!("commit failed: {e}");
+    let same = |s: &str| s.to_string();
+    let sorted = |prefix: &str, n: usize| sink.sort(&[events(prefix, n)]).unwrap();
+
+    let mut cp = Checkpoint::default();
+    let (a, b) = ("wal:a".to_string(), "wal:b".to_string());
+    let done = cp
+        .try_advance(
+            &sink,
+            &[(a.clone(), 10), (b.clone(), 5)],
+            &same,
+            sorted("x", 10).as_ref(),
+            Retries::Attempts(1),
+            &never,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Advanced {
+            rows: 10,
+            earlier: false
+        }
+    );
+    assert_eq!((cp.get(&a), cp.get(&b)), (Some(10), Some(5)));
+
+    // A copy taken before that commit is stale: fenced, and unchanged.
+    let mut stale = Checkpoint::default();
+    let refused = stale
+        .try_advance(
+            &sink,
+            &[(a.clone(), 20)],
+            &same,
+            sorted("y", 10).as_ref(),
+            Retries::Attempts(1),
+            &never,
+        )
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(NotAdvanced::Fenced {
+                found: Some(10),
+                expected: None,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(stale.get(&a), None);
+    assert_eq!(rows(&sink).await, 10, "nothing appended by the stale copy");
+
+    // The same batch sent again after its commit landed (the answer lost):
+    // settled as committed by the earlier attempt, nothing appended twice.
+    let again = sink
+        .commit_settled(
+            &[
+                Advance {
+                    source: a.clone(),
+                    from: None,
+                    to: 10,
+                },
+                Advance {
+                    source: b.clone(),
+                    from: None,
+                    to: 5,
+                },
+            ],
+            sorted("x", 10).as_ref(),
+            Retries::Attempts(1),
+            &never,
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Settled::Committed {
+                earlier: true,
+                rows: 0,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    assert_eq!(rows(&sink).await, 10);
+
+    // b is finished: forgetting it drops its key, nothing else moves.
+    cp.try_advance(
+        &sink,
+        &[(a.clone(), 15), (b.clone(), FORGOTTEN)],
+        &same,
+        sorted("z", 5).as_ref(),
+        Retries::Attempts(1),
+        &never,
+    )
+    .await
+    .unwrap();
+    let held = sink.current_positions().await.unwrap();
+    assert_eq!(held.get(&a), Some(&15));
+    assert_eq!(held.get(&b), None, "{held:?}");
+    assert_eq!(cp.get(&b), None);
+    assert_eq!(rows(&sink).await, 15);
+}

@@ -37,9 +37,8 @@ use crate::outlet::{Delivery, Failed, LogOutlet, SendError};
 use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
 use instance::{Instance, StartPositions};
-use sluice_warehouse::append::{
-    Advance, FORGOTTEN, Positions, Retries, Settled, SinkError, Sorted, TableSink,
-};
+use sluice_warehouse::append::{FORGOTTEN, Positions, Retries, SinkError, Sorted, TableSink};
+use sluice_warehouse::checkpoint::{Advanced, Checkpoint, NotAdvanced};
 use sluice_warehouse::retry::Backoff;
 use sluice_warehouse::source_id::SourceId;
 
@@ -313,9 +312,11 @@ impl TableWriter {
 
     /// Commits what arrives on `rx` until it closes and is drained.
     pub async fn run(self, mut rx: mpsc::Receiver<Message>) -> Result<(), WriterStopped> {
-        let mut positions = Self::start_positions(&self.sink, &self.instance)
-            .await
-            .committed;
+        let mut positions = Checkpoint::new(
+            Self::start_positions(&self.sink, &self.instance)
+                .await
+                .committed,
+        );
         // Messages after the last boundary of their source wait here for
         // the rest of their chunk.
         let mut pending: Vec<Message> = Vec::new();
@@ -380,12 +381,9 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Decodes, writes and commits `batch`, retrying until it is in the
-    /// table: the sources are blocked behind it anyway, and giving up would
-    /// leave a hole.
-    /// This instance's position keys (and positions) of the pod-log files
-    /// the tailer has forgotten since the last commit.
-    fn forgotten_keys(&self, positions: &Positions) -> Vec<(String, i64)> {
+    /// This instance's sources (and positions) of the pod-log files the
+    /// tailer has forgotten since the last commit.
+    fn forgotten_keys(&self, positions: &Checkpoint) -> Vec<(String, i64)> {
         let Some(acks) = &self.acks else {
             return Vec::new();
         };
@@ -398,15 +396,18 @@ impl TableWriter {
             return Vec::new();
         }
         positions
-            .iter()
+            .sources()
             .filter(|(key, _)| {
                 matches!(key.parse::<SourceId>(), Ok(SourceId::PodLog { file, .. }) if gone.contains(&file))
             })
-            .map(|(key, at)| (key.clone(), *at))
+            .map(|(key, at)| (key.to_string(), at))
             .collect()
     }
 
-    async fn commit(&self, batch: Batch, positions: &mut Positions) -> Result<(), WriterStopped> {
+    /// Decodes, writes and commits `batch`, retrying until it is in the
+    /// table: the sources are blocked behind it anyway, and giving up would
+    /// leave a hole.
+    async fn commit(&self, batch: Batch, positions: &mut Checkpoint) -> Result<(), WriterStopped> {
         let started = Instant::now();
         let label = self.label();
         let mut raw = RawRecords::default();
@@ -482,40 +483,30 @@ impl TableWriter {
                 .get_or_create(&label)
                 .inc_by(rejects.len() as u64);
         }
-        let mut advances: Vec<Advance> = order
-            .iter()
-            .map(|s| Advance {
-                source: self.instance.scoped(s),
-                from: positions.get(&**s).copied(),
-                to: last[s],
-            })
-            .collect();
+        let mut to: Vec<(String, i64)> = order.iter().map(|s| (s.to_string(), last[s])).collect();
         // Pod-log files the tailer forgot (gone, read to their end, retired
         // past [collector] forget_after_secs) leave the table's positions
         // with this commit, so the map every snapshot carries holds the
         // files that exist, not every file there ever was.
         let forgotten = self.forgotten_keys(positions);
-        advances.extend(forgotten.iter().map(|(key, at)| Advance {
-            source: self.instance.scoped(key),
-            from: Some(*at),
-            to: FORGOTTEN,
-        }));
+        to.extend(forgotten.iter().map(|(key, _)| (key.clone(), FORGOTTEN)));
         let on_error = |e: &SinkError| {
             tracing::error!(table = %label.table, error = %e, "commit failed; retrying");
             self.metrics.commit_errors.get_or_create(&label).inc();
         };
-        match self
-            .sink
-            .commit_settled(&advances, sorted.as_ref(), Retries::UntilDecided, &on_error)
+        let scoped = |s: &str| self.instance.scoped(s);
+        match positions
+            .try_advance(
+                &self.sink,
+                &to,
+                &scoped,
+                sorted.as_ref(),
+                Retries::UntilDecided,
+                &on_error,
+            )
             .await
         {
-            Settled::Committed { rows, earlier, .. } => {
-                for (s, a) in order.iter().zip(&advances) {
-                    positions.insert(s.to_string(), a.to);
-                }
-                for (key, _) in &forgotten {
-                    positions.remove(key);
-                }
+            Ok(Advanced { rows, earlier }) => {
                 if !forgotten.is_empty() {
                     tracing::info!(table = %label.table, files = forgotten.len(), "positions of forgotten pod-log files removed");
                 }
@@ -539,11 +530,11 @@ impl TableWriter {
                         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                 }
             }
-            Settled::Fenced {
+            Err(NotAdvanced::Fenced {
                 source,
                 expected,
                 found,
-            } => {
+            }) => {
                 // Someone else writes as this instance.
                 self.metrics.commit_errors.get_or_create(&label).inc();
                 return Err(WriterStopped::Foreign {
@@ -555,7 +546,7 @@ impl TableWriter {
                 });
             }
             // Retried until decided: never here.
-            Settled::Failed(e) => {
+            Err(NotAdvanced::Failed(e)) => {
                 return Err(WriterStopped::Contract {
                     table: label.table,
                     reason: e.to_string(),
