@@ -25,9 +25,8 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::enrich::Enricher;
 use crate::sources::pod_log_file::{self, DEFAULT_MAX_LINE_BYTES, Origin};
 use crate::sources::pod_log_path::PodLogPath;
-use sluice_warehouse::append::{
-    Advance, Positions, Retries, Settled, SinkError, TableSink, file_source,
-};
+use sluice_warehouse::append::{Advance, Positions, SinkError, TableSink, file_source};
+use sluice_warehouse::commit_loop::{Retries, Settled};
 
 /// Rows per commit: big enough for large files, small enough to bound memory.
 const COMMIT_ROWS: usize = 500_000;

@@ -5,9 +5,8 @@
 //! it (another writer, or a copy of this one), the advance comes back
 //! [`NotAdvanced::Fenced`] and the checkpoint is unchanged.
 
-use crate::append::{
-    Advance, FORGOTTEN, Positions, Retries, Settled, SinkError, Sorted, TableSink,
-};
+use crate::append::{Advance, FORGOTTEN, Positions, SinkError, Sorted, TableSink};
+use crate::commit_loop::{Retries, Settled};
 
 /// How far each source is, by the writer's own name for it (the table may
 /// key it differently: an instance scope, see [`Checkpoint::try_advance`]).

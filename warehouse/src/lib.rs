@@ -8,6 +8,7 @@
 pub mod append;
 pub mod catalog;
 pub mod checkpoint;
+pub mod commit_loop;
 pub mod commit_metrics;
 pub mod maintain;
 pub mod object_stores;

@@ -154,8 +154,9 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 /// settled as committed once; a finished source is forgotten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_advance_with_commits_and_fence_stale_copies() {
-    use sluice_warehouse::append::{FORGOTTEN, Retries, Settled, SinkError};
+    use sluice_warehouse::append::{FORGOTTEN, SinkError};
     use sluice_warehouse::checkpoint::{Advanced, Checkpoint, NotAdvanced};
+    use sluice_warehouse::commit_loop::{Retries, Settled};
 
     let dir = tempfile::tempdir().unwrap();
     let catalog = catalog::open(

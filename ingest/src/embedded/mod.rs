@@ -37,8 +37,9 @@ use crate::outlet::{Delivery, Failed, LogOutlet, SendError};
 use crate::writer::RecordKind;
 use crate::writer::decode::{self, RawRecords};
 use instance::{Instance, StartPositions};
-use sluice_warehouse::append::{FORGOTTEN, Positions, Retries, SinkError, Sorted, TableSink};
+use sluice_warehouse::append::{FORGOTTEN, Positions, SinkError, Sorted, TableSink};
 use sluice_warehouse::checkpoint::{Advanced, Checkpoint, NotAdvanced};
+use sluice_warehouse::commit_loop::Retries;
 use sluice_warehouse::retry::Backoff;
 use sluice_warehouse::source_id::SourceId;
 

@@ -51,9 +51,8 @@ use crate::enrich::Enricher;
 use decode::RawRecords;
 use dedup::DedupWindow;
 use metrics::{DlqLabel, PartitionLabel, TableLabel, TopicLabel, WriterMetrics};
-use sluice_warehouse::append::{
-    Advance, Positions, Retries, Settled, SinkError, Sorted, TableSink, kafka_source,
-};
+use sluice_warehouse::append::{Advance, Positions, SinkError, Sorted, TableSink, kafka_source};
+use sluice_warehouse::commit_loop::{Retries, Settled};
 use sluice_warehouse::recent_ids::{Reach, recent_ids};
 
 /// How often the writer asks the broker for the high watermarks of its
