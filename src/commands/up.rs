@@ -356,12 +356,13 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         let facts_path = config.data_dir.join("demo/facts.json");
         std::fs::write(&facts_path, serde_json::to_vec_pretty(&facts)?)
             .with_context(|| format!("writing {}", facts_path.display()))?;
+        let sluice = runnable_name();
         eprintln!(
             "sluice up: the demo cluster is live; console at {url}/\n\
              \n  try, in another terminal (the first OOMKill comes within 30 s):\n\
-             \n    sluice attribution --server {url} --since 15m --by user\
-             \n    sluice logs search OOMKilled --server {url} --pod {pod} --since 1h\
-             \n    sluice guardrails peaks --server {url} --since 1h\n",
+             \n    {sluice} attribution --server {url} --since 15m --by user\
+             \n    {sluice} logs search OOMKilled --server {url} --pod {pod} --since 1h\
+             \n    {sluice} guardrails peaks --server {url} --since 1h\n",
             pod = facts.first_oom_pod,
         );
     } else {
@@ -467,4 +468,28 @@ async fn distributed(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         super::index::run(&index, index_opts),
     )?;
     Ok(())
+}
+
+/// How to run this very binary from another terminal: `sluice` when that
+/// is what `PATH` finds, else its full path (`cargo run` leaves it under
+/// `target/`, off the `PATH`), so the commands printed work as printed.
+fn runnable_name() -> String {
+    let Ok(me) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "sluice".into();
+    };
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .filter_map(|dir| dir.join("sluice").canonicalize().ok())
+            .next()
+            .is_some_and(|first| first == me)
+    });
+    if found {
+        return "sluice".into();
+    }
+    let text = me.display().to_string();
+    if text.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    } else {
+        text
+    }
 }
