@@ -32,7 +32,6 @@ use sluice_ingest::sources::pod_log_path::PodLogPath;
 use sluice_logindex::indexer::{DEFAULT_MEMORY_BUDGET, Indexer, IndexerSettings};
 use sluice_query::logsearch::{LogIndex, SearchParams};
 use sluice_query::object_stores::ObjectStores;
-use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
 use common::{UNTIL, env_usize, import};
@@ -242,14 +241,7 @@ fn main() -> anyhow::Result<()> {
     import(&data_dir, &gen_dir)?;
     eprintln!("imported in {:.0} s", t.elapsed().as_secs_f64());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let catalog = rt.block_on(catalog::open(
-        &CatalogConfig::default(),
-        &WarehouseConfig::default(),
-        &data_dir,
-    ))?;
+    let (rt, catalog) = common::embedded_catalog(&data_dir)?;
     let stores = Arc::new(ObjectStores::new(Default::default()));
     let store = rt.block_on(LogIndex::store_for(catalog.as_ref(), &stores))?;
     let indexer = Indexer::new(

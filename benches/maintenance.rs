@@ -31,7 +31,7 @@ use sluice_query::engine::Engine;
 use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::{POSITIONS_PROPERTY, TableSink, parquet_properties};
-use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_warehouse::catalog::{self, CatalogConfig};
 use sluice_warehouse::maintain::commit::MetadataCommitter;
 use sluice_warehouse::maintain::metrics::MaintenanceMetrics;
 use sluice_warehouse::maintain::snapshot::live_entries;
@@ -85,14 +85,7 @@ fn main() -> anyhow::Result<()> {
     let per_commit = 200;
     let tmp = tempfile::tempdir()?;
     let data_dir = tmp.path().join("data");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let catalog = rt.block_on(catalog::open(
-        &CatalogConfig::default(),
-        &WarehouseConfig::default(),
-        &data_dir,
-    ))?;
+    let (rt, catalog) = common::embedded_catalog(&data_dir)?;
     rt.block_on(catalog::ensure_tables(catalog.as_ref()))?;
     let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "bench");
 

@@ -23,7 +23,6 @@ use sluice_query::attribution::{AttributionParams, AttributionQuery, attribution
 use sluice_query::config::{GuardrailsConfig, QueryConfig};
 use sluice_query::engine::Engine;
 use sluice_query::guardrails::{Scope, peaks};
-use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
 use common::{UNTIL, env_usize, generate_events, import};
@@ -53,14 +52,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("imported in {:.0} s", t.elapsed().as_secs_f64());
     std::fs::remove_dir_all(&gen_dir)?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let catalog = rt.block_on(catalog::open(
-        &CatalogConfig::default(),
-        &WarehouseConfig::default(),
-        &data_dir,
-    ))?;
+    let (rt, catalog) = common::embedded_catalog(&data_dir)?;
     let engine = Engine::new(catalog, QueryConfig::default(), Default::default())?;
     let rfc = |t: DateTime<Utc>| t.to_rfc3339();
     let params = AttributionParams {

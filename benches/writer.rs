@@ -26,7 +26,7 @@ use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::{
     Advance, Outcome, Sorted, TableSink, file_source, parquet_properties,
 };
-use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_warehouse::catalog;
 
 mod common;
 use common::{env_usize, generated_events, median};
@@ -129,15 +129,8 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let schema = Arc::new(EVENT_LOGS.arrow_schema()?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let data_dir = tmp.path().join("data");
-    let catalog = rt.block_on(catalog::open(
-        &CatalogConfig::default(),
-        &WarehouseConfig::default(),
-        &data_dir,
-    ))?;
+    let (rt, catalog) = common::embedded_catalog(&data_dir)?;
     rt.block_on(catalog::ensure_tables(catalog.as_ref()))?;
     let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "bench");
 

@@ -4,8 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sluice::generator::{self, GenConfig};
+use sluice_warehouse::catalog::{self, Catalog, CatalogConfig, WarehouseConfig};
 
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -19,6 +22,22 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// A multi-threaded runtime and the embedded default catalog (SQLite,
+/// local warehouse) under `data_dir`, opened on it.
+pub fn embedded_catalog(
+    data_dir: &Path,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<dyn Catalog>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let catalog = rt.block_on(catalog::open(
+        &CatalogConfig::default(),
+        &WarehouseConfig::default(),
+        data_dir,
+    ))?;
+    Ok((rt, catalog))
 }
 
 /// The end of every benchmark's generated history.

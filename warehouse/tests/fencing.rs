@@ -4,22 +4,15 @@
 
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source, positions};
-use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_warehouse::catalog;
 
 mod common;
-use common::{events, rows};
+use common::{embedded_catalog, events, rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_writers_are_refused_and_races_have_one_winner() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = catalog::open(
-        &CatalogConfig::default(),
-        &WarehouseConfig::default(),
-        dir.path(),
-    )
-    .await
-    .unwrap();
-    catalog::ensure_tables(catalog.as_ref()).await.unwrap();
+    let catalog = embedded_catalog(dir.path()).await;
     // Idempotent: a second start changes nothing.
     catalog::ensure_tables(catalog.as_ref()).await.unwrap();
 
@@ -159,14 +152,7 @@ async fn checkpoints_advance_with_commits_and_fence_stale_copies() {
     use sluice_warehouse::commit_loop::{Retries, Settled};
 
     let dir = tempfile::tempdir().unwrap();
-    let catalog = catalog::open(
-        &CatalogConfig::default(),
-        &WarehouseConfig::default(),
-        dir.path(),
-    )
-    .await
-    .unwrap();
-    catalog::ensure_tables(catalog.as_ref()).await.unwrap();
+    let catalog = embedded_catalog(dir.path()).await;
     let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "cp");
     let never = |e: &SinkError| panic!("commit failed: {e}");
     let same = |s: &str| s.to_string();

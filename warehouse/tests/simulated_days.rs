@@ -26,7 +26,7 @@ use sluice_schema::batch;
 use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::{EVENT_LOGS, PLATFORM_EVENTS, POD_LOGS};
 use sluice_warehouse::append::{Advance, Outcome, TableSink, kafka_source};
-use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
+use sluice_warehouse::catalog::{CatalogConfig, WarehouseConfig};
 use sluice_warehouse::maintain::commit::MetadataCommitter;
 use sluice_warehouse::maintain::metrics::MaintenanceMetrics;
 use sluice_warehouse::maintain::{Maintainer, MaintenanceConfig, RetentionConfig, snapshot};
@@ -109,10 +109,7 @@ async fn six_simulated_days_stay_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let catalog_cfg = CatalogConfig::default();
     let warehouse = WarehouseConfig::default();
-    let catalog = catalog::open(&catalog_cfg, &warehouse, dir.path())
-        .await
-        .unwrap();
-    catalog::ensure_tables(catalog.as_ref()).await.unwrap();
+    let catalog = common::embedded_catalog(dir.path()).await;
     let sink = TableSink::new(catalog.clone(), &EVENT_LOGS, "sim");
     let committer = MetadataCommitter::open(&catalog_cfg, dir.path())
         .await

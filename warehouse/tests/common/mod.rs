@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
+use iceberg::Catalog;
 use serde_json::json;
 use sluice_schema::batch;
 use sluice_schema::raw::{Enrichment, RawEvent};
 use sluice_schema::tables::EVENT_LOGS;
 use sluice_warehouse::append::TableSink;
-use sluice_warehouse::catalog::{S3Config, WarehouseConfig};
+use sluice_warehouse::catalog::{self, CatalogConfig, S3Config, WarehouseConfig};
 use sqlx::Connection;
 
 /// `n` valid events with ids `<prefix>-<i>`, two hours apart (so a day
@@ -30,10 +31,21 @@ pub fn events(prefix: &str, n: usize) -> RecordBatch {
     batch::event_logs_batch(&Arc::new(EVENT_LOGS.arrow_schema().unwrap()), &rows).unwrap()
 }
 
-/// Rows in the sink's table, read back through an Iceberg scan.
-pub async fn rows(sink: &TableSink) -> usize {
+/// The embedded default catalog (SQLite, local warehouse) under `dir`,
+/// with the tables created.
+pub async fn embedded_catalog(dir: &std::path::Path) -> Arc<dyn Catalog> {
+    let catalog = catalog::open(&CatalogConfig::default(), &WarehouseConfig::default(), dir)
+        .await
+        .unwrap();
+    catalog::ensure_tables(catalog.as_ref()).await.unwrap();
+    catalog
+}
+
+/// The `event_id` column of the sink's table, read back through an
+/// Iceberg scan.
+async fn event_id_batches(sink: &TableSink) -> Vec<RecordBatch> {
     let table = sink.load().await.unwrap();
-    let batches: Vec<RecordBatch> = table
+    table
         .scan()
         .select(["event_id"])
         .build()
@@ -43,8 +55,16 @@ pub async fn rows(sink: &TableSink) -> usize {
         .unwrap()
         .try_collect()
         .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+        .unwrap()
+}
+
+/// Rows in the sink's table (duplicates counted).
+pub async fn rows(sink: &TableSink) -> usize {
+    event_id_batches(sink)
+        .await
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
 }
 
 /// The test S3 store as the warehouse: under `s3://<bucket>/warehouse`, or
@@ -79,20 +99,9 @@ pub async fn postgres_database(prefix: &str) -> String {
     format!("{server}/{db}")
 }
 
-/// The event ids in the sink's table, read back through an Iceberg scan.
+/// The event ids in the sink's table.
 pub async fn ids(sink: &TableSink) -> std::collections::BTreeSet<String> {
-    let table = sink.load().await.unwrap();
-    let batches: Vec<RecordBatch> = table
-        .scan()
-        .select(["event_id"])
-        .build()
-        .unwrap()
-        .to_arrow()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = event_id_batches(sink).await;
     let mut out = std::collections::BTreeSet::new();
     for b in batches {
         let col = arrow_array::cast::AsArray::as_string::<i32>(b.column(0));
