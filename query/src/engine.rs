@@ -166,16 +166,7 @@ impl Engine {
     /// Readiness: the catalog answers within 2 s.
     pub async fn ready(&self) -> Result<(), String> {
         let namespace = NamespaceIdent::new(NAMESPACE.to_string());
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            self.inner.catalog.namespace_exists(&namespace),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("catalog: {e}")),
-            Err(_) => Err("catalog did not answer within 2 s".to_string()),
-        }
+        sluice_warehouse::catalog::answers(self.inner.catalog.namespace_exists(&namespace)).await
     }
 }
 

@@ -270,6 +270,18 @@ fn table_err(table: &TableContract) -> impl Fn(iceberg::Error) -> CatalogError +
 /// Creates the namespace and tables that are missing and evolves existing
 /// tables to the current contract (new optional columns are added; a column
 /// of another type is an error). Safe to run from several processes at once.
+/// Readiness: whether a catalog call (`probe`) answers within 2 s — one
+/// bound and one wording for every role's `/readyz`.
+pub async fn answers<T>(
+    probe: impl std::future::Future<Output = iceberg::Result<T>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), probe).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("catalog: {e}")),
+        Err(_) => Err("catalog did not answer within 2 s".into()),
+    }
+}
+
 pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<Vec<Table>, CatalogError> {
     let ns = NamespaceIdent::new(NAMESPACE.to_string());
     let ns_err = |source| CatalogError::Table {

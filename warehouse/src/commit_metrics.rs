@@ -17,6 +17,8 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// The `table` label: one type for every per-table family (commits,
+/// maintenance, the writers'), so they join on it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
     pub table: String,

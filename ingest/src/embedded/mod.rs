@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -120,10 +119,7 @@ impl LogOutlet for LocalLogSink {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
-    pub table: String,
-}
+pub use sluice_warehouse::commit_metrics::TableLabel;
 
 /// Metrics of the in-process writers.
 #[derive(Clone, Debug)]

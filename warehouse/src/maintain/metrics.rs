@@ -3,7 +3,6 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,10 +10,7 @@ use prometheus_client::registry::Registry;
 
 use super::TableReport;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TableLabel {
-    pub table: String,
-}
+pub use crate::commit_metrics::TableLabel;
 
 #[derive(Clone, Debug, Default)]
 pub struct MaintenanceMetrics {
