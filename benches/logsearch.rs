@@ -8,9 +8,19 @@
 //!   same files: their messages alone, the floor of any tantivy indexer's
 //!   cost, and the fields the issue requires in tantivy's plainest form
 //!   (see `BareDoc`);
-//! - search: a term query and a phrase query with a pod filter through the
-//!   log index as the query service runs it (exact total, newest 100 hits),
-//!   p50/p99 of warm runs, against `rg` over the files (whole word,
+//! - what the index is made of: each part of the splits (postings,
+//!   positions, term dictionaries, doc store, fast fields) against the raw
+//!   size, read from the splits' footers;
+//! - cold search: a fresh query service (a new cache in an empty directory)
+//!   searching a term over the last 24 h and over all 7 days, the splits
+//!   read in place: p50 time of `SLUICE_BENCH_COLD_RUNS` (default 5) fresh
+//!   starts, and the bytes fetched against the index size. The warehouse is
+//!   local here, so the OS page cache serves the reads: on S3 add the
+//!   store's latency per round of fetches (a search has three: the splits'
+//!   tails, the warm-up's ranges, the hits' doc-store blocks);
+//! - warm search: a term query and a phrase query with a pod filter through
+//!   the log index as the query service runs it (exact total, newest 100
+//!   hits), p50/p99 of warm runs, against `rg` over the files (whole word,
 //!   case-insensitive; the phrase only in that pod's directory), p50. Both
 //!   count the same lines, which the benchmark checks.
 //!
@@ -196,6 +206,36 @@ fn ripgrep(args: &[&str], path: &Path) -> anyhow::Result<(f64, u64)> {
     Ok((secs, lines))
 }
 
+/// Bytes of each kind of tantivy file across the splits in `splits_dir`
+/// (from each split object's footer), by extension.
+fn split_parts(splits_dir: &Path) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    use sluice_logindex::split_file::{Footer, TRAILER_BYTES, footer_len};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut parts = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(splits_dir)? {
+        let path = e?.path();
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        let mut trailer = [0u8; TRAILER_BYTES];
+        f.seek(SeekFrom::Start(len - TRAILER_BYTES as u64))?;
+        f.read_exact(&mut trailer)?;
+        let json_len = footer_len(&trailer)?;
+        let mut json = vec![0u8; json_len as usize];
+        f.seek(SeekFrom::Start(len - TRAILER_BYTES as u64 - json_len))?;
+        f.read_exact(&mut json)?;
+        let footer: Footer = serde_json::from_slice(&json)?;
+        for (name, entry) in &footer.files {
+            let kind = match name.rsplit_once('.') {
+                Some((_, ext)) if !name.starts_with('.') && ext != "json" => ext.to_string(),
+                _ => "meta".to_string(),
+            };
+            *parts.entry(kind).or_default() += entry.len;
+        }
+        *parts.entry("hotcache + footer".into()).or_default() += len - footer.hotcache_offset;
+    }
+    Ok(parts)
+}
+
 fn main() -> anyhow::Result<()> {
     let gb: f64 = std::env::var("SLUICE_BENCH_LOG_GB")
         .ok()
@@ -249,7 +289,7 @@ fn main() -> anyhow::Result<()> {
         store.clone(),
         IndexerSettings {
             work_dir: data_dir.join("index-work"),
-            cache_dir: data_dir.join("index-cache"),
+            threads: 0,
             merge_at: 8,
             memory_budget: DEFAULT_MEMORY_BUDGET,
         },
@@ -274,7 +314,49 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(tmp.path().join("bare"));
     eprintln!("bare tantivy (required fields) indexed the files in {required_cpu:.1} CPU s");
 
-    let logs = LogIndex::new(catalog, stores, data_dir.join("index-cache"));
+    let parts = split_parts(&data_dir.join("warehouse/sluice-index/pod_logs/splits"))?;
+
+    // Cold: a new query service each time, its cache empty.
+    let cold_runs = env_usize("SLUICE_BENCH_COLD_RUNS", 5).max(1);
+    let day_ago = (until - chrono::Duration::hours(24)).to_rfc3339();
+    let mut cold = Vec::new();
+    for (name, from) in [
+        ("term OOMKilled, last 24 h", Some(day_ago)),
+        ("term OOMKilled, 7 days", None),
+    ] {
+        let mut times = Vec::new();
+        let mut fetched = Vec::new();
+        let mut total = 0;
+        for run in 0..cold_runs {
+            let dir = tmp.path().join(format!("cold-{run}"));
+            let cache = Arc::new(
+                sluice_query::config::SearchConfig::default()
+                    .cache(Some(dir.clone()), Default::default())?,
+            );
+            let logs = LogIndex::new(catalog.clone(), stores.clone(), cache.clone());
+            let req = SearchParams {
+                q: Some("OOMKilled".into()),
+                from: from.clone(),
+                ..Default::default()
+            }
+            .request(until)?;
+            let t = Instant::now();
+            total = rt.block_on(logs.search(req))?.total;
+            times.push(t.elapsed().as_secs_f64());
+            fetched.push(cache.stats().bytes_fetched as f64);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        cold.push((
+            name,
+            percentile(&times, 0.5),
+            percentile(&fetched, 0.5),
+            total,
+        ));
+    }
+
+    let cache = sluice_query::config::SearchConfig::default()
+        .cache(Some(data_dir.join("index-cache")), Default::default())?;
+    let logs = LogIndex::new(catalog, stores, Arc::new(cache));
     let search = |q: &str, pod: Option<&str>| -> anyhow::Result<(f64, u64)> {
         let params = SearchParams {
             q: Some(q.to_string()),
@@ -356,6 +438,22 @@ fn main() -> anyhow::Result<()> {
         mb / required_cpu,
         100.0 * required_cpu / index_cpu
     );
+    println!("index parts, % of raw (positions: phrases; idx/term: every word whole and by part):");
+    for (kind, bytes) in &parts {
+        println!(
+            "  {kind:<18} {:>8.1} MB  {:>5.1} %",
+            *bytes as f64 / 1e6,
+            100.0 * *bytes as f64 / raw as f64
+        );
+    }
+    for (name, p50, fetched, total) in &cold {
+        println!(
+            "cold {name:<30} p50 {:>8.1} ms | fetched {:>7.1} MB = {:.2} % of the index | {total} lines",
+            p50 * 1e3,
+            fetched / 1e6,
+            100.0 * fetched / index_bytes as f64
+        );
+    }
     let row = |name: &str, times: &[f64], cold: f64, rg: &[f64], lines: u64| {
         let p50 = percentile(times, 0.5);
         let rg50 = percentile(rg, 0.5);

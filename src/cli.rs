@@ -143,6 +143,10 @@ pub struct IndexArgs {
     /// Memory the splits being built may hold together, in MiB
     #[arg(long, value_name = "MIB", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub memory_mib: u32,
+    /// Splits of one day built side by side in a big round (a backlog, a
+    /// rebuild), each on a core; 0: one per core
+    #[arg(long, default_value_t = 0)]
+    pub threads: u16,
 }
 
 #[derive(Debug, Args)]

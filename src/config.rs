@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 use sluice_ingest::enrich::EnrichConfig;
-use sluice_query::config::{GuardrailsConfig, QueryConfig};
+use sluice_query::config::{GuardrailsConfig, QueryConfig, SearchConfig};
 use sluice_warehouse::catalog::{CatalogConfig, WarehouseConfig};
 use sluice_warehouse::maintain::{MaintenanceConfig, RetentionConfig};
 
@@ -223,6 +223,7 @@ pub struct Config {
     pub writer: WriterConfig,
     pub collector: CollectorConfig,
     pub query: QueryConfig,
+    pub search: SearchConfig,
     pub guardrails: GuardrailsConfig,
     pub maintenance: MaintenanceConfig,
     pub retention: RetentionConfig,
@@ -243,6 +244,7 @@ impl Default for Config {
             writer: WriterConfig::default(),
             collector: CollectorConfig::default(),
             query: QueryConfig::default(),
+            search: SearchConfig::default(),
             guardrails: GuardrailsConfig::default(),
             maintenance: MaintenanceConfig::default(),
             retention: RetentionConfig::default(),

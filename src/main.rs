@@ -102,6 +102,7 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
                 interval: std::time::Duration::from_secs_f64(args.interval.clamp(0.05, 3600.0)),
                 merge_at: usize::from(args.merge_at),
                 memory_budget: (args.memory_mib as usize) << 20,
+                threads: usize::from(args.threads),
             },
         )),
         Command::Sql(args) => runtime()?.block_on(async {

@@ -226,25 +226,6 @@ async fn up_with_kafka_runs_the_distributed_roles() {
     assert!(up.terminate().success());
 }
 
-/// A database of its own on the test Postgres server, for a catalog that two
-/// processes share.
-fn postgres_catalog() -> String {
-    let base = sluice_testkit::postgres_uri();
-    let db = sluice_testkit::unique("shared");
-    let out = Command::new("psql")
-        .args([base.as_str(), "-v", "ON_ERROR_STOP=1", "-c"])
-        .arg(format!("CREATE DATABASE {db}"))
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{db}")
-}
-
 /// Posts `n` events with ids `<prefix>-<i>`, `batch` per request; returns
 /// how many were acknowledged (a request to a killed process is not).
 fn post_events(addr: &str, prefix: &str, range: std::ops::Range<usize>, batch: usize) -> usize {
@@ -287,7 +268,7 @@ fn post_events(addr: &str, prefix: &str, range: std::ops::Range<usize>, batch: u
 #[test]
 fn two_up_instances_share_a_catalog_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let catalog = postgres_catalog();
+    let catalog = common::postgres_catalog();
     let config = tmp.path().join("shared.toml");
     std::fs::write(
         &config,

@@ -39,6 +39,11 @@ pub const MAX_SPLIT_LINES: u64 = 8_000_000;
 pub const ROUND_LINES: u64 = 16_000_000;
 /// Memory the splits being built may hold together, by default.
 pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
+/// A day's lines in a round past which a second split of that day is
+/// built beside the first (up to [`IndexerSettings::threads`]): below it a
+/// round is one split per day, so live indexing does not make more small
+/// splits to merge.
+pub const PARALLEL_FROM_LINES: u64 = 250_000;
 /// Only splits smaller than this are merged (so big ones are not rewritten
 /// over and over as small ones arrive).
 pub const MERGE_BELOW_LINES: u64 = 1_000_000;
@@ -61,10 +66,11 @@ pub enum IndexError {
 
 #[derive(Debug, Clone)]
 pub struct IndexerSettings {
-    /// Where splits are built before upload.
+    /// Where splits are built before upload (and fetched to be merged).
     pub work_dir: PathBuf,
-    /// Where splits are unpacked for merging (and searching).
-    pub cache_dir: PathBuf,
+    /// Splits of one day built side by side when a round has lines enough
+    /// (each on a thread of its own); 0: one per core.
+    pub threads: usize,
     /// Small splits of one day merged once there are this many.
     pub merge_at: usize,
     /// Bytes the splits being built may hold in memory together; past it
@@ -238,7 +244,11 @@ impl Indexer {
         from: Option<i64>,
         report: &mut RoundReport,
     ) -> Result<Vec<SplitMeta>, IndexError> {
-        let mut writers: BTreeMap<i64, SplitInProgress> = BTreeMap::new();
+        let threads = match self.settings.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut writers: BTreeMap<i64, Vec<SplitInProgress>> = BTreeMap::new();
         let mut metas = Vec::new();
         for file in files {
             let path = &file.path;
@@ -251,36 +261,54 @@ impl Indexer {
             for batch in reader {
                 let batch = batch.map_err(|e| IndexError::Parquet(path.clone(), e.into()))?;
                 for (bucket, rows) in bucket_slices(&batch, from)? {
-                    let open = match writers.entry(bucket) {
-                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert(SplitInProgress::create(&self.settings.work_dir)?)
+                    let day = writers.entry(bucket).or_default();
+                    // The least loaded split of the day takes the rows; once
+                    // it has lines enough, another is begun beside it.
+                    let least = day
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, w)| w.writer.lines())
+                        .map(|(i, w)| (i, w.writer.lines()));
+                    let at = match least {
+                        Some((i, lines)) if lines < PARALLEL_FROM_LINES || day.len() >= threads => {
+                            i
+                        }
+                        _ => {
+                            day.push(SplitInProgress::create(&self.settings.work_dir)?);
+                            day.len() - 1
                         }
                     };
-                    open.writer.add_batch(&rows)?;
-                    if open.writer.lines() >= MAX_SPLIT_LINES
-                        && let Some(full) = writers.remove(&bucket)
-                    {
+                    day[at].writer.add_batch(&rows)?;
+                    if day[at].writer.lines() >= MAX_SPLIT_LINES {
+                        let full = day.swap_remove(at);
                         metas.push(self.finish_split(full, report).await?);
                     }
                 }
                 // The open splits' memory together stays within the budget:
                 // the biggest is closed (another opens for its day if more
                 // rows come).
-                let held: usize = writers.values().map(|w| w.writer.mem_usage()).sum();
+                let held: usize = writers
+                    .values()
+                    .flatten()
+                    .map(|w| w.writer.mem_usage())
+                    .sum();
                 if held > self.settings.memory_budget
-                    && let Some(bucket) = writers
+                    && let Some((bucket, at)) = writers
                         .iter()
-                        .max_by_key(|(_, w)| w.writer.mem_usage())
-                        .map(|(b, _)| *b)
-                    && let Some(full) = writers.remove(&bucket)
+                        .flat_map(|(b, day)| day.iter().enumerate().map(move |(i, w)| (*b, i, w)))
+                        .max_by_key(|(_, _, w)| w.writer.mem_usage())
+                        .map(|(b, i, _)| (b, i))
+                    && let Some(day) = writers.get_mut(&bucket)
                 {
+                    let full = day.swap_remove(at);
                     metas.push(self.finish_split(full, report).await?);
                 }
             }
         }
-        for (_, w) in std::mem::take(&mut writers) {
-            metas.push(self.finish_split(w, report).await?);
+        for (_, day) in std::mem::take(&mut writers) {
+            for w in day {
+                metas.push(self.finish_split(w, report).await?);
+            }
         }
         Ok(metas)
     }
@@ -291,7 +319,9 @@ impl Indexer {
         report: &mut RoundReport,
     ) -> Result<SplitMeta, IndexError> {
         let mut meta = tokio::task::block_in_place(|| writer.finish())?;
-        meta.split_bytes = self.store.upload_split(&id, &dir).await?;
+        let (bytes, hotcache_offset) = self.store.upload_split(&id, &dir).await?;
+        meta.split_bytes = bytes;
+        meta.hotcache_offset = Some(hotcache_offset);
         let _ = std::fs::remove_dir_all(&dir);
         report.lines += meta.lines;
         report.splits += 1;
@@ -311,6 +341,20 @@ impl Indexer {
             watermark: state.watermark,
             ..Default::default()
         };
+        if let Some(old) = state
+            .splits
+            .iter()
+            .find(|s| s.schema_version < SPLIT_SCHEMA_VERSION)
+        {
+            tracing::warn!(
+                split = %old.id,
+                format = old.schema_version,
+                current = SPLIT_SCHEMA_VERSION,
+                "the index holds splits this version cannot search in place; rebuilding it \
+                 from the table (search answers 503 until done)"
+            );
+            return self.rebuild(None).await;
+        }
         let Some(snapshots) = Self::new_snapshots(&table, state.watermark) else {
             tracing::warn!(
                 watermark = ?state.watermark,
@@ -404,7 +448,6 @@ impl Indexer {
         self.store.save_state(state).await?;
         for m in &gone {
             self.store.delete_split(&m.id).await?;
-            let _ = std::fs::remove_dir_all(self.settings.cache_dir.join(&m.id));
         }
         tracing::info!(
             splits = gone.len(),
@@ -430,7 +473,6 @@ impl Indexer {
             self.store.save_state(state).await?;
             for m in &metas {
                 self.store.delete_split(&m.id).await?;
-                let _ = std::fs::remove_dir_all(self.settings.cache_dir.join(&m.id));
             }
             merged += metas.len();
         }
@@ -439,11 +481,11 @@ impl Indexer {
 
     async fn merge_splits(&self, metas: &[SplitMeta]) -> Result<SplitMeta, IndexError> {
         let mut indexes = Vec::new();
+        let mut fetched = Vec::new();
         for m in metas {
-            let dir = self
-                .store
-                .fetch_split(&m.id, &self.settings.cache_dir)
-                .await?;
+            let dir = self.settings.work_dir.join(format!("{}.merging", m.id));
+            fetched.push(dir.clone());
+            self.store.fetch_split(&m.id, &dir).await?;
             let index = tantivy::Index::open_in_dir(&dir)?;
             crate::split::register_tokenizer(&index);
             indexes.push(index);
@@ -459,6 +501,10 @@ impl Indexer {
                 .map_err(tantivy::TantivyError::from)?;
             tantivy::indexer::merge_indices(&indexes, out).map(|_| ())
         })?;
+        drop(indexes);
+        for dir in fetched {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let mut meta = SplitMeta {
             id: id.clone(),
             min_ts: metas.iter().map(|m| m.min_ts).min().unwrap_or_default(),
@@ -471,9 +517,20 @@ impl Indexer {
                 .flat_map(|m| m.namespaces.iter().cloned())
                 .collect(),
             pods: metas.iter().flat_map(|m| m.pods.iter().cloned()).collect(),
+            containers: metas
+                .iter()
+                .flat_map(|m| m.containers.iter().cloned())
+                .collect(),
+            restarts: metas
+                .iter()
+                .filter_map(|m| m.restarts)
+                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d))),
+            hotcache_offset: None,
             schema_version,
         };
-        meta.split_bytes = self.store.upload_split(&id, &dir).await?;
+        let (bytes, hotcache_offset) = self.store.upload_split(&id, &dir).await?;
+        meta.split_bytes = bytes;
+        meta.hotcache_offset = Some(hotcache_offset);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(meta)
     }

@@ -6,13 +6,19 @@
 //!
 //! - [`terms`]: how message text becomes terms; [`query_lang`]: the `q` syntax;
 //! - [`split`]: one tantivy index over a slice of time, with its metadata;
+//! - [`split_file`]: a split packed into one object with its hotcache;
 //! - [`store`]: splits and the index state in the warehouse's object store;
+//! - [`split_directory`], [`range_cache`]: a split read in place, by
+//!   ranges, through a bounded cache;
 //! - [`indexer`]: follows the table's snapshots into splits;
 //! - [`search`]: a search over the splits a request can match.
 
 pub mod indexer;
 pub mod query_lang;
+pub mod range_cache;
 pub mod search;
 pub mod split;
+pub mod split_directory;
+pub mod split_file;
 pub mod store;
 pub mod terms;

@@ -26,8 +26,21 @@ pub struct OpenSplit {
 }
 
 impl OpenSplit {
+    /// A split unpacked in a local directory.
     pub fn open(meta: SplitMeta, dir: &std::path::Path) -> tantivy::Result<Self> {
-        let index = Index::open_in_dir(dir)?;
+        Self::open_index(meta, Index::open_in_dir(dir)?)
+    }
+
+    /// A split read in place (on a thread that may block: what the hotcache
+    /// does not hold is fetched).
+    pub fn open_in_place(
+        meta: SplitMeta,
+        directory: crate::split_directory::SplitDirectory,
+    ) -> tantivy::Result<Self> {
+        Self::open_index(meta, Index::open(directory)?)
+    }
+
+    fn open_index(meta: SplitMeta, index: Index) -> tantivy::Result<Self> {
         register_tokenizer(&index);
         let reader = index
             .reader_builder()
@@ -387,7 +400,63 @@ fn past_cursor(order: SortOrder, cursor: &Cursor, line: &LogLine) -> bool {
     }
 }
 
-/// Lines matching `query` in every split, `limit` per split in `order`.
+/// The fast fields a hit is read from (besides the stored message and id).
+const HIT_COLUMNS: [&str; 9] = [
+    "restart",
+    "byte_offset",
+    "namespace",
+    "pod",
+    "pod_uid",
+    "container",
+    "stream",
+    "level",
+    "node",
+];
+
+/// Fetches what a search of `req` will read in `split`, concurrently: the
+/// postings of its terms (with positions for phrases), the `ts` column
+/// (time ranges and the order of hits) and, when hits are read, the
+/// columns they come from. A split read in place then answers the search
+/// from the cache; without the warm-up each read would be a round trip of
+/// its own, one after the other.
+pub async fn warm_up(split: &OpenSplit, req: &SearchRequest) -> tantivy::Result<()> {
+    let fields = LogFields::new();
+    let query = full_query(&fields, req, AtCursor::Ignore);
+    let mut terms: Vec<(tantivy::Term, bool)> = Vec::new();
+    query.query_terms(&mut |t, positions| terms.push((t.clone(), positions)));
+    let searcher = split.searcher();
+    let mut columns = vec!["ts"];
+    if req.limit > 0 || req.context > 0 {
+        columns.extend(HIT_COLUMNS);
+    }
+    let mut reads: Vec<futures::future::BoxFuture<'_, std::io::Result<()>>> = Vec::new();
+    for segment in searcher.segment_readers() {
+        for (term, positions) in &terms {
+            let inverted = segment.inverted_index(term.field())?;
+            let positions = *positions;
+            reads.push(Box::pin(async move {
+                inverted.warm_postings(term, positions).await.map(|_| ())
+            }));
+        }
+        for name in &columns {
+            for handle in segment
+                .fast_fields()
+                .list_dynamic_column_handles(name)
+                .await?
+            {
+                reads.push(Box::pin(async move {
+                    handle.file_slice().read_bytes_async().await.map(|_| ())
+                }));
+            }
+        }
+    }
+    futures::future::try_join_all(reads).await?;
+    Ok(())
+}
+
+/// The `limit` first lines matching `query` across `splits` in `order`
+/// (time, then line id): each split's first `limit` by time, merged by time,
+/// and only those read (ties at the cut read too, to order them by id).
 fn top_lines(
     splits: &[&OpenSplit],
     query: &dyn Query,
@@ -399,31 +468,88 @@ fn top_lines(
         SortOrder::Desc => Order::Desc,
         SortOrder::Asc => Order::Asc,
     };
-    let mut out = Vec::new();
-    for split in splits {
+    let mut found: Vec<(i64, usize, DocAddress)> = Vec::new();
+    for (i, split) in splits.iter().enumerate() {
         stop_if(cancelled)?;
-        let searcher = split.searcher();
-        let top = searcher.search(
+        let top = split.searcher().search(
             query,
             &TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>("ts", tantivy_order),
         )?;
-        let mut segments: Vec<Option<SegmentLines>> = Vec::new();
-        for (_, addr) in top {
-            let ord = addr.segment_ord as usize;
-            if segments.len() <= ord {
-                segments.resize_with(ord + 1, || None);
-            }
-            let lines = match &mut segments[ord] {
-                Some(l) => l,
-                slot => slot.insert(SegmentLines::open(
-                    searcher.segment_reader(addr.segment_ord),
-                )?),
-            };
-            out.push(lines.load(&split.fields, &searcher, addr)?);
-        }
+        found.extend(
+            top.into_iter()
+                .map(|(ts, addr)| (ts.unwrap_or_default(), i, addr)),
+        );
     }
+    match order {
+        SortOrder::Desc => found.sort_by_key(|f| std::cmp::Reverse(f.0)),
+        SortOrder::Asc => found.sort_by_key(|f| f.0),
+    }
+    if limit == 0 {
+        found.clear();
+    } else if found.len() > limit {
+        let cut = found[limit - 1].0;
+        let mut end = limit;
+        while end < found.len() && found[end].0 == cut {
+            end += 1;
+        }
+        found.truncate(end);
+    }
+    let mut out = load_lines(splits, &found, cancelled)?;
     out.sort_by(|a, b| compare(order, a, b));
     Ok(out)
+}
+
+/// Reads the lines at `found`; on several threads when there are many, so
+/// a split read in place fetches their doc-store blocks concurrently.
+fn load_lines(
+    splits: &[&OpenSplit],
+    found: &[(i64, usize, DocAddress)],
+    cancelled: CancelCheck,
+) -> tantivy::Result<Vec<LogLine>> {
+    let searchers: Vec<Searcher> = splits.iter().map(|s| s.searcher()).collect();
+    let mut columns: std::collections::HashMap<(usize, u32), SegmentLines> =
+        std::collections::HashMap::new();
+    for (_, i, addr) in found {
+        if let std::collections::hash_map::Entry::Vacant(v) = columns.entry((*i, addr.segment_ord))
+        {
+            stop_if(cancelled)?;
+            v.insert(SegmentLines::open(
+                searchers[*i].segment_reader(addr.segment_ord),
+            )?);
+        }
+    }
+    let fields = LogFields::new();
+    let load = |chunk: &[(i64, usize, DocAddress)]| -> tantivy::Result<Vec<LogLine>> {
+        chunk
+            .iter()
+            .map(|(_, i, addr)| {
+                let lines = columns.get(&(*i, addr.segment_ord)).ok_or_else(|| {
+                    tantivy::TantivyError::InternalError("a hit's segment was not opened".into())
+                })?;
+                lines.load(&fields, &searchers[*i], *addr)
+            })
+            .collect()
+    };
+    const PER_THREAD: usize = 16;
+    const THREADS: usize = 8;
+    if found.len() <= PER_THREAD {
+        return load(found);
+    }
+    stop_if(cancelled)?;
+    let chunk = found.len().div_ceil(THREADS).max(PER_THREAD);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = found
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || load(c)))
+            .collect();
+        let mut out = Vec::with_capacity(found.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| {
+                tantivy::TantivyError::InternalError("reading hits panicked".into())
+            })??);
+        }
+        Ok(out)
+    })
 }
 
 /// Whether the search's query was cancelled: asked between splits. The
@@ -529,8 +655,24 @@ pub fn context_of(
     };
     let key = |l: &LogLine| (l.ts, l.byte_offset.unwrap_or(0), l.line_id.clone());
     let me = key(line);
+    // Only the splits that hold this pod's lines on the right side of the
+    // line's time.
+    let pod = format!("{}/{}", line.namespace, line.pod);
+    let of_pod = |s: &&&OpenSplit| s.meta.pods.is_empty() || s.meta.pods.contains(&pod);
+    let earlier: Vec<&OpenSplit> = splits
+        .iter()
+        .filter(of_pod)
+        .filter(|s| s.meta.min_ts <= line.ts)
+        .copied()
+        .collect();
+    let later: Vec<&OpenSplit> = splits
+        .iter()
+        .filter(of_pod)
+        .filter(|s| s.meta.max_ts >= line.ts)
+        .copied()
+        .collect();
     let mut before = top_lines(
-        splits,
+        &earlier,
         instance(Bound::Unbounded, Bound::Included(line.ts)).as_ref(),
         SortOrder::Desc,
         n + 64,
@@ -540,7 +682,7 @@ pub fn context_of(
     before.truncate(n);
     before.reverse();
     let mut after = top_lines(
-        splits,
+        &later,
         instance(Bound::Included(line.ts), Bound::Unbounded).as_ref(),
         SortOrder::Asc,
         n + 64,
@@ -631,8 +773,21 @@ mod tests {
         w.add_batch(&batch(&lines)).unwrap();
         let meta = w.finish().unwrap();
         assert_eq!(meta.lines, 50);
-        assert!(meta.may_match(Some(1_000), None, Some("shop"), Some("api-0")));
-        assert!(!meta.may_match(Some(2_000), None, None, None));
+        let filters = |from, restart, container: &str| Filters {
+            from: Some(from),
+            namespace: Some("shop".into()),
+            pod: Some("api-0".into()),
+            container: Some(container.into()),
+            restart,
+            ..Default::default()
+        };
+        assert!(meta.may_match(&filters(1_000, Some(1), "app")));
+        assert!(!meta.may_match(&filters(2_000, None, "app")), "time");
+        assert!(
+            !meta.may_match(&filters(1_000, None, "sidecar")),
+            "container"
+        );
+        assert!(!meta.may_match(&filters(1_000, Some(2), "app")), "restart");
         let split = OpenSplit::open(meta, dir.path()).unwrap();
         let run = |q: &str,
                    restart: Option<i64>,
@@ -693,5 +848,138 @@ mod tests {
             ctx.after.iter().map(|l| l.ts).collect::<Vec<_>>(),
             vec![1_021, 1_022]
         );
+    }
+
+    /// The same searches answer alike from a local split, in place with a
+    /// cold cache, with a warm one, and from the disk tier after a restart;
+    /// a warm search fetches nothing.
+    #[test]
+    fn in_place_cold_and_warm_answer_alike() {
+        use crate::range_cache::{CacheMetrics, CacheSettings, RangeCache};
+        use crate::store::IndexStore;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let warehouse = tempfile::tempdir().unwrap();
+        let mut lines = Vec::new();
+        for i in 0..200_000i32 {
+            let text = match i % 7 {
+                0 => format!("Container app OOMKilled (req-{i:x}) out of memory"),
+                3 => format!("memory pressure: {i} bytes out of budget"),
+                _ => format!("handled request GET /v1/orders/{i} in {}ms", i % 300),
+            };
+            lines.push((1_000_000 + i64::from(i) * 10, i / 50_000, text));
+        }
+        let borrowed: Vec<(i64, i32, &str)> =
+            lines.iter().map(|(t, r, m)| (*t, *r, m.as_str())).collect();
+        let split_dir = work.path().join("s1");
+        let mut w = SplitWriter::create(&split_dir, "s1").unwrap();
+        w.add_batch(&batch(&borrowed)).unwrap();
+        let mut meta = w.finish().unwrap();
+        let local = OpenSplit::open(meta.clone(), &split_dir).unwrap();
+        let store = IndexStore::new(
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(warehouse.path()).unwrap(),
+            ),
+            object_store::path::Path::from("index"),
+            "file:///index".into(),
+        );
+        let (bytes, hot) = rt.block_on(store.upload_split("s1", &split_dir)).unwrap();
+        meta.split_bytes = bytes;
+        meta.hotcache_offset = Some(hot);
+        let requests: Vec<SearchRequest> = [
+            ("oomkilled", None, 0),
+            ("\"out of memory\"", Some(2), 3),
+            ("memory AND NOT oomkilled", None, 0),
+            ("*", Some(1), 2),
+        ]
+        .into_iter()
+        .map(|(q, restart, context)| SearchRequest {
+            q: parse(q).unwrap(),
+            filters: Filters {
+                restart,
+                from: Some(1_500_000),
+                ..Default::default()
+            },
+            limit: 50,
+            order: SortOrder::Desc,
+            cursor: None,
+            context,
+            cancelled: never_cancelled,
+        })
+        .collect();
+        let expected: Vec<SearchResult> = requests
+            .iter()
+            .map(|r| search(&[&local], r).unwrap())
+            .collect();
+        assert!(expected.iter().all(|r| r.total > 0 && !r.hits.is_empty()));
+        let cache_dir = work.path().join("cache");
+        let open_cache = |disk_blocks: u64| {
+            Arc::new(
+                RangeCache::open(
+                    CacheSettings {
+                        dir: Some(cache_dir.clone()),
+                        disk_bytes: disk_blocks * crate::range_cache::BLOCK_BYTES,
+                        memory_bytes: 64 << 20,
+                    },
+                    CacheMetrics::default(),
+                )
+                .unwrap(),
+            )
+        };
+        let run = |cache: &Arc<RangeCache>, warm: bool| -> Vec<SearchResult> {
+            let directory = rt.block_on(store.open_split(&meta, cache.clone())).unwrap();
+            assert!(directory.hotcache_bytes() > 0);
+            let split = rt
+                .block_on(async {
+                    let meta = meta.clone();
+                    tokio::task::spawn_blocking(move || OpenSplit::open_in_place(meta, directory))
+                        .await
+                })
+                .unwrap()
+                .unwrap();
+            let split = Arc::new(split);
+            requests
+                .iter()
+                .map(|r| {
+                    if warm {
+                        rt.block_on(warm_up(&split, r)).unwrap();
+                    }
+                    let (split, r) = (split.clone(), r.clone());
+                    rt.block_on(rt.spawn_blocking(move || search(&[&split], &r)))
+                        .unwrap()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let cache = open_cache(1024);
+        assert_eq!(run(&cache, true), expected, "cold, warmed up first");
+        let fetched = cache.stats().bytes_fetched;
+        assert!(
+            fetched < bytes / 2,
+            "four searches fetched {fetched} of the split's {bytes} bytes"
+        );
+        eprintln!("four cold searches fetched {fetched} of the split's {bytes} bytes");
+        assert_eq!(run(&cache, false), expected, "warm");
+        assert_eq!(
+            cache.stats().bytes_fetched - fetched,
+            // The hotcache is fetched again by a new open; nothing else.
+            bytes - hot,
+            "a warm search fetched more than the split's tail"
+        );
+        drop(cache);
+        let cache = open_cache(1024);
+        assert_eq!(run(&cache, false), expected, "from the disk tier");
+        assert!(cache.stats().disk_hits > 0);
+        let small = open_cache(2);
+        assert_eq!(
+            run(&small, false),
+            expected,
+            "through a cache of two blocks"
+        );
+        assert!(crate::range_cache::dir_bytes(&cache_dir) <= 2 * crate::range_cache::BLOCK_BYTES);
     }
 }

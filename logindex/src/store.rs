@@ -3,10 +3,13 @@
 //! machine finds them, with a local cache of unpacked splits.
 //!
 //! - `splits/<id>.split`: one split, its tantivy files packed into one
-//!   object (`SLUICESPLIT1`, a JSON table of contents, the files);
+//!   object that a search reads in place (see `split_file`);
 //! - `state.json`: the index — the splits that are part of it with their
 //!   metadata, and the last snapshot indexed. Replacing it is the commit:
 //!   a split not listed there is not part of the index.
+//!
+//! Searches read splits in place through the range cache
+//! ([`IndexStore::open_split`]); only merging fetches a split whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,16 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::split::SplitMeta;
 
-const MAGIC: &[u8] = b"SLUICESPLIT1\n";
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object store {0}: {1}")]
     Object(String, object_store::Error),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
-    #[error("split {0} is not a sluice split: {1}")]
-    Format(String, String),
+    #[error("split {0}: {1}")]
+    Format(String, crate::split_file::SplitFileError),
     #[error("index state {0}: {1}")]
     State(String, serde_json::Error),
     #[error("warehouse location {0:?}: {1}")]
@@ -50,12 +51,6 @@ pub struct IndexStore {
     root: ObjectPath,
     /// Shown in errors.
     location: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    name: String,
-    len: u64,
 }
 
 /// Why the index store of a catalog could not be located.
@@ -148,18 +143,67 @@ impl IndexStore {
         Ok(())
     }
 
-    /// Packs the split built in `dir` and uploads it; returns its size.
-    pub async fn upload_split(&self, id: &str, dir: &Path) -> Result<u64, StoreError> {
-        let packed = pack(dir)?;
-        let len = packed.len() as u64;
-        self.store
-            .put(
-                &self.path(&format!("splits/{id}.split")),
-                Bytes::from(packed).into(),
+    fn split_path(&self, id: &str) -> ObjectPath {
+        self.path(&format!("splits/{id}.split"))
+    }
+
+    /// Packs the split built in `dir` (beside it, `<dir>.split`) and uploads
+    /// it in parts; returns its size and where its hotcache begins.
+    pub async fn upload_split(&self, id: &str, dir: &Path) -> Result<(u64, u64), StoreError> {
+        let packed = dir.with_extension("split");
+        let (len, hotcache_offset) = {
+            let (from, to) = (dir.to_path_buf(), packed.clone());
+            tokio::task::spawn_blocking(move || crate::split_file::pack(&from, &to))
+                .await
+                .map_err(|e| StoreError::Io(dir.to_path_buf(), std::io::Error::other(e)))?
+                .map_err(|e| StoreError::Format(id.to_string(), e))?
+        };
+        let io = |e| StoreError::Io(packed.clone(), e);
+        let mut file = tokio::fs::File::open(&packed).await.map_err(io)?;
+        let mut upload =
+            object_store::buffered::BufWriter::new(self.store.clone(), self.split_path(id));
+        let copied = tokio::io::copy(&mut file, &mut upload).await;
+        let done = match copied {
+            Ok(_) => tokio::io::AsyncWriteExt::shutdown(&mut upload).await,
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        };
+        let _ = std::fs::remove_file(&packed);
+        done.map_err(|e| {
+            StoreError::Io(
+                PathBuf::from(format!("{}/splits/{id}.split", self.location)),
+                e,
             )
+        })?;
+        Ok((len, hotcache_offset))
+    }
+
+    /// A split to search in place: its footer and hotcache read, the rest
+    /// read on demand through `cache`. Call from the runtime that will run
+    /// the fetches.
+    pub async fn open_split(
+        &self,
+        meta: &crate::split::SplitMeta,
+        cache: Arc<crate::range_cache::RangeCache>,
+    ) -> Result<crate::split_directory::SplitDirectory, StoreError> {
+        let source = Arc::new(crate::split_directory::SplitSource {
+            id: Arc::from(meta.id.as_str()),
+            store: self.store.clone(),
+            path: self.split_path(&meta.id),
+            len: meta.split_bytes,
+            cache,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        crate::split_directory::SplitDirectory::open(source, meta.hotcache_offset)
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(len)
+            .map_err(|e| {
+                StoreError::Io(
+                    PathBuf::from(format!("{}/splits/{}.split", self.location, meta.id)),
+                    e,
+                )
+            })
     }
 
     pub async fn delete_split(&self, id: &str) -> Result<(), StoreError> {
@@ -194,100 +238,19 @@ impl IndexStore {
             .collect())
     }
 
-    /// The split unpacked under `cache/<id>`, downloaded if not there yet.
-    pub async fn fetch_split(&self, id: &str, cache: &Path) -> Result<PathBuf, StoreError> {
-        let dir = cache.join(id);
-        if dir.join(".complete").exists() {
-            return Ok(dir);
-        }
+    /// The split fetched whole and unpacked into `dir` (to merge it).
+    pub async fn fetch_split(&self, id: &str, dir: &Path) -> Result<(), StoreError> {
         let bytes = self
             .store
-            .get(&self.path(&format!("splits/{id}.split")))
+            .get(&self.split_path(id))
             .await
             .map_err(|e| self.err(e))?
             .bytes()
             .await
             .map_err(|e| self.err(e))?;
-        // Requests may fetch the same split at once: each unpacks into its own
-        // directory and the first to finish wins.
-        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = cache.join(format!("{id}.tmp-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        unpack(id, &bytes, &tmp)?;
-        std::fs::write(tmp.join(".complete"), b"").map_err(|e| StoreError::Io(tmp.clone(), e))?;
-        if dir.join(".complete").exists() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Ok(dir);
-        }
-        // A directory without its marker is a fetch that died half-way.
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = std::fs::rename(&tmp, &dir) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            if dir.join(".complete").exists() {
-                return Ok(dir);
-            }
-            return Err(StoreError::Io(dir.clone(), e));
-        }
-        Ok(dir)
+        let _ = std::fs::remove_dir_all(dir);
+        crate::split_file::unpack(&bytes, dir).map_err(|e| StoreError::Format(id.to_string(), e))
     }
-}
-
-/// Every file of a finished tantivy directory in one buffer.
-pub fn pack(dir: &Path) -> Result<Vec<u8>, StoreError> {
-    let io = |e| StoreError::Io(dir.to_path_buf(), e);
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .flatten()
-        .filter(|e| e.path().is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        // The writer's lock files are not part of the index.
-        .filter(|n| !n.ends_with(".lock"))
-        .collect();
-    names.sort();
-    let mut entries = Vec::new();
-    let mut body = Vec::new();
-    for name in names {
-        let bytes = std::fs::read(dir.join(&name)).map_err(io)?;
-        entries.push(Entry {
-            name,
-            len: bytes.len() as u64,
-        });
-        body.extend_from_slice(&bytes);
-    }
-    let toc = serde_json::to_vec(&entries)
-        .map_err(|e| StoreError::Io(dir.to_path_buf(), std::io::Error::other(e)))?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 8 + toc.len() + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(toc.len() as u64).to_le_bytes());
-    out.extend_from_slice(&toc);
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// The inverse of [`pack`], into `dir`.
-pub fn unpack(id: &str, bytes: &[u8], dir: &Path) -> Result<(), StoreError> {
-    let bad = |why: &str| StoreError::Format(id.to_string(), why.to_string());
-    let rest = bytes.strip_prefix(MAGIC).ok_or_else(|| bad("no magic"))?;
-    let (len, rest) = rest.split_at_checked(8).ok_or_else(|| bad("truncated"))?;
-    let toc_len = u64::from_le_bytes(len.try_into().map_err(|_| bad("truncated"))?) as usize;
-    let (toc, mut body) = rest
-        .split_at_checked(toc_len)
-        .ok_or_else(|| bad("truncated table of contents"))?;
-    let entries: Vec<Entry> = serde_json::from_slice(toc).map_err(|e| bad(&e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_path_buf(), e))?;
-    for e in entries {
-        if e.name.contains('/') || e.name.starts_with('.') && e.name != ".managed.json" {
-            return Err(bad("unexpected file name"));
-        }
-        let (file, next) = body
-            .split_at_checked(e.len as usize)
-            .ok_or_else(|| bad("truncated file"))?;
-        std::fs::write(dir.join(&e.name), file)
-            .map_err(|err| StoreError::Io(dir.join(&e.name), err))?;
-        body = next;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -304,20 +267,5 @@ mod tests {
             IndexStore::location_for_table("file:///data/warehouse/platform/pod_logs/", "pod_logs"),
             "file:///data/warehouse/sluice-index/pod_logs"
         );
-    }
-
-    #[test]
-    fn pack_round_trip_and_damage() {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("a.idx"), b"alpha").unwrap();
-        std::fs::write(src.path().join("meta.json"), b"{}").unwrap();
-        std::fs::write(src.path().join(".tantivy-writer.lock"), b"").unwrap();
-        let packed = pack(src.path()).unwrap();
-        let dst = tempfile::tempdir().unwrap();
-        unpack("s1", &packed, dst.path()).unwrap();
-        assert_eq!(std::fs::read(dst.path().join("a.idx")).unwrap(), b"alpha");
-        assert!(!dst.path().join(".tantivy-writer.lock").exists());
-        let err = unpack("s1", &packed[..packed.len() - 2], dst.path()).unwrap_err();
-        assert!(err.to_string().contains("truncated"), "{err}");
     }
 }

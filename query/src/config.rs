@@ -113,6 +113,51 @@ impl Default for QueryConfig {
     }
 }
 
+/// `[search]`: how log search reads the index's splits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Local disk the cache of split ranges may use (under
+    /// `<data_dir>/index-cache`); least recently used blocks go first.
+    pub cache_mib: u64,
+    /// Memory the same cache may use.
+    pub memory_cache_mib: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            cache_mib: 1024,
+            memory_cache_mib: 256,
+        }
+    }
+}
+
+impl SearchConfig {
+    /// The range cache these settings describe, its disk tier in `dir`
+    /// (`None`: memory only).
+    pub fn cache(
+        &self,
+        dir: Option<std::path::PathBuf>,
+        metrics: sluice_logindex::range_cache::CacheMetrics,
+    ) -> std::io::Result<sluice_logindex::range_cache::RangeCache> {
+        let settings = sluice_logindex::range_cache::CacheSettings {
+            dir: dir.clone(),
+            disk_bytes: self.cache_mib << 20,
+            memory_bytes: self.memory_cache_mib << 20,
+        };
+        sluice_logindex::range_cache::RangeCache::open(settings, metrics).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "opening the search cache in {}: {e}",
+                    dir.map(|d| d.display().to_string()).unwrap_or_default()
+                ),
+            )
+        })
+    }
+}
+
 /// `[guardrails]`: how a recommended cap follows from a principal's peak.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -31,6 +31,10 @@ pub enum QueryError {
     /// No execution slot: too many queries run or wait (429, Retry-After).
     #[error("the query service is busy: {0}; retry later")]
     Busy(String),
+    /// Something the answer needs is not ready yet (503, Retry-After): the
+    /// log index being rebuilt.
+    #[error("{0}")]
+    Unavailable(String),
     /// The process is stopping; queries are cancelled.
     #[error("the query service is shutting down")]
     ShuttingDown,
@@ -64,6 +68,7 @@ impl QueryError {
             QueryError::RowCap { .. } => "row_cap",
             QueryError::ValueLimit(_) => "value_limit",
             QueryError::Busy(_) => "busy",
+            QueryError::Unavailable(_) => "unavailable",
             QueryError::ShuttingDown => "shutting_down",
             QueryError::Cancelled => "cancelled",
             QueryError::Unauthorized => "unauthorized",
@@ -84,7 +89,9 @@ impl QueryError {
             | QueryError::RowCap { .. }
             | QueryError::ValueLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueryError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            QueryError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::ShuttingDown | QueryError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // Never answered as such (see the variant); a client that
             // sees it was cut off.
             QueryError::Cancelled => StatusCode::REQUEST_TIMEOUT,

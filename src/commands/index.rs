@@ -23,6 +23,8 @@ pub struct IndexOptions {
     pub merge_at: usize,
     /// Bytes the splits being built may hold in memory together.
     pub memory_budget: usize,
+    /// Splits of one day built side by side (0: one per core).
+    pub threads: usize,
 }
 
 pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ pub async fn run(config: &Config, opts: IndexOptions) -> anyhow::Result<()> {
         &stores,
         opts.merge_at,
         opts.memory_budget,
+        opts.threads,
         metrics,
     )
     .await?;

@@ -132,10 +132,12 @@ impl Backend {
             })),
             None => {
                 let engine = crate::commands::serve::open_engine(config).await?;
+                // Memory only: a server may own the data directory's cache.
+                let cache = config.search.cache(None, Default::default())?;
                 let logs = Arc::new(LogIndex::new(
                     engine.catalog().clone(),
                     engine.stores().clone(),
-                    config.data_dir.join("index-cache"),
+                    Arc::new(cache),
                 ));
                 Ok(Backend::Local {
                     engine,

@@ -78,7 +78,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     )
     .await?;
     let mut registry = Registry::default();
-    let role = QueryRole::build(config, open_engine(config).await?, &mut registry);
+    let role = QueryRole::build(config, open_engine(config).await?, &mut registry)?;
     let router = health::routes(Arc::new(registry), role.ready())
         .merge(role.router())
         .fallback(api::not_found);

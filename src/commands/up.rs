@@ -276,13 +276,14 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         config.query.clone(),
         config.warehouse.s3.clone(),
     )?);
-    let query = QueryRole::build(&config, engine.clone(), &mut registry);
+    let query = QueryRole::build(&config, engine.clone(), &mut registry)?;
     let indexer = IndexerRole::build(
         &config,
         catalog.clone(),
         engine.stores(),
         DEFAULT_MERGE_AT,
         DEFAULT_MEMORY_BUDGET,
+        0,
         IndexerMetrics::register(&mut registry),
     )
     .await?;
@@ -460,6 +461,7 @@ async fn distributed(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         interval: opts.index_interval,
         merge_at: crate::roles::indexer::DEFAULT_MERGE_AT,
         memory_budget: DEFAULT_MEMORY_BUDGET,
+        threads: 0,
     };
     tokio::try_join!(
         super::serve::run(&serve),

@@ -61,6 +61,7 @@ impl IndexerRole {
         stores: &ObjectStores,
         merge_at: usize,
         memory_budget: usize,
+        threads: usize,
         metrics: IndexerMetrics,
     ) -> anyhow::Result<Self> {
         let store = IndexStore::of_catalog(catalog.as_ref(), stores)
@@ -69,7 +70,7 @@ impl IndexerRole {
         tracing::info!(location = store.location(), "log index");
         let settings = IndexerSettings {
             work_dir: config.data_dir.join("index-work"),
-            cache_dir: config.data_dir.join("index-cache"),
+            threads,
             merge_at,
             memory_budget,
         };

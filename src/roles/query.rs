@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 use sluice_query::api::{self, ApiState};
 use sluice_query::engine::Engine;
 use sluice_query::logsearch::LogIndex;
+use sluice_query::logsearch::range_cache::CacheMetrics;
 
 use crate::config::Config;
 use crate::health;
@@ -20,24 +21,33 @@ pub struct QueryRole {
 }
 
 impl QueryRole {
-    /// Registers the engine's metrics in `registry`.
-    pub fn build(config: &Config, engine: Arc<Engine>, registry: &mut Registry) -> Self {
+    /// Registers the engine's and the search cache's metrics in `registry`.
+    pub fn build(
+        config: &Config,
+        engine: Arc<Engine>,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Self> {
         engine.metrics().register(registry);
+        let metrics = CacheMetrics::default();
+        metrics.register(registry);
+        let cache = config
+            .search
+            .cache(Some(config.data_dir.join("index-cache")), metrics)?;
         let logs = Arc::new(LogIndex::new(
             engine.catalog().clone(),
             engine.stores().clone(),
-            config.data_dir.join("index-cache"),
+            Arc::new(cache),
         ));
         let state = Arc::new(ApiState {
             engine: engine.clone(),
             guardrails: config.guardrails.clone(),
             logs,
         });
-        Self {
+        Ok(Self {
             engine,
             state,
             tokens: config.query.tokens.clone(),
-        }
+        })
     }
 
     /// Ready when the engine can read the catalog.

@@ -358,3 +358,22 @@ pub fn spawn_role(
     }
     (proc, addr)
 }
+
+/// A database of its own on the test Postgres server, for a catalog that two
+/// processes share.
+pub fn postgres_catalog() -> String {
+    let base = sluice_testkit::postgres_uri();
+    let db = sluice_testkit::unique("shared");
+    let out = Command::new("psql")
+        .args([base.as_str(), "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {db}"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{db}")
+}

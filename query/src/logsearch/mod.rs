@@ -8,40 +8,55 @@
 //! parameters, and restarts (SQL over `platform_events`).
 
 pub mod restarts;
-pub use sluice_logindex::{query_lang, search, split, store, terms};
+pub use sluice_logindex::{query_lang, range_cache, search, split, store, terms};
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use iceberg::Catalog;
 
 use crate::error::QueryError;
 use crate::object_stores::ObjectStores;
 use crate::window::parse_instant;
+use range_cache::RangeCache;
 use search::{Cursor, Filters, OpenSplit, SearchRequest, SearchResult, SortOrder};
+use split::{SPLIT_SCHEMA_VERSION, SplitMeta};
 use store::IndexStore;
 
-/// The search side of the index: chooses splits by their metadata, fetches
-/// them into a local cache and keeps them open.
+/// Splits opened (footer and hotcache fetched) at once for one request.
+const OPEN_CONCURRENCY: usize = 8;
+
+/// The search side of the index: chooses splits by their metadata and
+/// searches them in place on the object store, through a bounded cache of
+/// the ranges read. An opened split (its footer and hotcache, a few hundred
+/// KB) stays open while the index lists it.
 pub struct LogIndex {
     catalog: Arc<dyn Catalog>,
     stores: Arc<ObjectStores>,
-    cache_dir: PathBuf,
+    cache: Arc<RangeCache>,
     store: tokio::sync::OnceCell<IndexStore>,
     open: Mutex<HashMap<String, Arc<OpenSplit>>>,
 }
 
 impl LogIndex {
-    pub fn new(catalog: Arc<dyn Catalog>, stores: Arc<ObjectStores>, cache_dir: PathBuf) -> Self {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        stores: Arc<ObjectStores>,
+        cache: Arc<RangeCache>,
+    ) -> Self {
         Self {
             catalog,
             stores,
-            cache_dir,
+            cache,
             store: tokio::sync::OnceCell::new(),
             open: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn cache(&self) -> &Arc<RangeCache> {
+        &self.cache
     }
 
     /// The index store of the `pod_logs` table of `catalog`.
@@ -63,63 +78,100 @@ impl LogIndex {
             .await
     }
 
-    /// The splits that may hold lines in `[from, to)` of `namespace`/`pod`
-    /// (by their metadata), fetched into the local cache and opened.
-    pub async fn open_splits(
-        &self,
-        from: Option<i64>,
-        to: Option<i64>,
-        namespace: Option<&str>,
-        pod: Option<&str>,
-    ) -> Result<Vec<Arc<OpenSplit>>, QueryError> {
+    /// The splits that may hold lines the filters match (by their metadata:
+    /// time range, namespace, pod, container, restart), opened in place.
+    pub async fn open_splits(&self, filters: &Filters) -> Result<Vec<Arc<OpenSplit>>, QueryError> {
         let store = self.store().await?;
         let state = store
             .load_state()
             .await
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let mut splits = Vec::new();
-        for meta in state.splits {
-            if !meta.may_match(from, to, namespace, pod) {
-                continue;
-            }
-            let cached = self
-                .open
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&meta.id)
-                .cloned();
-            let split = match cached {
-                Some(s) => s,
-                None => {
-                    let dir = store
-                        .fetch_split(&meta.id, &self.cache_dir)
-                        .await
-                        .map_err(|e| QueryError::Internal(e.to_string()))?;
-                    let id = meta.id.clone();
-                    let opened = tokio::task::spawn_blocking(move || OpenSplit::open(meta, &dir))
-                        .await
-                        .map_err(|e| QueryError::Internal(e.to_string()))?
-                        .map_err(|e| QueryError::Internal(format!("opening split {id}: {e}")))?;
-                    let opened = Arc::new(opened);
-                    self.open
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id, opened.clone());
-                    opened
-                }
-            };
-            splits.push(split);
+        if let Some(old) = state
+            .splits
+            .iter()
+            .find(|s| s.schema_version < SPLIT_SCHEMA_VERSION)
+        {
+            return Err(QueryError::Unavailable(format!(
+                "the log index holds splits of format {} (split {}), which this version cannot \
+                 search; the indexer (`sluice index`, or `sluice up`) rebuilds it on start — \
+                 search answers once it has",
+                old.schema_version, old.id
+            )));
         }
-        Ok(splits)
+        self.forget_unlisted(&state.splits);
+        let wanted: Vec<SplitMeta> = state
+            .splits
+            .into_iter()
+            .filter(|m| m.may_match(filters))
+            .collect();
+        futures::stream::iter(wanted)
+            .map(|meta| self.open_split(store, meta))
+            .buffered(OPEN_CONCURRENCY)
+            .try_collect()
+            .await
     }
 
-    /// Runs a search; `namespace`/`pod` filters and the time range choose
-    /// the splits.
+    /// Drops the open splits (and their cached blocks) the index no longer
+    /// lists: merged or expired.
+    fn forget_unlisted(&self, listed: &[SplitMeta]) {
+        let listed: HashSet<&str> = listed.iter().map(|m| m.id.as_str()).collect();
+        let gone: Vec<String> = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<String> = open
+                .keys()
+                .filter(|id| !listed.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in &gone {
+                open.remove(id);
+            }
+            gone
+        };
+        for id in gone {
+            self.cache.forget_split(&id);
+        }
+    }
+
+    async fn open_split(
+        &self,
+        store: &IndexStore,
+        meta: SplitMeta,
+    ) -> Result<Arc<OpenSplit>, QueryError> {
+        if let Some(s) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&meta.id)
+        {
+            return Ok(s.clone());
+        }
+        let id = meta.id.clone();
+        let directory = store
+            .open_split(&meta, self.cache.clone())
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let opened = tokio::task::spawn_blocking(move || OpenSplit::open_in_place(meta, directory))
+            .await
+            .map_err(|e| QueryError::Internal(e.to_string()))?
+            .map_err(|e| QueryError::Internal(format!("opening split {id}: {e}")))?;
+        let opened = Arc::new(opened);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, opened.clone());
+        Ok(opened)
+    }
+
+    /// Runs a search; the filters and the time range choose the splits,
+    /// whose needed ranges are fetched concurrently before the search reads
+    /// them.
     pub async fn search(&self, req: SearchRequest) -> Result<SearchResult, QueryError> {
-        let f = &req.filters;
-        let splits = self
-            .open_splits(f.from, f.to, f.namespace.as_deref(), f.pod.as_deref())
-            .await?;
+        let splits = self.open_splits(&req.filters).await?;
+        for chunk in splits.chunks(OPEN_CONCURRENCY) {
+            futures::future::try_join_all(chunk.iter().map(|s| search::warm_up(s, &req)))
+                .await
+                .map_err(|e| QueryError::Internal(format!("search: fetching split ranges: {e}")))?;
+        }
         crate::isolation::blocking(move || {
             let refs: Vec<&OpenSplit> = splits.iter().map(|s| s.as_ref()).collect();
             search::search(&refs, &req)

@@ -274,10 +274,14 @@ async fn splits_for(
         [one] => split_hints(one),
         _ => (None, None),
     };
-    Ok(state
-        .logs
-        .open_splits(Some(from_us), Some(to_us), ns.as_deref(), pod.as_deref())
-        .await?)
+    let filters = crate::logsearch::search::Filters {
+        namespace: ns,
+        pod,
+        from: Some(from_us),
+        to: Some(to_us),
+        ..Default::default()
+    };
+    Ok(state.logs.open_splits(&filters).await?)
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, LokiError>
