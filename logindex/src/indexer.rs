@@ -44,6 +44,9 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
 /// round is one split per day, so live indexing does not make more small
 /// splits to merge.
 pub const PARALLEL_FROM_LINES: u64 = 250_000;
+/// How long a split taken out of the index (merged, expired, rebuilt) is
+/// kept: longer than any search that read the index before may run.
+pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 /// Only splits smaller than this are merged (so big ones are not rewritten
 /// over and over as small ones arrive).
 pub const MERGE_BELOW_LINES: u64 = 1_000_000;
@@ -98,6 +101,10 @@ pub struct Indexer {
     settings: IndexerSettings,
 }
 
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 fn new_split_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -140,7 +147,12 @@ impl Indexer {
     pub async fn collect_garbage(&self, min_age: std::time::Duration) -> Result<usize, IndexError> {
         let _ = std::fs::remove_dir_all(&self.settings.work_dir);
         let state = self.store.load_state().await?;
-        let listed: HashSet<&str> = state.splits.iter().map(|s| s.id.as_str()).collect();
+        let listed: HashSet<&str> = state
+            .splits
+            .iter()
+            .map(|s| s.id.as_str())
+            .chain(state.retired.iter().map(|r| r.id.as_str()))
+            .collect();
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::zero());
         let mut removed = 0;
@@ -406,6 +418,7 @@ impl Indexer {
             );
         }
         report.merged = self.merge(&mut state).await?;
+        self.delete_retired(&mut state).await?;
         Ok(report)
     }
 
@@ -417,15 +430,14 @@ impl Indexer {
         let mut report = RoundReport::default();
         let files = Self::all_files(&table).await?;
         let metas = self.build_splits(&table, &files, from, &mut report).await?;
-        let state = IndexState {
+        let mut state = IndexState {
             version: 1,
             watermark: table.metadata().current_snapshot().map(|s| s.snapshot_id()),
             splits: metas,
+            retired: old.retired,
         };
+        state.retire(old.splits.iter().map(|s| s.id.as_str()), now_micros());
         self.store.save_state(&state).await?;
-        for s in &old.splits {
-            self.store.delete_split(&s.id).await?;
-        }
         report.watermark = state.watermark;
         Ok(report)
     }
@@ -444,17 +456,30 @@ impl Indexer {
         if gone.is_empty() {
             return Ok(0);
         }
-        state.splits.retain(|s| s.max_ts >= from);
+        state.retire(gone.iter().map(|m| m.id.as_str()), now_micros());
         self.store.save_state(state).await?;
-        for m in &gone {
-            self.store.delete_split(&m.id).await?;
-        }
         tracing::info!(
             splits = gone.len(),
             from,
             "dropped the splits of days retention removed"
         );
         Ok(gone.len())
+    }
+
+    /// Deletes the objects of splits retired more than [`RETIRED_GRACE`]
+    /// ago: the state is saved without them first, so a crash in between
+    /// leaves unlisted objects, which [`Indexer::collect_garbage`] removes.
+    async fn delete_retired(&self, state: &mut IndexState) -> Result<(), IndexError> {
+        let grace = i64::try_from(RETIRED_GRACE.as_micros()).unwrap_or(i64::MAX);
+        let due = state.due_for_deletion(now_micros(), grace);
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.store.save_state(state).await?;
+        for id in &due {
+            self.store.delete_split(id).await?;
+        }
+        Ok(())
     }
 
     async fn merge(&self, state: &mut IndexState) -> Result<usize, IndexError> {
@@ -467,13 +492,9 @@ impl Indexer {
                 .cloned()
                 .collect();
             let new = self.merge_splits(&metas).await?;
-            let gone: HashSet<&str> = metas.iter().map(|m| m.id.as_str()).collect();
-            state.splits.retain(|s| !gone.contains(s.id.as_str()));
+            state.retire(metas.iter().map(|m| m.id.as_str()), now_micros());
             state.splits.push(new);
             self.store.save_state(state).await?;
-            for m in &metas {
-                self.store.delete_split(&m.id).await?;
-            }
             merged += metas.len();
         }
         Ok(merged)

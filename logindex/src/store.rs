@@ -42,6 +42,42 @@ pub struct IndexState {
     /// Last `pod_logs` snapshot whose appended files are indexed.
     pub watermark: Option<i64>,
     pub splits: Vec<SplitMeta>,
+    /// Splits no longer part of the index (merged, expired, replaced by a
+    /// rebuild) whose objects are kept a while: a query service that read
+    /// the state before may still be reading them in place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
+}
+
+/// A split taken out of the index, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retired {
+    pub id: String,
+    /// Epoch microseconds.
+    pub at: i64,
+}
+
+impl IndexState {
+    /// Takes `ids` out of the index; their objects go once
+    /// [`IndexState::due_for_deletion`] says so.
+    pub fn retire<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>, now: i64) {
+        let ids: std::collections::HashSet<&str> = ids.into_iter().collect();
+        self.splits.retain(|s| !ids.contains(s.id.as_str()));
+        self.retired.extend(ids.into_iter().map(|id| Retired {
+            id: id.to_string(),
+            at: now,
+        }));
+    }
+
+    /// Removes from the retired list, and returns, the splits retired more
+    /// than `grace_micros` before `now`.
+    pub fn due_for_deletion(&mut self, now: i64, grace_micros: i64) -> Vec<String> {
+        let (due, keep): (Vec<Retired>, Vec<Retired>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| now - r.at >= grace_micros);
+        self.retired = keep;
+        due.into_iter().map(|r| r.id).collect()
+    }
 }
 
 /// One table's index in an object store.
@@ -256,6 +292,28 @@ impl IndexStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retired_splits_go_after_their_grace() {
+        let meta = |id: &str| SplitMeta {
+            id: id.into(),
+            ..Default::default()
+        };
+        let mut state = IndexState {
+            splits: vec![meta("a"), meta("b"), meta("c")],
+            ..Default::default()
+        };
+        state.retire(["a", "b"], 1_000);
+        assert_eq!(state.splits, vec![meta("c")]);
+        state.retire(["c"], 5_000);
+        assert!(state.due_for_deletion(1_500, 1_000).is_empty());
+        assert_eq!(state.due_for_deletion(2_000, 1_000), vec!["a", "b"]);
+        assert_eq!(state.retired.len(), 1);
+        // A state written before retirement existed reads as none retired.
+        let old: IndexState =
+            serde_json::from_str(r#"{"version":1,"watermark":null,"splits":[]}"#).unwrap();
+        assert!(old.retired.is_empty());
+    }
 
     #[test]
     fn index_location_is_beside_the_tables() {

@@ -10,7 +10,7 @@
 pub mod restarts;
 pub use sluice_logindex::{query_lang, range_cache, search, split, store, terms};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -27,17 +27,21 @@ use store::IndexStore;
 
 /// Splits opened (footer and hotcache fetched) at once for one request.
 const OPEN_CONCURRENCY: usize = 8;
+/// Splits kept open (their footer and hotcache in memory, typically tens to
+/// hundreds of KB each); the least recently searched is closed past it.
+pub const MAX_OPEN_SPLITS: usize = 1024;
 
 /// The search side of the index: chooses splits by their metadata and
 /// searches them in place on the object store, through a bounded cache of
-/// the ranges read. An opened split (its footer and hotcache, a few hundred
-/// KB) stays open while the index lists it.
+/// the ranges read. An opened split (its footer and hotcache) stays open
+/// while the index lists it, up to [`MAX_OPEN_SPLITS`] least recently used
+/// first out.
 pub struct LogIndex {
     catalog: Arc<dyn Catalog>,
     stores: Arc<ObjectStores>,
     cache: Arc<RangeCache>,
     store: tokio::sync::OnceCell<IndexStore>,
-    open: Mutex<HashMap<String, Arc<OpenSplit>>>,
+    open: Mutex<lru::LruCache<String, Arc<OpenSplit>>>,
 }
 
 impl LogIndex {
@@ -51,7 +55,9 @@ impl LogIndex {
             stores,
             cache,
             store: tokio::sync::OnceCell::new(),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_OPEN_SPLITS).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -118,12 +124,13 @@ impl LogIndex {
         let gone: Vec<String> = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             let gone: Vec<String> = open
-                .keys()
+                .iter()
+                .map(|(id, _)| id)
                 .filter(|id| !listed.contains(id.as_str()))
                 .cloned()
                 .collect();
             for id in &gone {
-                open.remove(id);
+                open.pop(id);
             }
             gone
         };
@@ -158,7 +165,7 @@ impl LogIndex {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, opened.clone());
+            .put(id, opened.clone());
         Ok(opened)
     }
 
