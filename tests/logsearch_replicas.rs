@@ -7,8 +7,6 @@
 //! or warm; the small cache stays within its bound; the pruning by split
 //! metadata leaves splits unopened.
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sluice::generator::{self, GenConfig};
@@ -62,43 +60,11 @@ fn metric(addr: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                dir_bytes(&p)
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
-        .sum()
-}
-
 #[test]
 fn replicas_search_splits_in_place_on_s3_alike_cold_or_warm() {
-    let store = sluice_testkit::s3();
-    let bucket = sluice_testkit::unique("search");
-    let env = vec![
-        ("SLUICE_CATALOG__KIND", "postgres".to_string()),
-        ("SLUICE_CATALOG__URI", common::postgres_catalog()),
-        ("SLUICE_WAREHOUSE__LOCATION", format!("s3://{bucket}/wh")),
-        ("SLUICE_WAREHOUSE__S3__ENDPOINT", store.endpoint.clone()),
-        ("SLUICE_WAREHOUSE__S3__REGION", "us-east-1".to_string()),
-        ("SLUICE_WAREHOUSE__S3__PATH_STYLE", "true".to_string()),
-        (
-            "SLUICE_WAREHOUSE__S3__ACCESS_KEY_ID",
-            store.access_key.clone(),
-        ),
-        (
-            "SLUICE_WAREHOUSE__S3__SECRET_ACCESS_KEY",
-            store.secret_key.clone(),
-        ),
-    ];
+    let mut env = common::s3_warehouse_env("search");
+    env.push(("SLUICE_CATALOG__KIND", "postgres".to_string()));
+    env.push(("SLUICE_CATALOG__URI", common::postgres_catalog()));
     let tmp = tempfile::tempdir().unwrap();
     let gen_dir = tmp.path().join("gen");
     let manifest = generator::generate(
@@ -193,9 +159,9 @@ fn replicas_search_splits_in_place_on_s3_alike_cold_or_warm() {
     // within its bound though it fetched more than that.
     let fetched_b = metric(&b, "sluice_search_cache_fetched_bytes_total");
     assert!(fetched_b > 2.0 * 1048576.0, "B fetched {fetched_b} bytes");
-    let on_disk = dir_bytes(&b_dir.join("index-cache"));
+    let on_disk = sluice_logindex::range_cache::dir_bytes(&b_dir.join("index-cache"));
     assert!(on_disk <= 1 << 20, "B's cache holds {on_disk} bytes");
-    assert!(dir_bytes(&a_dir.join("index-cache")) > 0);
+    assert!(sluice_logindex::range_cache::dir_bytes(&a_dir.join("index-cache")) > 0);
     // A warm replica answers from its cache: a repeated search fetches
     // nothing.
     let before = metric(&a, "sluice_search_cache_fetched_bytes_total");

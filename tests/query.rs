@@ -1070,22 +1070,7 @@ fn cli_answers_the_same_embedded_and_through_a_server() {
 
 #[test]
 fn s3_warehouses_are_read_with_the_parallel_scan() {
-    let store = sluice_testkit::s3();
-    let bucket = sluice_testkit::unique("query");
-    let env = [
-        ("SLUICE_WAREHOUSE__LOCATION", format!("s3://{bucket}/wh")),
-        ("SLUICE_WAREHOUSE__S3__ENDPOINT", store.endpoint.clone()),
-        ("SLUICE_WAREHOUSE__S3__REGION", "us-east-1".to_string()),
-        ("SLUICE_WAREHOUSE__S3__PATH_STYLE", "true".to_string()),
-        (
-            "SLUICE_WAREHOUSE__S3__ACCESS_KEY_ID",
-            store.access_key.clone(),
-        ),
-        (
-            "SLUICE_WAREHOUSE__S3__SECRET_ACCESS_KEY",
-            store.secret_key.clone(),
-        ),
-    ];
+    let env = common::s3_warehouse_env("query");
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let gen_dir = tmp.path().join("gen");

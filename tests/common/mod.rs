@@ -377,3 +377,18 @@ pub fn postgres_catalog() -> String {
     let (prefix, _) = base.rsplit_once('/').unwrap();
     format!("{prefix}/{db}")
 }
+
+/// Settings for a warehouse in a bucket of its own (named after `prefix`)
+/// on the test S3 store.
+pub fn s3_warehouse_env(prefix: &str) -> Vec<(&'static str, String)> {
+    let store = sluice_testkit::s3();
+    let bucket = sluice_testkit::unique(prefix);
+    vec![
+        ("SLUICE_WAREHOUSE__LOCATION", format!("s3://{bucket}/wh")),
+        ("SLUICE_WAREHOUSE__S3__ENDPOINT", store.endpoint),
+        ("SLUICE_WAREHOUSE__S3__REGION", "us-east-1".to_string()),
+        ("SLUICE_WAREHOUSE__S3__PATH_STYLE", "true".to_string()),
+        ("SLUICE_WAREHOUSE__S3__ACCESS_KEY_ID", store.access_key),
+        ("SLUICE_WAREHOUSE__S3__SECRET_ACCESS_KEY", store.secret_key),
+    ]
+}
