@@ -262,6 +262,7 @@ impl Indexer {
         };
         let mut writers: BTreeMap<i64, Vec<SplitInProgress>> = BTreeMap::new();
         let mut metas = Vec::new();
+        let mut finishing = tokio::task::JoinSet::new();
         for file in files {
             let path = &file.path;
             let bytes = table.file_io().new_input(path)?.read().await?;
@@ -273,18 +274,20 @@ impl Indexer {
             for batch in reader {
                 let batch = batch.map_err(|e| IndexError::Parquet(path.clone(), e.into()))?;
                 for (bucket, rows) in bucket_slices(&batch, from)? {
+                    let open: usize = writers.values().map(Vec::len).sum();
                     let day = writers.entry(bucket).or_default();
                     // The least loaded split of the day takes the rows; once
-                    // it has lines enough, another is begun beside it.
+                    // it has lines enough, another is begun beside it — if
+                    // fewer splits are open than cores (several days' splits
+                    // already keep the cores busy, and more splits in the
+                    // same memory would only be smaller).
                     let least = day
                         .iter()
                         .enumerate()
                         .min_by_key(|(_, w)| w.writer.lines())
                         .map(|(i, w)| (i, w.writer.lines()));
                     let at = match least {
-                        Some((i, lines)) if lines < PARALLEL_FROM_LINES || day.len() >= threads => {
-                            i
-                        }
+                        Some((i, lines)) if lines < PARALLEL_FROM_LINES || open >= threads => i,
                         _ => {
                             day.push(SplitInProgress::create(&self.settings.work_dir)?);
                             day.len() - 1
@@ -293,7 +296,8 @@ impl Indexer {
                     day[at].writer.add_batch(&rows)?;
                     if day[at].writer.lines() >= MAX_SPLIT_LINES {
                         let full = day.swap_remove(at);
-                        metas.push(self.finish_split(full, report).await?);
+                        self.finish_split(full, &mut finishing, threads, &mut metas, report)
+                            .await?;
                     }
                 }
                 // The open splits' memory together stays within the budget:
@@ -313,31 +317,66 @@ impl Indexer {
                     && let Some(day) = writers.get_mut(&bucket)
                 {
                     let full = day.swap_remove(at);
-                    metas.push(self.finish_split(full, report).await?);
+                    self.finish_split(full, &mut finishing, threads, &mut metas, report)
+                        .await?;
                 }
             }
         }
         for (_, day) in std::mem::take(&mut writers) {
             for w in day {
-                metas.push(self.finish_split(w, report).await?);
+                self.finish_split(w, &mut finishing, threads, &mut metas, report)
+                    .await?;
             }
+        }
+        while let Some(done) = finishing.join_next().await {
+            Self::finished(done, &mut metas, report)?;
         }
         Ok(metas)
     }
 
+    /// Closes a split: its segment written, packed and uploaded in the
+    /// background while the round feeds the other splits, at most `threads`
+    /// at once (past that, this waits for the oldest). Dropping `finishing`
+    /// (an error) stops the others; what they uploaded is unlisted, removed
+    /// by [`Indexer::collect_garbage`].
     async fn finish_split(
         &self,
         SplitInProgress { id, dir, writer }: SplitInProgress,
+        finishing: &mut tokio::task::JoinSet<Result<SplitMeta, IndexError>>,
+        threads: usize,
+        metas: &mut Vec<SplitMeta>,
         report: &mut RoundReport,
-    ) -> Result<SplitMeta, IndexError> {
-        let mut meta = tokio::task::block_in_place(|| writer.finish())?;
-        let (bytes, hotcache_offset) = self.store.upload_split(&id, &dir).await?;
-        meta.split_bytes = bytes;
-        meta.hotcache_offset = Some(hotcache_offset);
-        let _ = std::fs::remove_dir_all(&dir);
+    ) -> Result<(), IndexError> {
+        while finishing.len() >= threads.max(1) {
+            match finishing.join_next().await {
+                Some(done) => Self::finished(done, metas, report)?,
+                None => break,
+            }
+        }
+        let store = self.store.clone();
+        finishing.spawn(async move {
+            let mut meta = tokio::task::spawn_blocking(move || writer.finish())
+                .await
+                .map_err(|_| SplitError::Panicked)??;
+            let (bytes, hotcache_offset) = store.upload_split(&id, &dir).await?;
+            meta.split_bytes = bytes;
+            meta.hotcache_offset = Some(hotcache_offset);
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(meta)
+        });
+        Ok(())
+    }
+
+    fn finished(
+        done: Result<Result<SplitMeta, IndexError>, tokio::task::JoinError>,
+        metas: &mut Vec<SplitMeta>,
+        report: &mut RoundReport,
+    ) -> Result<(), IndexError> {
+        let meta = done.map_err(|_| SplitError::Panicked)??;
         report.lines += meta.lines;
         report.splits += 1;
-        Ok(meta)
+        metas.push(meta);
+        Ok(())
     }
 
     /// Indexes every snapshot after the watermark; merges small splits.

@@ -35,6 +35,11 @@ pub enum StoreError {
     Location(String, String),
 }
 
+/// Part size of a split's upload (S3's minimum is 5 MiB).
+const UPLOAD_PART_BYTES: usize = 16 << 20;
+/// Parts of one upload in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
 /// The index of a table, as committed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IndexState {
@@ -194,26 +199,69 @@ impl IndexStore {
                 .map_err(|e| StoreError::Io(dir.to_path_buf(), std::io::Error::other(e)))?
                 .map_err(|e| StoreError::Format(id.to_string(), e))?
         };
-        let io = |e| StoreError::Io(packed.clone(), e);
-        let mut file = tokio::fs::File::open(&packed).await.map_err(io)?;
+        let done = self.upload_file(&packed, &self.split_path(id), len).await;
+        let _ = std::fs::remove_file(&packed);
+        done?;
+        Ok((len, hotcache_offset))
+    }
+
+    /// Uploads the file at `from` (`len` bytes): one put up to
+    /// [`UPLOAD_PART_BYTES`], else in parts of that size, a few in flight,
+    /// the file read a part at a time off the runtime (a tokio file would
+    /// hop to a blocking thread every few KB).
+    async fn upload_file(&self, from: &Path, to: &ObjectPath, len: u64) -> Result<(), StoreError> {
+        let io = |e| StoreError::Io(from.to_path_buf(), e);
+        let read_part = |mut file: std::fs::File| async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(UPLOAD_PART_BYTES);
+                (&mut file)
+                    .take(UPLOAD_PART_BYTES as u64)
+                    .read_to_end(&mut buf)?;
+                Ok::<_, std::io::Error>((file, buf))
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        };
+        let file = std::fs::File::open(from).map_err(io)?;
+        if len <= UPLOAD_PART_BYTES as u64 {
+            let (_, bytes) = read_part(file).await.map_err(io)?;
+            self.store
+                .put(to, Bytes::from(bytes).into())
+                .await
+                .map_err(|e| self.err(e))?;
+            return Ok(());
+        }
+        let upload = self
+            .store
+            .put_multipart(to)
+            .await
+            .map_err(|e| self.err(e))?;
         let mut upload =
-            object_store::buffered::BufWriter::new(self.store.clone(), self.split_path(id));
-        let copied = tokio::io::copy(&mut file, &mut upload).await;
-        let done = match copied {
-            Ok(_) => tokio::io::AsyncWriteExt::shutdown(&mut upload).await,
+            object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+        let mut file = file;
+        let sent: Result<(), StoreError> = async {
+            loop {
+                let (f, part) = read_part(file).await.map_err(io)?;
+                file = f;
+                if part.is_empty() {
+                    return Ok(());
+                }
+                upload
+                    .wait_for_capacity(UPLOADS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                upload.put(Bytes::from(part));
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => upload.finish().await.map(|_| ()).map_err(|e| self.err(e)),
             Err(e) => {
                 let _ = upload.abort().await;
                 Err(e)
             }
-        };
-        let _ = std::fs::remove_file(&packed);
-        done.map_err(|e| {
-            StoreError::Io(
-                PathBuf::from(format!("{}/splits/{id}.split", self.location)),
-                e,
-            )
-        })?;
-        Ok((len, hotcache_offset))
+        }
     }
 
     /// A split to search in place: its footer and hotcache read, the rest
