@@ -107,6 +107,48 @@ pub struct Filters {
     pub to: Option<i64>,
 }
 
+impl Filters {
+    /// Whether a split with this metadata can hold a line these filters match
+    /// (from the metadata alone: nothing is fetched).
+    pub fn may_match(&self, meta: &SplitMeta) -> bool {
+        let f = self;
+        if f.from.is_some_and(|from| meta.max_ts < from) || f.to.is_some_and(|to| meta.min_ts >= to)
+        {
+            return false;
+        }
+        if let Some(ns) = &f.namespace
+            && !meta.namespaces.contains(ns)
+        {
+            return false;
+        }
+        if let Some(pod) = &f.pod {
+            let found = match &f.namespace {
+                Some(ns) => meta.pods.contains(&format!("{ns}/{pod}")),
+                None => meta
+                    .pods
+                    .iter()
+                    .any(|p| p.rsplit_once('/').is_some_and(|(_, p)| p == pod)),
+            };
+            if !found {
+                return false;
+            }
+        }
+        // Splits written before these were kept say nothing about them.
+        if let Some(c) = &f.container
+            && !meta.containers.is_empty()
+            && !meta.containers.contains(c)
+        {
+            return false;
+        }
+        if let (Some(r), Some((lo, hi))) = (f.restart, meta.restarts)
+            && (r < lo || r > hi)
+        {
+            return false;
+        }
+        true
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
     pub q: Expr,
@@ -781,13 +823,17 @@ mod tests {
             restart,
             ..Default::default()
         };
-        assert!(meta.may_match(&filters(1_000, Some(1), "app")));
-        assert!(!meta.may_match(&filters(2_000, None, "app")), "time");
+        let filters_match = |m: &SplitMeta, f: &Filters| f.may_match(m);
+        assert!(filters_match(&meta, &filters(1_000, Some(1), "app")));
+        assert!(!filters_match(&meta, &filters(2_000, None, "app")), "time");
         assert!(
-            !meta.may_match(&filters(1_000, None, "sidecar")),
+            !filters_match(&meta, &filters(1_000, None, "sidecar")),
             "container"
         );
-        assert!(!meta.may_match(&filters(1_000, Some(2), "app")), "restart");
+        assert!(
+            !filters_match(&meta, &filters(1_000, Some(2), "app")),
+            "restart"
+        );
         let split = OpenSplit::open(meta, dir.path()).unwrap();
         let run = |q: &str,
                    restart: Option<i64>,

@@ -228,47 +228,6 @@ fn first_schema_version() -> u32 {
     1
 }
 
-impl SplitMeta {
-    /// Whether a search with these bounds and filters can match in here
-    /// (from the metadata alone: nothing is fetched).
-    pub fn may_match(&self, f: &crate::search::Filters) -> bool {
-        if f.from.is_some_and(|from| self.max_ts < from) || f.to.is_some_and(|to| self.min_ts >= to)
-        {
-            return false;
-        }
-        if let Some(ns) = &f.namespace
-            && !self.namespaces.contains(ns)
-        {
-            return false;
-        }
-        if let Some(pod) = &f.pod {
-            let found = match &f.namespace {
-                Some(ns) => self.pods.contains(&format!("{ns}/{pod}")),
-                None => self
-                    .pods
-                    .iter()
-                    .any(|p| p.rsplit_once('/').is_some_and(|(_, p)| p == pod)),
-            };
-            if !found {
-                return false;
-            }
-        }
-        // Splits written before these were kept say nothing about them.
-        if let Some(c) = &f.container
-            && !self.containers.is_empty()
-            && !self.containers.contains(c)
-        {
-            return false;
-        }
-        if let (Some(r), Some((lo, hi))) = (f.restart, self.restarts)
-            && (r < lo || r > hi)
-        {
-            return false;
-        }
-        true
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
     #[error("tantivy: {0}")]

@@ -108,7 +108,7 @@ impl LogIndex {
         let wanted: Vec<SplitMeta> = state
             .splits
             .into_iter()
-            .filter(|m| m.may_match(filters))
+            .filter(|m| filters.may_match(m))
             .collect();
         futures::stream::iter(wanted)
             .map(|meta| self.open_split(store, meta))
