@@ -158,6 +158,10 @@ pub struct UpArgs {
     /// The demo's load as a multiple of its default (about 50 log lines/s and 600 events/min)
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR", requires = "demo")]
     pub demo_load: f64,
+    /// The minute of the demo its first request spike starts in (then one
+    /// every 10 minutes); a later start gives a spike rule a quiet baseline
+    #[arg(long, default_value_t = 0, value_name = "MINUTE", requires = "demo")]
+    pub demo_spike_minute: usize,
 }
 
 #[derive(Debug, Args)]

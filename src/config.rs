@@ -227,6 +227,7 @@ pub struct Config {
     pub guardrails: GuardrailsConfig,
     pub maintenance: MaintenanceConfig,
     pub retention: RetentionConfig,
+    pub alerts: sluice_alerts::AlertsConfig,
 }
 
 impl Default for Config {
@@ -248,6 +249,7 @@ impl Default for Config {
             guardrails: GuardrailsConfig::default(),
             maintenance: MaintenanceConfig::default(),
             retention: RetentionConfig::default(),
+            alerts: sluice_alerts::AlertsConfig::default(),
         }
     }
 }

@@ -90,6 +90,7 @@ fn run(command: Command, config: &Config) -> anyhow::Result<()> {
             commands::up::UpOptions {
                 demo: args.demo,
                 demo_load: args.demo_load,
+                demo_spike_minute: args.demo_spike_minute,
                 index_interval: std::time::Duration::from_secs(1),
             },
         )),

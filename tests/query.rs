@@ -651,6 +651,9 @@ fn sql_answers_in_three_formats_and_refuses_writes() {
         "/loki/api/v1/index/volume",
         "/loki/api/v1/status/buildinfo",
         "/ready",
+        "/v1/alerts",
+        "/api/v1/rules",
+        "/api/v1/alerts",
     ] {
         assert!(openapi["paths"][route].is_object(), "{route} documented");
     }

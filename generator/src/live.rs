@@ -41,6 +41,8 @@ pub struct LiveConfig {
     /// The spike principal's burst repeats this often, for `spike_minutes`.
     pub spike_every_minutes: usize,
     pub spike_minutes: usize,
+    /// The minute the first spike starts in.
+    pub first_spike_minute: usize,
 }
 
 impl LiveConfig {
@@ -57,6 +59,7 @@ impl LiveConfig {
             oom_every: Duration::from_secs(150),
             spike_every_minutes: 10,
             spike_minutes: 3,
+            first_spike_minute: 0,
         }
     }
 
@@ -156,8 +159,9 @@ impl LiveDemo {
         // The headline spike repeats from the first minute on, so the
         // attribution and guardrail pages show it at once.
         plan.spikes = (0..minutes / config.spike_every_minutes.max(1))
-            .map(|k| {
-                let start_minute = k * config.spike_every_minutes.max(1);
+            .map(|k| config.first_spike_minute + k * config.spike_every_minutes.max(1))
+            .filter(|m| *m < minutes)
+            .map(|start_minute| {
                 let from = minute0 + chrono::Duration::minutes(start_minute as i64);
                 events::Spike {
                     start_minute,

@@ -1405,7 +1405,21 @@ LIMIT 5000`;
               h('td', { style: 'word-break:break-word', text: e.message || '' }));
           })))) : h('div', { class: 'empty', text: 'No lifecycle events in this window.' })));
 
-      clear(body, title, kpis, h('div', { class: 'grid-2' }, reasons.el, timelineCard.el), terms.el, events.el);
+      const alertsBody = h('div', { class: 'card-body flush' }, h('div', { class: 'empty', text: 'Loading alerts…' }));
+      const alertsCard = card('Alerts', 'pending and firing alerts of this service\'s rules', alertsBody);
+      alertsCard.el.dataset.test = 'health-alerts';
+      serviceAlerts(hl.namespace, hl.service).then((list) => {
+        clear(alertsBody, list.length ? h('table', { class: 'data' },
+          h('thead', {}, h('tr', {}, ['Rule', 'State', 'Labels', 'Since'].map((t) => h('th', { text: t })))),
+          h('tbody', {}, list.map((a) => h('tr', { 'data-test': 'health-alert', 'data-rule': a.rule },
+            h('td', {}, h('a', { href: '#/alerts', text: a.rule })),
+            h('td', {}, h('span', { class: `chip ${STATE_CHIP[a.state] || 'green'}`, text: a.state })),
+            h('td', { class: 'mono small', text: Object.entries(a.labels).filter(([k]) => k !== 'alertname').map(([k, x]) => `${k}=${x}`).join(' ') }),
+            h('td', { text: fmtAgo(a.fired_at || a.active_at) })))))
+          : h('div', { class: 'empty', text: 'No alert of any rule for this service.' }));
+      }).catch((e) => clear(alertsBody, errorBox(e)));
+
+      clear(body, title, kpis, alertsCard.el, h('div', { class: 'grid-2' }, reasons.el, timelineCard.el), terms.el, events.el);
     }
 
     function timelineSvg(hl, W) {
@@ -1451,6 +1465,90 @@ LIMIT 5000`;
     }
   }
 
+  // ============================================================ Alerts
+
+  const STATE_CHIP = { firing: 'red', pending: 'amber', inactive: 'green' };
+  const STATE_LABEL = { firing: 'Firing', pending: 'Pending', inactive: 'OK' };
+
+  function alertsPage(root) {
+    const body = h('div', { 'data-test': 'alerts-body' }, h('span', { class: 'muted' }, h('span', { class: 'spinner' }), ' Loading rules…'));
+    const table = card('Rules', 'evaluated by sluice over its tables and logs; delivered to Alertmanager', h('div', { class: 'card-body flush' }, body));
+    const detail = h('div', { style: 'display:flex;flex-direction:column;gap:16px' });
+    clear(root,
+      pageHead('Alerts', 'Rules we own and ship — evaluated by the platform service, not customer Grafana.'),
+      table.el, detail);
+    const run = latest();
+    let timer = null;
+    onDispose(() => clearTimeout(timer));
+    async function load() {
+      const r = await run((signal) => api('/v1/alerts', { signal }));
+      if (r.stale) return;
+      if (!r.ok) { clear(body, errorBox(r.error)); return; }
+      render(r.value);
+      timer = setTimeout(load, 10000);
+    }
+    function render(v) {
+      if (!v.rules.length) {
+        clear(body, h('div', { class: 'card-body muted', text: 'No rules. Add rule files under [alerts] rules, or keep default_rules = true.' }));
+        return;
+      }
+      const rows = v.rules.map((r) => {
+        const firing = r.alerts.filter((a) => a.state === 'firing').length;
+        return h('tr', { 'data-test': 'alert-rule', 'data-rule': r.name, 'data-state': r.state, style: 'cursor:pointer', onclick: () => showRule(r) },
+          h('td', {}, h('strong', { text: r.name }), r.last_error ? h('div', { class: 'small', style: 'color:#ff8b84', 'data-test': 'rule-error', text: r.last_error }) : null),
+          h('td', { text: r.signal || r.kind.toUpperCase() }),
+          h('td', { text: r.target || '—' }),
+          h('td', { class: 'mono', text: [r.threshold, r.for !== '0s' ? `for ${r.for}` : null].filter(Boolean).join(' · ') || 'any row' }),
+          h('td', { text: r.channel || '—' }),
+          h('td', {}, h('span', { class: `chip ${STATE_CHIP[r.state] || ''}`, 'data-test': 'rule-state', text: STATE_LABEL[r.state] || r.state }),
+            firing > 1 ? h('span', { class: 'muted small', text: ` ×${firing}` }) : null),
+          h('td', { 'data-test': 'rule-last-fired', text: r.last_fired ? fmtAgo(r.last_fired) : 'never' }));
+      });
+      clear(body, h('div', { class: 'scroll-y' }, h('table', { class: 'data', 'data-test': 'alerts-table' },
+        h('thead', {}, h('tr', {}, ['Rule', 'Signal', 'Target', 'Threshold', 'Channel', 'State', 'Last fired'].map((t) => h('th', { text: t })))),
+        h('tbody', {}, rows))),
+      v.evaluating_here ? null : h('div', { class: 'card-body muted small', text: 'Another replica evaluates the rules; this view follows its saved state.' }));
+    }
+    function showRule(r) {
+      const alerts = r.alerts.length ? h('table', { class: 'data', 'data-test': 'rule-alerts' },
+        h('thead', {}, h('tr', {}, ['State', 'Labels', 'Value', 'Since'].map((t) => h('th', { text: t })))),
+        h('tbody', {}, r.alerts.map((a) => h('tr', {},
+          h('td', {}, h('span', { class: `chip ${STATE_CHIP[a.state] || 'green'}`, text: a.state })),
+          h('td', { class: 'mono small', text: Object.entries(a.labels).filter(([k]) => k !== 'alertname').map(([k, x]) => `${k}=${x}`).join(' ') }),
+          h('td', { class: 'num', text: fmtCompact(a.value) }),
+          h('td', { text: fmtAgo(a.fired_at || a.active_at) })))))
+        : h('p', { class: 'muted', text: 'No alerts.' });
+      const history = r.history.length ? h('table', { class: 'data' },
+        h('tbody', {}, r.history.slice(0, 20).map((t) => h('tr', {},
+          h('td', { text: fmtTime(t.at) }),
+          h('td', { text: `${t.from} → ${t.to}` }),
+          h('td', { class: 'mono small', text: Object.entries(t.labels).filter(([k]) => k !== 'alertname').map(([k, x]) => `${k}=${x}`).join(' ') })))))
+        : h('p', { class: 'muted', text: 'No transitions yet.' });
+      openModal(r.name,
+        h('p', { class: 'muted', text: `${r.group} · every ${r.interval} · ${r.kind}` }),
+        h('pre', { class: 'sql', 'data-test': 'rule-query', text: r.query }),
+        h('h3', { text: 'Alerts' }), alerts,
+        h('h3', { text: 'Recent transitions' }), history);
+    }
+    load();
+  }
+
+  /** The alerts of one service, for its health page. */
+  async function serviceAlerts(namespace, service) {
+    const r = await api('/v1/alerts');
+    const out = [];
+    for (const rule of r.rules) {
+      for (const a of rule.alerts.filter((x) => x.state !== 'resolved')) {
+        const l = a.labels;
+        const pod = l.pod || l.name || '';
+        if ((l.namespace === namespace && (pod === service || serviceOf(pod) === service)) || l.service === service) {
+          out.push({ rule: rule.name, ...a });
+        }
+      }
+    }
+    return out;
+  }
+
   // ------------------------------------------------------------------ shell
 
   function openModal(title, ...content) {
@@ -1460,8 +1558,8 @@ LIMIT 5000`;
     if (!dialog.open) dialog.showModal();
   }
 
-  const PAGES = { attribution: attributionPage, logs: logsPage, guardrails: guardrailsPage, health: healthPage };
-  const TITLES = { attribution: 'Attribution', logs: 'Logs', guardrails: 'Guardrails', health: 'Service health' };
+  const PAGES = { attribution: attributionPage, logs: logsPage, guardrails: guardrailsPage, health: healthPage, alerts: alertsPage };
+  const TITLES = { attribution: 'Attribution', logs: 'Logs', guardrails: 'Guardrails', health: 'Service health', alerts: 'Alerts' };
 
   function route() {
     const name = (location.hash.replace(/^#\/?/, '').split('?')[0]) || 'attribution';

@@ -39,7 +39,12 @@ pub use crate::state::ApiState;
 /// every role: what it reads is bounded by the role's tables
 /// ([`Role::tables`]), not by the route.
 fn allowed(path: &str) -> &'static [Role] {
-    if path.starts_with("/v1/services/") || path == "/v1/sql" || path == "/v1/tables" {
+    if path.starts_with("/v1/services/")
+        || path == "/v1/sql"
+        || path == "/v1/tables"
+        || path == "/v1/alerts"
+        || path.starts_with("/api/v1/")
+    {
         &[Role::Analyst, Role::Operator, Role::Admin]
     } else if path.starts_with("/v1/logs") || path.starts_with("/loki/") {
         &[Role::Operator, Role::Admin]
@@ -140,7 +145,9 @@ fn endpoint_of(path: &str) -> &'static str {
 }
 
 /// The `/v1/…` routes, and `/openapi.json` and the console (open to all).
-pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
+/// `extra`: routes of other parts of the service (the alert APIs) served
+/// behind the same tokens.
+pub fn router(state: Arc<ApiState>, tokens: Vec<Token>, extra: Router) -> Router {
     let api = Router::new()
         .route("/v1/sql", post(sql))
         .route("/v1/attribution", get(attribution_route))
@@ -155,6 +162,7 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>) -> Router {
         .merge(crate::loki::routes())
         .method_not_allowed_fallback(wrong_method)
         .with_state(state.clone())
+        .merge(extra)
         .layer(middleware::from_fn_with_state(state, isolate))
         .layer(middleware::from_fn_with_state(Arc::new(tokens), authorize));
     Router::new()

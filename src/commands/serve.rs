@@ -85,9 +85,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let addr = health::spawn(&config.http, router).await?;
     tracing::info!(%addr, "query service listening");
     eprintln!("sluice serve: listening on http://{addr}");
+    let alerts = role.start_alerts();
     health::shutdown_signal().await;
     tracing::info!("shutting down");
     // Running queries are cancelled; none holds the exit.
     role.engine.executor().shutdown();
+    alerts.stop().await;
     Ok(())
 }

@@ -50,6 +50,8 @@ pub struct UpOptions {
     pub demo: bool,
     /// The demo's load as a multiple of its default.
     pub demo_load: f64,
+    /// The minute the demo's first spike starts in.
+    pub demo_spike_minute: usize,
     /// How often the index follows new snapshots.
     pub index_interval: Duration,
 }
@@ -83,7 +85,9 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     let up_dir = config.data_dir.join("up");
 
     let demo = if opts.demo {
-        let live = LiveConfig::new(config.data_dir.join("demo")).scaled(opts.demo_load.max(0.01));
+        let mut live =
+            LiveConfig::new(config.data_dir.join("demo")).scaled(opts.demo_load.max(0.01));
+        live.first_spike_minute = opts.demo_spike_minute;
         let demo = LiveDemo::prepare(live).context("preparing the demo cluster")?;
         config.collector.pods_root = demo.pods_root();
         config.collector.pod_logs = true;
@@ -373,6 +377,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         );
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "sluice up running");
+    let alerts = query.start_alerts();
 
     let failure = tokio::select! {
         _ = health::shutdown_signal() => None,
@@ -384,6 +389,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     eprintln!("sluice up: stopping; committing what was read");
     // Queries first: a runaway one must not hold the drain.
     engine.executor().shutdown();
+    alerts.stop().await;
     demo_stop.store(true, Ordering::Relaxed);
     if let Some(t) = demo_thread {
         super::collect::join_thread(t, "the demo").await?;

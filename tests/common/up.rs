@@ -12,17 +12,20 @@ use serde_json::{Value, json};
 use super::{Proc, http, http_get};
 
 pub fn spawn_up(data_dir: &Path, addr: &str, demo: bool, env: &[(&str, String)]) -> Proc {
+    spawn_up_with(data_dir, addr, if demo { &["--demo"] } else { &[] }, env)
+}
+
+/// [`spawn_up`] with `up`'s own arguments (`--demo`, `--demo-spike-minute 2`).
+pub fn spawn_up_with(data_dir: &Path, addr: &str, args: &[&str], env: &[(&str, String)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--http", addr, "up"])
+        .args(args)
         .env_remove("SLUICE_CONFIG")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    if demo {
-        cmd.arg("--demo");
-    }
     let proc = Proc(cmd.spawn().expect("start sluice up"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while http_get(addr, "/readyz").0 != 200 {

@@ -338,6 +338,40 @@ try {
     await page.waitForSelector('[data-test=instance-lines] [data-test=context-line]');
   });
 
+  // ============================================================ Alerts
+  await step(page, 'alerts: the shipped rules, the OOMKill firing, a rule\'s alerts, the service\'s alerts', async () => {
+    await page.goto(`${base}/#/alerts`);
+    await page.waitForSelector('[data-test=alerts-table] [data-test=alert-rule]');
+    const rules = await page.locator('[data-test=alert-rule]').evaluateAll((rows) => rows.map((r) => r.dataset.rule));
+    for (const name of ['HighRestartCount', 'SubmissionSpike', 'ApiLatencyP99', 'OOMKilled']) {
+      expect(rules.includes(name), `the shipped rule ${name} is listed: ${rules}`);
+    }
+    const head = await page.locator('[data-test=alerts-table] thead th').allTextContents();
+    expect(head.join('|') === 'Rule|Signal|Target|Threshold|Channel|State|Last fired', `the seed's columns: ${head}`);
+    // The OOMKilled rule is evaluated every minute: it fires within one
+    // evaluation of the first OOMKill being committed.
+    const row = '[data-test=alert-rule][data-rule=OOMKilled]';
+    const deadline = Date.now() + 150_000;
+    while ((await page.locator(row).getAttribute('data-state')) !== 'firing') {
+      expect(Date.now() < deadline, 'the OOMKilled rule fires within 150 s');
+      await page.waitForTimeout(2000);
+      await page.reload();
+      await page.waitForSelector(row);
+    }
+    expect((await text(page, `${row} [data-test=rule-state]`)) === 'Firing', 'shown as Firing');
+    expect((await text(page, `${row} [data-test=rule-last-fired]`)) !== 'never', 'with when it last fired');
+    await shot(page, 'alerts');
+    await page.click(row);
+    await page.waitForSelector('#modal [data-test=rule-alerts]');
+    const alerts = await page.locator('#modal [data-test=rule-alerts] tbody tr').allTextContents();
+    expect(alerts.some((a) => a.includes(`pod=${podName}`)), `the killed pod's alert: ${alerts}`);
+    expect((await text(page, '#modal [data-test=rule-query]')).includes('OOMKilled'), 'the rule as written');
+    await page.click('#modal-close');
+    // The service's health page lists the alert.
+    await page.goto(`${base}/#/health?range=1h`);
+    await page.waitForSelector('[data-test=health-alerts] [data-test=health-alert][data-rule=OOMKilled]');
+  });
+
   await step(page, 'no script errors and no failed API calls', async () => {
     expect(pageErrors.length === 0, `no errors in the page: ${pageErrors.join('; ')}`);
     expect(apiFailures.length === 0, `no failed API calls: ${apiFailures.join('; ')}`);

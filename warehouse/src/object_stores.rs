@@ -63,6 +63,9 @@ impl ObjectStores {
         if let Some(secret) = &s3.secret_access_key {
             b = b.with_secret_access_key(secret);
         }
-        b.with_virtual_hosted_style_request(!s3.path_style).build()
+        // Create-only puts (the alert lease) use If-None-Match.
+        b.with_virtual_hosted_style_request(!s3.path_style)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .build()
     }
 }

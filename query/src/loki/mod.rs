@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
 use crate::error::QueryError;
+use crate::logsearch::LogIndex;
 use crate::logsearch::search::OpenSplit;
 use crate::state::ApiState;
 use eval::{EvalError, Labels, Series, Steps, Value};
@@ -43,6 +44,11 @@ pub struct LokiError {
 }
 
 impl LokiError {
+    /// What went wrong, as the API would answer it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn bad(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
@@ -264,7 +270,7 @@ fn split_hints(sel: &LogSelector) -> (Option<String>, Option<String>) {
 }
 
 async fn splits_for(
-    state: &ApiState,
+    logs: &LogIndex,
     selectors: &[&LogSelector],
     from_us: i64,
     to_us: i64,
@@ -281,7 +287,7 @@ async fn splits_for(
         to: Some(to_us),
         ..Default::default()
     };
-    Ok(state.logs.open_splits(&filters).await?)
+    Ok(logs.open_splits(&filters).await?)
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, LokiError>
@@ -404,7 +410,7 @@ async fn query_range_route(
             Query::Logs(sel) => {
                 let limit = limit_param(&p)?;
                 let newest = newest_first(&p)?;
-                let splits = splits_for(&state, &[&sel], start, end).await?;
+                let splits = splits_for(&state.logs, &[&sel], start, end).await?;
                 let streams = blocking(move || {
                     Ok(eval::select_lines(
                         &splits, &sel, start, end, limit, newest,
@@ -433,7 +439,7 @@ async fn query_range_route(
                     end_us: end,
                     step_us: step,
                 };
-                let value = metric(&state, expr, steps).await?;
+                let value = metric(&state.logs, expr, steps).await?;
                 let series = match value {
                     Value::Vector(s) => s,
                     // A scalar over a range is one series without labels.
@@ -461,7 +467,7 @@ async fn query_range_route(
 }
 
 async fn metric(
-    state: &ApiState,
+    logs: &LogIndex,
     expr: logql::MetricExpr,
     steps: Steps,
 ) -> Result<Value, LokiError> {
@@ -485,7 +491,7 @@ async fn metric(
         Vec::new()
     } else {
         splits_for(
-            state,
+            logs,
             &selectors,
             steps.start_us.saturating_sub(longest),
             steps.end_us.saturating_add(1),
@@ -493,6 +499,21 @@ async fn metric(
         .await?
     };
     blocking(move || Ok(eval::eval(&splits, &expr, steps)?)).await
+}
+
+/// A metric query's value at `time_us` (an instant query): what the
+/// alert evaluator asks of the logs.
+pub async fn instant_metric(
+    logs: &LogIndex,
+    expr: logql::MetricExpr,
+    time_us: i64,
+) -> Result<Value, LokiError> {
+    let steps = Steps {
+        start_us: time_us,
+        end_us: time_us,
+        step_us: 1,
+    };
+    metric(logs, expr, steps).await
 }
 
 async fn query_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Response {
@@ -507,7 +528,7 @@ async fn query_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Respo
                 let limit = limit_param(&p)?;
                 let newest = newest_first(&p)?;
                 let start = time.saturating_sub(3_600_000_000);
-                let splits = splits_for(&state, &[&sel], start, time).await?;
+                let splits = splits_for(&state.logs, &[&sel], start, time).await?;
                 let streams = blocking(move || {
                     Ok(eval::select_lines(
                         &splits, &sel, start, time, limit, newest,
@@ -523,7 +544,7 @@ async fn query_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Respo
                     end_us: time,
                     step_us: 1,
                 };
-                match metric(&state, expr, steps).await? {
+                match metric(&state.logs, expr, steps).await? {
                     Value::Scalar(v) => Ok(success(
                         "scalar",
                         json!([seconds(time), sample(v)]),
@@ -570,7 +591,7 @@ async fn labels_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Resp
         let (start, end) = range_params(&p, LABELS_SPAN_US)?;
         let sel = optional_selector(&p, "query")?;
         let selectors: Vec<&LogSelector> = sel.iter().collect();
-        let splits = splits_for(&state, &selectors, start, end).await?;
+        let splits = splits_for(&state.logs, &selectors, start, end).await?;
         let names = blocking(move || match sel {
             None => Ok(eval::label_names(&splits)?),
             Some(sel) => {
@@ -597,7 +618,7 @@ async fn label_values_route(
         let (start, end) = range_params(&p, LABELS_SPAN_US)?;
         let sel = optional_selector(&p, "query")?;
         let selectors: Vec<&LogSelector> = sel.iter().collect();
-        let splits = splits_for(&state, &selectors, start, end).await?;
+        let splits = splits_for(&state.logs, &selectors, start, end).await?;
         let values = blocking(move || match sel {
             None => Ok(eval::label_values(&splits, &name)?),
             Some(sel) => {
@@ -633,7 +654,7 @@ async fn series_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Resp
             return Err(LokiError::bad("missing parameter \"match[]\""));
         }
         let refs: Vec<&LogSelector> = selectors.iter().collect();
-        let splits = splits_for(&state, &refs, start, end).await?;
+        let splits = splits_for(&state.logs, &refs, start, end).await?;
         let series = blocking(move || {
             let mut all = std::collections::BTreeSet::new();
             for sel in &selectors {
@@ -654,7 +675,7 @@ async fn stats_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Respo
         let (start, end) = range_params(&p, 3_600_000_000)?;
         let sel = optional_selector(&p, "query")?
             .ok_or_else(|| LokiError::bad("missing parameter \"query\""))?;
-        let splits = splits_for(&state, &[&sel], start, end).await?;
+        let splits = splits_for(&state.logs, &[&sel], start, end).await?;
         let (streams, chunks) =
             blocking(move || Ok(eval::totals(&splits, &sel, start, end.saturating_add(1))?))
                 .await?;
@@ -704,7 +725,7 @@ async fn volume_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Resp
         } else {
             targets
         };
-        let splits = splits_for(&state, &[&sel], start, end).await?;
+        let splits = splits_for(&state.logs, &[&sel], start, end).await?;
         let (streams, _) =
             blocking(move || Ok(eval::totals(&splits, &sel, start, end.saturating_add(1))?))
                 .await?;
