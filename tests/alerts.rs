@@ -14,7 +14,11 @@
 //! - a rule whose SQL fails shows its error on `/api/v1/rules` and in
 //!   `/metrics`, and the other rules keep evaluating;
 //! - `/api/v1/rules` and `/api/v1/alerts` have the shapes of a real
-//!   Prometheus's answers (`tests/fixtures/prometheus/`, recorded).
+//!   Prometheus's answers (`tests/fixtures/prometheus/`, recorded);
+//! - of two `sluice serve` replicas on an S3 warehouse (SeaweedFS) and a
+//!   Postgres catalog one evaluates, the other follows its saved state and
+//!   takes the object-store lease over when the first is killed, carrying
+//!   the alert on without a second notification.
 
 mod common;
 
@@ -433,4 +437,107 @@ fn demo_alerts_fire_survive_a_restart_and_resolve_through_alertmanager() {
         "{restarts}"
     );
     assert!(up.terminate().success());
+}
+
+/// `/metrics`' value of an unlabelled gauge.
+fn gauge(addr: &str, name: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Two `sluice serve` replicas on one S3 warehouse (SeaweedFS) and one
+/// Postgres catalog: one evaluates (it holds the lease in the object
+/// store), the other answers the alert APIs from the saved state; when the
+/// evaluating one is killed (`kill -9`, no release) the other takes the
+/// lease over once it expires and carries on with the same alert — the
+/// webhook hears of it once.
+#[test]
+fn one_replica_evaluates_and_another_takes_over_with_the_same_alert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let rules = tmp.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: always\n    interval: 1s\n    rules:\n      - alert: Always\n        \
+         expr: SELECT 'replicas' AS pod, 1 AS value\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nrules = [{:?}]\ndefault_rules = false\nwebhooks = [{:?}]\nlease_duration = \"3s\"\n",
+            rules.display().to_string(),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let mut env = common::s3_warehouse_env("alerts");
+    env.push(("SLUICE_CATALOG__KIND", "postgres".to_string()));
+    env.push(("SLUICE_CATALOG__URI", common::postgres_catalog()));
+    env.push(("SLUICE_CONFIG", config.display().to_string()));
+
+    let (a, a_addr) = common::spawn_serve(&tmp.path().join("a"), &[], &env);
+    wait_for(
+        "replica A to fire the alert",
+        Duration::from_secs(60),
+        || {
+            sluice_alert(&a_addr, "Always", "pod", "replicas")
+                .is_some_and(|x| x["state"] == "firing")
+        },
+    );
+    let fired = sluice_alert(&a_addr, "Always", "pod", "replicas").unwrap();
+    assert_eq!(gauge(&a_addr, "sluice_alert_evaluator_leader"), Some(1.0));
+
+    let (mut b, b_addr) = common::spawn_serve(&tmp.path().join("b"), &[], &env);
+    wait_for(
+        "replica B to follow A's state",
+        Duration::from_secs(30),
+        || {
+            sluice_alert(&b_addr, "Always", "pod", "replicas")
+                .is_some_and(|x| x["activeAt"] == fired["activeAt"])
+        },
+    );
+    // A keeps the lease while it renews: B never evaluates meanwhile.
+    for _ in 0..10 {
+        assert_eq!(
+            gauge(&b_addr, "sluice_alert_evaluator_leader"),
+            Some(0.0),
+            "B evaluates too"
+        );
+        assert_eq!(gauge(&a_addr, "sluice_alert_evaluator_leader"), Some(1.0));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(receiver.notified("Always", "replicas", "firing"), 1);
+
+    // A dies without releasing: B takes over after the lease expires.
+    drop(a);
+    wait_for(
+        "replica B to take the lease over",
+        Duration::from_secs(30),
+        || gauge(&b_addr, "sluice_alert_evaluator_leader") == Some(1.0),
+    );
+    let rules_b = get_json(&b_addr, "/api/v1/rules");
+    let t0 = chrono::Utc::now();
+    wait_for("replica B to evaluate", Duration::from_secs(30), || {
+        get_json(&b_addr, "/api/v1/rules")["data"]["groups"][0]["lastEvaluation"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t > t0)
+    });
+    let after = sluice_alert(&b_addr, "Always", "pod", "replicas").expect("the alert on B");
+    assert_eq!(after["state"], "firing", "{rules_b}");
+    assert_eq!(
+        after["activeAt"], fired["activeAt"],
+        "the same alert, carried over"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        receiver.notified("Always", "replicas", "firing"),
+        1,
+        "the webhook heard of the alert once across the handover"
+    );
+    assert!(b.terminate().success());
 }

@@ -194,7 +194,7 @@ async fn console_route(State(alerts): State<Alerts>) -> Response {
                 "query": r.query,
                 "signal": r.annotations.get("signal"),
                 "target": r.annotations.get("target"),
-                "threshold": r.condition.map(|c| c.to_string()),
+                "threshold": r.condition.map(|c| c.to_string()).or_else(|| r.implied_threshold.clone()),
                 "for": format_duration(r.for_),
                 "keep_firing_for": format_duration(r.keep_firing_for),
                 "channel": r.labels.get("channel"),

@@ -4,43 +4,14 @@
 use std::time::Duration;
 
 /// Parses a duration the way Prometheus writes them: `30s`, `5m`, `1h30m`,
-/// `7d`, `1w`, `250ms`.
+/// `7d`, `1w`, `250ms`, or `0` (LogQL's parser, so a rule's `for` and its
+/// LogQL's `[5m]` read alike).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
+    if text.trim() == "0" {
         return Some(Duration::ZERO);
     }
-    let mut total_ms: u64 = 0;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total_ms = total_ms.checked_add(n.checked_mul(unit_ms)?)?;
-    }
-    Some(Duration::from_millis(total_ms))
+    let us = sluice_query::loki::logql::parse_duration_us(text)?;
+    u64::try_from(us).ok().map(Duration::from_micros)
 }
 
 /// `5m`, `1h30m`, `0s`: how Prometheus prints a duration.

@@ -224,6 +224,19 @@ impl Shared {
             Err(object_store::Error::NotFound { .. }) => Persisted::default(),
             Err(e) => return Err(format!("reading {}: {e}", at.state)),
         };
+        let mut persisted = persisted;
+        // Rules and groups no longer in the files leave the state with it
+        // (their alerts are not resolved: Alertmanager expires them at
+        // their endsAt, as when Prometheus drops a rule).
+        let keys: std::collections::HashSet<String> = self
+            .groups
+            .iter()
+            .flat_map(|g| (0..g.rules.len()).map(move |i| rule_key(g, i)))
+            .collect();
+        persisted.rules.retain(|k, _| keys.contains(k));
+        persisted
+            .groups
+            .retain(|name, _| self.groups.iter().any(|g| &g.name == name));
         *lock(&self.state) = persisted;
         self.export_gauges();
         Ok(())
@@ -306,13 +319,19 @@ impl Shared {
             rs.evaluation_seconds = seconds;
             match result {
                 Ok(samples) => {
-                    rs.last_error = None;
+                    if rs.last_error.take().is_some() {
+                        tracing::info!(group = %group.name, rule = %rule.name, "alert rule evaluates again");
+                    }
                     transitions.extend(rs.apply(rule, samples, now));
                 }
                 Err(e) => {
                     // As Prometheus: a failed evaluation leaves the alerts
-                    // as they were.
-                    tracing::warn!(group = %group.name, rule = %rule.name, error = %e, "alert rule evaluation failed");
+                    // as they were. Logged when the error begins or
+                    // changes, not every interval; the count is in
+                    // /metrics, the error on the rule.
+                    if rs.last_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(group = %group.name, rule = %rule.name, error = %e, "alert rule evaluation failed");
+                    }
                     rs.last_error = Some(e);
                 }
             }

@@ -113,6 +113,9 @@ pub struct Rule {
     pub query: String,
     /// `None`: every row or series the query returns is an alert instance.
     pub condition: Option<Comparison>,
+    /// The threshold as the console shows it, when the query holds it (a
+    /// spike's "> 3× 7d avg").
+    pub implied_threshold: Option<String>,
     pub for_: Duration,
     pub keep_firing_for: Duration,
     pub labels: BTreeMap<String, String>,
@@ -201,6 +204,7 @@ fn rule(r: RuleSpec) -> Result<Rule, String> {
         (None, Some(_)) => return Err("comparison needs a threshold".into()),
         (None, None) => None,
     };
+    let mut implied_threshold = None;
     let (expr, query, condition) = match r.expr {
         ExprSpec::Text(text) if is_sql(&text) => (Expr::Sql(text.clone()), text, explicit),
         ExprSpec::Tagged(TaggedExpr::Sql(text)) => (Expr::Sql(text.clone()), text, explicit),
@@ -226,6 +230,7 @@ fn rule(r: RuleSpec) -> Result<Rule, String> {
         }
         ExprSpec::Tagged(TaggedExpr::Template(t)) => {
             let sql = t.sql()?;
+            implied_threshold = t.implied_threshold();
             let query = serde_yaml_ng::to_string(&t)
                 .map(|y| y.trim_end().to_string())
                 .unwrap_or_else(|_| sql.clone());
@@ -237,6 +242,7 @@ fn rule(r: RuleSpec) -> Result<Rule, String> {
         expr,
         query,
         condition,
+        implied_threshold,
         for_,
         keep_firing_for,
         labels: r.labels,

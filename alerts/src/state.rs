@@ -136,26 +136,13 @@ pub fn expand(template: &str, labels: &Labels, value: f64) -> String {
             (_, Some(name)) => {
                 out.push_str(labels.get(name.trim()).map(String::as_str).unwrap_or(""))
             }
-            ("$value" | ".Value", None) => out.push_str(&format_value(value)),
+            ("$value" | ".Value", None) => out.push_str(&sluice_query::loki::sample(value)),
             _ => out.push_str(&rest[open..open + close + 2]),
         }
         rest = &rest[open + close + 2..];
     }
     out.push_str(rest);
     out
-}
-
-/// A value as Prometheus prints a sample: `3`, `0.25`, `NaN`, `+Inf`.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
 }
 
 impl RuleState {
@@ -391,6 +378,7 @@ mod tests {
             expr: Expr::Sql("SELECT 1 AS value".into()),
             query: String::new(),
             condition: None,
+            implied_threshold: None,
             for_: Duration::from_secs(for_secs),
             keep_firing_for: Duration::from_secs(keep_secs),
             labels: [("severity".to_string(), "page".to_string())].into(),

@@ -112,6 +112,16 @@ fn columns(
 }
 
 impl Template {
+    /// The threshold a template's SQL holds, as the console shows it.
+    pub fn implied_threshold(&self) -> Option<String> {
+        match self {
+            Template::Spike(s) => {
+                Some(format!("> {}× {} avg", s.factor.unwrap_or(3.0), s.baseline))
+            }
+            _ => None,
+        }
+    }
+
     pub fn sql(&self) -> Result<String, String> {
         match self {
             Template::Restarts(t) => t.sql(),

@@ -332,8 +332,9 @@ fn seconds(t_us: i64) -> Json {
     }
 }
 
-/// A sample value as Prometheus writes it (`2`, `0.5`, `+Inf`, `NaN`).
-fn sample(v: f64) -> String {
+/// A sample value as Prometheus writes it (`2`, `0.5`, `+Inf`, `NaN`):
+/// Loki's answers and the alert templates' `$value`.
+pub fn sample(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {
