@@ -386,19 +386,25 @@ impl Shared {
 }
 
 async fn run_group(shared: Arc<Shared>, gi: usize, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(shared.groups[gi].interval);
+    let interval = shared.groups[gi].interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        // Until this process evaluates, look again soon: a new holder's
+        // first evaluation should not wait a whole interval.
         if !shared.leader.load(Ordering::Acquire) {
-            continue;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval.min(Duration::from_millis(500))) => continue,
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = shared.evaluate_group(gi) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
         }
     }
 }

@@ -40,6 +40,19 @@ impl Notifier {
         webhooks: Vec<String>,
         metrics: AlertMetrics,
     ) -> Result<Self, String> {
+        for (setting, url) in alertmanagers
+            .iter()
+            .map(|u| ("alertmanagers", u))
+            .chain(webhooks.iter().map(|u| ("webhooks", u)))
+        {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(format!(
+                    "[alerts] {setting}: {url:?} is not an http:// or https:// URL"
+                ));
+            }
+        }
         let client = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
             .build()
@@ -145,5 +158,37 @@ impl Notifier {
             all &= ok;
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_when_the_notifier_is_built() {
+        let ok = Notifier::new(
+            vec!["http://am:9093/".into()],
+            vec!["https://hooks.example.com/x".into()],
+            AlertMetrics::default(),
+        );
+        assert!(ok.is_ok());
+        for (am, hook, wanted) in [
+            (
+                vec!["am:9093".to_string()],
+                vec![],
+                "[alerts] alertmanagers: \"am:9093\"",
+            ),
+            (
+                vec![],
+                vec!["ftp://x/y".to_string()],
+                "[alerts] webhooks: \"ftp://x/y\"",
+            ),
+        ] {
+            let e = Notifier::new(am, hook, AlertMetrics::default())
+                .err()
+                .unwrap();
+            assert!(e.starts_with(wanted), "{e}");
+        }
     }
 }
