@@ -66,8 +66,10 @@ impl IndexState {
     /// Takes `ids` out of the index; their objects go once
     /// [`IndexState::due_for_deletion`] says so.
     pub fn retire<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>, now: i64) {
-        let ids: std::collections::HashSet<&str> = ids.into_iter().collect();
-        self.splits.retain(|s| !ids.contains(s.id.as_str()));
+        // In the order given (a set's order would differ run to run).
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<&str> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+        self.splits.retain(|s| !seen.contains(s.id.as_str()));
         self.retired.extend(ids.into_iter().map(|id| Retired {
             id: id.to_string(),
             at: now,
