@@ -217,9 +217,20 @@ impl Shared {
                     .bytes()
                     .await
                     .map_err(|e| format!("reading {}: {e}", at.state))?;
-                let p: Persisted = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{} is not an alert state: {e}", at.state))?;
-                p
+                match serde_json::from_slice::<Persisted>(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // An unreadable state must not stop alerting: keep
+                        // the file beside it for a look, start afresh.
+                        let aside = ObjectPath::from(format!("{}.unreadable", at.state));
+                        let kept = at.store.put(&aside, PutPayload::from(bytes.to_vec())).await;
+                        tracing::error!(
+                            error = %e, state = %at.state, kept_as = %aside, kept = kept.is_ok(),
+                            "the alert state is unreadable; starting from an empty state (alerts may be sent again)"
+                        );
+                        Persisted::default()
+                    }
+                }
             }
             Err(object_store::Error::NotFound { .. }) => Persisted::default(),
             Err(e) => return Err(format!("reading {}: {e}", at.state)),
@@ -323,30 +334,32 @@ impl Shared {
                         tracing::info!(group = %group.name, rule = %rule.name, "alert rule evaluates again");
                     }
                     transitions.extend(rs.apply(rule, samples, now));
+                    outgoing.extend(rs.due(
+                        now,
+                        self.timings.resend_delay,
+                        group.interval,
+                        &self.generator_url,
+                    ));
+                    if self.notifier.has_webhooks() {
+                        webhook.extend(
+                            rs.webhook_due()
+                                .into_iter()
+                                .map(|(s, a)| (key.clone(), s, a)),
+                        );
+                    }
                 }
                 Err(e) => {
                     // As Prometheus: a failed evaluation leaves the alerts
-                    // as they were. Logged when the error begins or
-                    // changes, not every interval; the count is in
-                    // /metrics, the error on the rule.
+                    // as they were and sends nothing, so Alertmanager lets
+                    // them lapse at their endsAt if the rule stays broken.
+                    // Logged when the error begins or changes, not every
+                    // interval; the count is in /metrics, the error on the
+                    // rule.
                     if rs.last_error.as_deref() != Some(e.as_str()) {
                         tracing::warn!(group = %group.name, rule = %rule.name, error = %e, "alert rule evaluation failed");
                     }
                     rs.last_error = Some(e);
                 }
-            }
-            outgoing.extend(rs.due(
-                now,
-                self.timings.resend_delay,
-                group.interval,
-                &self.generator_url,
-            ));
-            if self.notifier.has_webhooks() {
-                webhook.extend(
-                    rs.webhook_due()
-                        .into_iter()
-                        .map(|(s, a)| (key.clone(), s, a)),
-                );
             }
         }
         {
@@ -366,6 +379,11 @@ impl Shared {
                 labels = ?t.labels, value = t.value, "alert state changed"
             );
         }
+        // The lease may have gone while the queries ran: then the new
+        // holder sends, not this replica.
+        if !self.leader.load(Ordering::Acquire) {
+            return transitions;
+        }
         self.notifier.to_alertmanagers(&outgoing).await;
         if !webhook.is_empty() {
             let items: Vec<_> = webhook.iter().map(|(_, s, a)| (*s, a.clone())).collect();
@@ -378,7 +396,11 @@ impl Shared {
                 }
             }
         }
-        if let Err(e) = self.save().await {
+        // A replica that lost the lease during this evaluation must not
+        // overwrite what the new holder saves.
+        if self.leader.load(Ordering::Acquire)
+            && let Err(e) = self.save().await
+        {
             tracing::warn!(error = %e, "saving the alert state failed; it is saved again after the next evaluation");
         }
         transitions
@@ -431,7 +453,11 @@ async fn run_lease(shared: Arc<Shared>, cancel: CancellationToken) {
                             shared.timings.lease_duration,
                         )
                     });
-                    l.tick().await.map(|h| h == Holder::Us)
+                    // A renewal that stalls must not outlive the lease.
+                    match tokio::time::timeout(shared.timings.lease_duration / 2, l.tick()).await {
+                        Ok(r) => r.map(|h| h == Holder::Us),
+                        Err(_) => Err("renewing the alert lease timed out".to_string()),
+                    }
                 }
             }
         };

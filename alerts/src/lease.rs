@@ -73,7 +73,13 @@ impl Lease {
         self.dir.clone().join(format!("{generation:020}.json"))
     }
 
-    async fn newest(&self) -> Result<Option<(u64, Record)>, String> {
+    /// The highest generation listed, and the newest record that could be
+    /// read (`None`: none listed). A generation deleted between the listing
+    /// and the read (the holder removes old ones) is skipped for reading,
+    /// but the next claim is still above every listed one, so a replica can
+    /// never re-create an old generation and hold the lease beside the
+    /// real holder.
+    async fn newest(&self) -> Result<Option<(u64, Option<Record>)>, String> {
         let listed: Vec<_> = self
             .store
             .list(Some(&self.dir))
@@ -85,7 +91,9 @@ impl Lease {
             .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
             .collect();
         gens.sort_unstable();
-        // Newest first; a generation deleted meanwhile is skipped.
+        let Some(&highest) = gens.last() else {
+            return Ok(None);
+        };
         for g in gens.into_iter().rev() {
             match self.store.get(&self.path(g)).await {
                 Ok(r) => {
@@ -99,13 +107,15 @@ impl Lease {
                             self.path(g)
                         )
                     })?;
-                    return Ok(Some((g, record)));
+                    // Only the highest generation speaks for the lease; an
+                    // older one read means a newer one was just written.
+                    return Ok(Some((highest, (g == highest).then_some(record))));
                 }
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(format!("reading the alert lease: {e}")),
             }
         }
-        Ok(None)
+        Ok(Some((highest, None)))
     }
 
     /// Writes `generation` if nobody has; `Ok(false)` when another did.
@@ -148,7 +158,7 @@ impl Lease {
         let newest = self.newest().await?;
         let next = match &newest {
             None => 0,
-            Some((g, r)) => {
+            Some((g, Some(r))) => {
                 let ours = r.holder == self.holder && self.held == Some(*g);
                 if !ours && r.expires_at > now {
                     self.held = None;
@@ -159,12 +169,22 @@ impl Lease {
                 }
                 g + 1
             }
+            // The newest generation vanished between listing and reading:
+            // someone is renewing right now. Not ours this time.
+            Some((_, None)) => {
+                self.held = None;
+                return Ok(Holder::Other {
+                    holder: "unknown (renewing)".into(),
+                    expires_at: now,
+                });
+            }
         };
         if self.claim(next, now).await? {
             self.held = Some(next);
-            // The older generations are ours to remove now.
-            for g in newest.iter().map(|(g, _)| *g) {
-                for old in g.saturating_sub(2)..=g {
+            // Generations below the one just superseded are ours to remove;
+            // that one stays, so a replica listing now still sees a record.
+            if let Some((g, _)) = newest {
+                for old in g.saturating_sub(3)..g {
                     if let Err(e) = self.store.delete(&self.path(old)).await
                         && !matches!(e, object_store::Error::NotFound { .. })
                     {
@@ -176,11 +196,11 @@ impl Lease {
         } else {
             self.held = None;
             match self.newest().await? {
-                Some((_, r)) => Ok(Holder::Other {
+                Some((_, Some(r))) => Ok(Holder::Other {
                     holder: r.holder,
                     expires_at: r.expires_at,
                 }),
-                None => Ok(Holder::Other {
+                _ => Ok(Holder::Other {
                     holder: "unknown".into(),
                     expires_at: now,
                 }),

@@ -55,6 +55,7 @@ pub struct Alert {
     pub labels: Labels,
     pub annotations: Labels,
     pub state: AlertState,
+    #[serde(with = "float_text")]
     pub value: f64,
     pub active_at: DateTime<Utc>,
     #[serde(default)]
@@ -81,7 +82,43 @@ pub struct Transition {
     pub labels: Labels,
     pub from: AlertState,
     pub to: AlertState,
+    #[serde(with = "float_text")]
     pub value: f64,
+}
+
+/// Floats as JSON numbers, and NaN and ±Inf as Prometheus writes them
+/// (`"NaN"`, `"+Inf"`, `"-Inf"`): JSON has no such numbers, and serde_json
+/// would write `null`, which does not read back as a float.
+mod float_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_str(&sluice_query::loki::sample(*v))
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Number(f64),
+        Word(String),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Number(v) => v,
+            Stored::Word(t) => match t.as_str() {
+                "+Inf" | "Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                _ => f64::NAN,
+            },
+            Stored::Null(()) => f64::NAN,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -176,6 +213,8 @@ impl RuleState {
                 labels.insert(k.clone(), expand(v, &s.labels, s.value));
             }
             labels.insert("alertname".into(), rule.name.clone());
+            // As Prometheus (and Alertmanager): an empty label is no label.
+            labels.retain(|_, v| !v.is_empty());
             let annotations: Labels = rule
                 .annotations
                 .iter()
@@ -550,6 +589,22 @@ mod tests {
         );
         back.apply(&r, vec![], at(30));
         assert_eq!(back.webhook_due()[0].0, AlertState::Inactive);
+    }
+
+    #[test]
+    fn non_finite_values_survive_the_saved_state() {
+        let r = rule(0, 0);
+        let mut s = RuleState::default();
+        s.apply(
+            &r,
+            vec![sample("a", f64::NAN), sample("b", f64::INFINITY)],
+            at(0),
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        let back: RuleState = serde_json::from_str(&json).unwrap();
+        assert!(back.alerts[0].value.is_nan());
+        assert_eq!(back.alerts[1].value, f64::INFINITY);
+        assert!(json.contains("\"+Inf\""), "{json}");
     }
 
     #[test]

@@ -103,9 +103,12 @@ fn columns(
         Some(b) => b.clone(),
         None => default.iter().map(|s| s.to_string()).collect(),
     };
-    for c in &by {
+    for (i, c) in by.iter().enumerate() {
         if !allowed.contains(&c.as_str()) {
             return Err(format!("by: {c:?} is not one of {}", allowed.join(", ")));
+        }
+        if by[..i].contains(c) {
+            return Err(format!("by: {c:?} is listed twice"));
         }
     }
     Ok(by)
@@ -155,6 +158,11 @@ impl Restarts {
         ];
         if let Some(ns) = &self.namespace {
             filter.push(format!("namespace = {}", literal(ns)));
+        }
+        if self.reasons.as_ref().is_some_and(Vec::is_empty) {
+            return Err(
+                "reasons: an empty list matches nothing; leave it out for every reason".into(),
+            );
         }
         if let Some(reasons) = &self.reasons {
             let list: Vec<String> = reasons.iter().map(|r| literal(r)).collect();
@@ -227,10 +235,21 @@ impl Spike {
                 self.baseline, self.window
             ));
         }
+        // The baseline ends where the window begins: it covers at most
+        // `baseline - window`.
+        let most = baseline - window;
         let min_baseline = match &self.min_baseline {
             Some(t) => seconds("min_baseline", t)?,
-            None => (window * 5).min(baseline),
+            None => (window * 5).min(most),
         };
+        if min_baseline > most {
+            return Err(format!(
+                "min_baseline {} is longer than the baseline can cover ({} - {})",
+                self.min_baseline.as_deref().unwrap_or(""),
+                self.baseline,
+                self.window
+            ));
+        }
         let factor = self.factor.unwrap_or(3.0);
         let floor = self.min_per_minute.unwrap_or(10.0);
         for (name, v) in [("factor", factor), ("min_per_minute", floor)] {
@@ -321,5 +340,43 @@ mod tests {
             min_per_minute: None,
         });
         assert!(t.sql().unwrap_err().contains("longer"));
+        // The baseline covers at most baseline - window.
+        let t = Template::Spike(Spike {
+            window: "10m".into(),
+            baseline: "30m".into(),
+            factor: None,
+            action_prefix: None,
+            service: None,
+            by: None,
+            min_baseline: Some("25m".into()),
+            min_per_minute: None,
+        });
+        assert!(t.sql().unwrap_err().contains("can cover"));
+        let default = Template::Spike(Spike {
+            min_baseline: None,
+            ..match t {
+                Template::Spike(s) => s,
+                _ => unreachable!(),
+            }
+        });
+        assert!(default.sql().unwrap().contains("b.covered >= 1200"));
+    }
+
+    #[test]
+    fn template_lists_that_cannot_work_are_refused_at_load() {
+        let t = Template::Restarts(Restarts {
+            window: "1h".into(),
+            by: Some(vec!["pod".into(), "pod".into()]),
+            namespace: None,
+            reasons: None,
+        });
+        assert!(t.sql().unwrap_err().contains("twice"));
+        let t = Template::Restarts(Restarts {
+            window: "1h".into(),
+            by: None,
+            namespace: None,
+            reasons: Some(vec![]),
+        });
+        assert!(t.sql().unwrap_err().contains("empty list"));
     }
 }
