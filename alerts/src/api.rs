@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::duration::format_duration;
-use crate::evaluator::{Alerts, rule_key};
+use crate::evaluator::{Alerts, lock, rule_key};
 use crate::rules::Rule;
 use crate::state::{Alert, AlertState, RuleState};
 
@@ -112,7 +112,7 @@ async fn rules_route(State(alerts): State<Alerts>, Query(p): Query<RulesParams>)
     let shared = &alerts.shared;
     // Only alerting rules exist: `type=record` lists none.
     let recording_only = p.kind.as_deref() == Some("record");
-    let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    let state = lock(&shared.state);
     let groups: Vec<Json> = shared
         .groups
         .iter()
@@ -137,7 +137,7 @@ async fn rules_route(State(alerts): State<Alerts>, Query(p): Query<RulesParams>)
 
 async fn alerts_route(State(alerts): State<Alerts>) -> Response {
     let shared = &alerts.shared;
-    let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    let state = lock(&shared.state);
     let mut list = Vec::new();
     for g in &shared.groups {
         for i in 0..g.rules.len() {
@@ -154,7 +154,7 @@ async fn alerts_route(State(alerts): State<Alerts>) -> Response {
 /// `GET /v1/alerts`: the console's table, one row per rule.
 async fn console_route(State(alerts): State<Alerts>) -> Response {
     let shared = &alerts.shared;
-    let state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    let state = lock(&shared.state);
     let mut rules = Vec::new();
     for g in &shared.groups {
         for (i, r) in g.rules.iter().enumerate() {

@@ -149,7 +149,7 @@ impl Alerts {
     }
 
     pub fn rule_count(&self) -> usize {
-        self.shared.groups.iter().map(|g| g.rules.len()).sum()
+        self.shared.rule_count()
     }
 
     /// Starts the lease and every group's loop; they stop when `cancel`
@@ -174,12 +174,16 @@ impl Alerts {
     }
 }
 
-fn lock(m: &Mutex<Persisted>) -> std::sync::MutexGuard<'_, Persisted> {
+pub(crate) fn lock(m: &Mutex<Persisted>) -> std::sync::MutexGuard<'_, Persisted> {
     // A panic while holding it left plain data; carry on with it.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
+    fn rule_count(&self) -> usize {
+        self.groups.iter().map(|g| g.rules.len()).sum()
+    }
+
     async fn located(&self) -> Result<&Located, String> {
         self.located
             .get_or_try_init(|| async {
@@ -190,12 +194,8 @@ impl Shared {
                     .load_table(&PLATFORM_EVENTS.ident())
                     .await
                     .map_err(|e| format!("locating the warehouse for the alert state: {e}"))?;
-                let t = table
-                    .metadata()
-                    .location()
-                    .trim_end_matches('/')
-                    .to_string();
-                let warehouse = t.rsplitn(3, '/').nth(2).unwrap_or(&t).to_string();
+                let warehouse =
+                    sluice_warehouse::object_stores::warehouse_of(table.metadata().location());
                 let location = format!("{warehouse}/sluice-alerts");
                 let (store, root) = self.engine.stores().store_for(&location)?;
                 Ok(Located {
@@ -464,7 +464,7 @@ async fn run_lease(shared: Arc<Shared>, cancel: CancellationToken) {
         match holds {
             Ok(true) if !leader => match shared.load().await {
                 Ok(()) => {
-                    tracing::info!(holder = %shared.holder, rules = shared.groups.iter().map(|g| g.rules.len()).sum::<usize>(), "evaluating alert rules");
+                    tracing::info!(holder = %shared.holder, rules = shared.rule_count(), "evaluating alert rules");
                     shared.leader.store(true, Ordering::Release);
                 }
                 Err(e) => tracing::warn!(error = %e, "loading the alert state; evaluation waits"),

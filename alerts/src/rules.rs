@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use sluice_query::loki::logql::{self, MetricExpr, Query};
+
 use crate::condition::{Comparison, split_comparison};
 use crate::duration::parse_duration;
 use crate::templates::Template;
@@ -84,17 +86,12 @@ enum TaggedExpr {
 pub enum Expr {
     /// One row per alert instance: label columns and a `value` column.
     Sql(String),
-    /// A LogQL metric query (the comparison split off into the rule).
-    LogQl(String),
+    /// A LogQL metric query, parsed when the rule file is read (the
+    /// comparison split off into the rule).
+    LogQl(MetricExpr),
 }
 
 impl Expr {
-    pub fn text(&self) -> &str {
-        match self {
-            Expr::Sql(s) | Expr::LogQl(s) => s,
-        }
-    }
-
     pub fn kind(&self) -> &'static str {
         match self {
             Expr::Sql(_) => "sql",
@@ -216,17 +213,17 @@ fn rule(r: RuleSpec) -> Result<Rule, String> {
                 }
                 (a, b) => a.or(b),
             };
-            sluice_query::loki::logql::parse(metric)
-                .map_err(|e| format!("LogQL: {e}"))
-                .and_then(|q| match q {
-                    sluice_query::loki::logql::Query::Metric(_) => Ok(()),
-                    sluice_query::loki::logql::Query::Logs(_) => Err(
+            let parsed = match logql::parse(metric).map_err(|e| format!("LogQL: {e}"))? {
+                Query::Metric(m) => m,
+                Query::Logs(_) => {
+                    return Err(
                         "a log query selects lines; an alert needs a metric query such as \
                          count_over_time({...}[5m]) > 0"
                             .to_string(),
-                    ),
-                })?;
-            (Expr::LogQl(metric.to_string()), text, condition)
+                    );
+                }
+            };
+            (Expr::LogQl(parsed), text, condition)
         }
         ExprSpec::Tagged(TaggedExpr::Template(t)) => {
             let sql = t.sql()?;
@@ -342,12 +339,12 @@ groups:
         assert!(matches!(rules[0].expr, Expr::Sql(_)));
         assert_eq!(rules[0].condition, Some(Comparison::new(">", 3.0).unwrap()));
         assert_eq!(rules[0].for_, Duration::from_secs(120));
-        assert_eq!(
-            rules[1].expr,
-            Expr::LogQl(
-                r#"sum by (namespace) (count_over_time({namespace="a"} |= "error" [5m]))"#.into()
-            )
-        );
+        let Ok(Query::Metric(wanted)) = logql::parse(
+            r#"sum by (namespace) (count_over_time({namespace="a"} |= "error" [5m]))"#,
+        ) else {
+            panic!("the expected LogQL parses");
+        };
+        assert_eq!(rules[1].expr, Expr::LogQl(wanted));
         assert_eq!(
             rules[1].condition,
             Some(Comparison::new(">=", 10.0).unwrap())

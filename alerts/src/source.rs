@@ -40,16 +40,11 @@ pub async fn evaluate(
             }
             samples
         }
-        Expr::LogQl(q) => {
-            let expr = match sluice_query::loki::logql::parse(q).map_err(|e| e.to_string())? {
-                sluice_query::loki::logql::Query::Metric(m) => m,
-                sluice_query::loki::logql::Query::Logs(_) => {
-                    return Err("a log query is not a metric query".into());
-                }
-            };
-            let value = sluice_query::loki::instant_metric(logs, expr, now.timestamp_micros())
-                .await
-                .map_err(|e| e.message().to_string())?;
+        Expr::LogQl(expr) => {
+            let value =
+                sluice_query::loki::instant_metric(logs, expr.clone(), now.timestamp_micros())
+                    .await
+                    .map_err(|e| e.message().to_string())?;
             match value {
                 sluice_query::loki::eval::Value::Scalar(v) => vec![Sample {
                     labels: Labels::new(),

@@ -433,6 +433,11 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
     }
 
+    /// What is due with a 1-minute resend delay and a 10 s interval.
+    fn due(s: &mut RuleState, now: DateTime<Utc>) -> Vec<Outgoing> {
+        s.due(now, Duration::from_secs(60), Duration::from_secs(10), "u")
+    }
+
     fn sample(pod: &str, v: f64) -> Sample {
         Sample {
             labels: [("pod".to_string(), pod.to_string())].into(),
@@ -448,11 +453,7 @@ mod tests {
         assert_eq!(t[0].to, AlertState::Pending);
         assert_eq!(s.alerts[0].annotations["summary"], "a restarted 4 times");
         assert_eq!(s.alerts[0].labels["alertname"], "HighRestartCount");
-        assert!(
-            s.due(at(0), Duration::from_secs(60), Duration::from_secs(10), "u")
-                .is_empty(),
-            "pending is not sent"
-        );
+        assert!(due(&mut s, at(0)).is_empty(), "pending is not sent");
         s.apply(&r, vec![sample("a", 5.0)], at(30));
         assert_eq!(s.summary(), AlertState::Pending);
         let t = s.apply(&r, vec![sample("a", 5.0)], at(60));
@@ -460,44 +461,17 @@ mod tests {
             (t[0].from, t[0].to),
             (AlertState::Pending, AlertState::Firing)
         );
-        let sent = s.due(
-            at(60),
-            Duration::from_secs(60),
-            Duration::from_secs(10),
-            "u",
-        );
+        let sent = due(&mut s, at(60));
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].starts_at, at(60));
         assert_eq!(sent[0].ends_at, at(60 + 240), "four resend periods ahead");
         // Not again before the resend delay; again after it.
-        assert!(
-            s.due(
-                at(90),
-                Duration::from_secs(60),
-                Duration::from_secs(10),
-                "u"
-            )
-            .is_empty()
-        );
-        assert_eq!(
-            s.due(
-                at(121),
-                Duration::from_secs(60),
-                Duration::from_secs(10),
-                "u"
-            )
-            .len(),
-            1
-        );
+        assert!(due(&mut s, at(90)).is_empty());
+        assert_eq!(due(&mut s, at(121)).len(), 1);
         // Gone: resolved at once (no keep_firing_for), sent with endsAt then.
         let t = s.apply(&r, vec![], at(130));
         assert_eq!(t[0].to, AlertState::Inactive);
-        let sent = s.due(
-            at(130),
-            Duration::from_secs(60),
-            Duration::from_secs(10),
-            "u",
-        );
+        let sent = due(&mut s, at(130));
         assert_eq!(sent[0].ends_at, at(130));
         // Kept 15 minutes, then dropped.
         s.apply(&r, vec![], at(130 + 15 * 60));
@@ -562,11 +536,7 @@ mod tests {
         let r = rule(0, 0);
         let mut s = RuleState::default();
         s.apply(&r, vec![sample("a", 1.0)], at(0));
-        assert_eq!(
-            s.due(at(0), Duration::from_secs(60), Duration::from_secs(10), "u")
-                .len(),
-            1
-        );
+        assert_eq!(due(&mut s, at(0)).len(), 1);
         let told = s.webhook_due();
         assert_eq!(told.len(), 1);
         s.told(&told[0].1.labels, told[0].0);
@@ -574,15 +544,7 @@ mod tests {
         let mut back: RuleState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
         back.apply(&r, vec![sample("a", 1.0)], at(20));
-        assert!(
-            back.due(
-                at(20),
-                Duration::from_secs(60),
-                Duration::from_secs(10),
-                "u"
-            )
-            .is_empty()
-        );
+        assert!(due(&mut back, at(20)).is_empty());
         assert!(
             back.webhook_due().is_empty(),
             "the webhook heard of it before the restart"

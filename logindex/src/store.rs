@@ -139,8 +139,7 @@ impl IndexStore {
     /// from the table's location `<warehouse>/<namespace>/<table>`. Kept out
     /// of the table's own directory, which other engines' maintenance owns.
     pub fn location_for_table(table_location: &str, table: &str) -> String {
-        let t = table_location.trim_end_matches('/');
-        let warehouse = t.rsplitn(3, '/').nth(2).unwrap_or(t);
+        let warehouse = sluice_warehouse::object_stores::warehouse_of(table_location);
         format!("{warehouse}/sluice-index/{table}")
     }
 

@@ -8,6 +8,14 @@ use object_store::aws::AmazonS3Builder;
 
 use crate::catalog::S3Config;
 
+/// The warehouse a table lives in: `<warehouse>` of its location
+/// `<warehouse>/<namespace>/<table>`, where sluice keeps what lives beside
+/// the tables (the log index, the alert state).
+pub fn warehouse_of(table_location: &str) -> &str {
+    let t = table_location.trim_end_matches('/');
+    t.rsplitn(3, '/').nth(2).unwrap_or(t)
+}
+
 /// Builds the object store of a warehouse location.
 #[derive(Debug, Default)]
 pub struct ObjectStores {
