@@ -199,6 +199,7 @@ fn main() -> anyhow::Result<()> {
         RetentionConfig {
             pod_logs: String::new(),
             platform_events: String::new(),
+            alert_history: String::new(),
             platform_event_logs: String::new(),
         },
         MaintenanceMetrics::default(),

@@ -15,6 +15,9 @@
 //!   `/metrics`, and the other rules keep evaluating;
 //! - `/api/v1/rules` and `/api/v1/alerts` have the shapes of a real
 //!   Prometheus's answers (`tests/fixtures/prometheus/`, recorded);
+//! - the `alert_history` table holds each of the restart alert's
+//!   transitions once across the restart, by SQL, by PyIceberg and by
+//!   DuckDB, and the same rows after compaction;
 //! - of two `sluice serve` replicas on an S3 warehouse (SeaweedFS) and a
 //!   Postgres catalog one evaluates, the other follows its saved state and
 //!   takes the object-store lease over when the first is killed, carrying
@@ -29,8 +32,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::up::{get_json, spawn_up_with, wait_for};
-use common::{Proc, free_port, http_get};
+use common::up::{get_json, spawn_up_with, sql, wait_for};
+use common::{Proc, free_port, http_get, ok, sluice_with};
 use serde_json::Value;
 
 /// Collects the JSON bodies POSTed to it (Alertmanager's webhook receiver).
@@ -368,6 +371,66 @@ fn demo_alerts_fire_survive_a_restart_and_resolve_through_alertmanager() {
         "one firing notification across the restart"
     );
 
+    // The alert's life in alert_history: each transition once, though
+    // sluice restarted while it fired.
+    let history_sql = format!(
+        "SELECT from_state, to_state, CAST(active_at AS VARCHAR) AS active_at, rule_group \
+         FROM alert_history WHERE rule = 'DemoRestarts' AND series LIKE '%pod=\"{pod}\"%' ORDER BY seq"
+    );
+    let mut history = Vec::new();
+    wait_for(
+        "alert_history to hold the resolution",
+        Duration::from_secs(30),
+        || {
+            history = sql(&addr, &history_sql);
+            history.len() >= 3
+        },
+    );
+    let steps: Vec<(String, String)> = history
+        .iter()
+        .map(|r| {
+            (
+                r["from_state"].as_str().unwrap().to_string(),
+                r["to_state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("inactive".into(), "pending".into()),
+            ("pending".into(), "firing".into()),
+            ("firing".into(), "inactive".into())
+        ],
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|r| r["active_at"] == history[0]["active_at"] && r["rule_group"] == "demo"),
+        "one episode: {history:?}"
+    );
+    // docs/alerts.md's example: how often each rule fired, for how long.
+    let example = sql(
+        &addr,
+        "SELECT f.rule, count(*) AS fired, \
+                avg(date_part('epoch', r.at) - date_part('epoch', f.at)) AS avg_seconds_firing \
+         FROM alert_history f \
+         JOIN alert_history r \
+           ON r.series = f.series AND r.active_at = f.active_at \
+          AND r.from_state = 'firing' AND r.to_state = 'inactive' \
+         WHERE f.to_state = 'firing' AND f.at > now() - INTERVAL '30 days' \
+         GROUP BY f.rule ORDER BY fired DESC",
+    );
+    let restarts = example
+        .iter()
+        .find(|r| r["rule"] == "DemoRestarts")
+        .unwrap_or_else(|| panic!("{example:?}"));
+    assert!(
+        restarts["avg_seconds_firing"].as_f64().unwrap() > 0.0,
+        "{restarts}"
+    );
+
     // 6. The broken rule shows its error; the others kept evaluating.
     let rules = get_json(&addr, "/api/v1/rules");
     let all: Vec<&Value> = rules["data"]["groups"]
@@ -436,7 +499,50 @@ fn demo_alerts_fire_survive_a_restart_and_resolve_through_alertmanager() {
             .any(|t| t["to"] == "firing"),
         "{restarts}"
     );
+    let rows = common::up::count(&addr, "SELECT count(*) AS n FROM alert_history");
     assert!(up.terminate().success());
+
+    // Other engines read the same rows, before and after compaction.
+    let digest = |dir: &Path| -> Value {
+        let out = Command::new(sluice_testkit::python())
+            .arg(sluice_testkit::source_path("tests/interop/table_digest.py"))
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["alert_history"].clone()
+    };
+    let before = digest(&data_dir);
+    assert_eq!(before["pyiceberg"]["rows"], rows, "{before}");
+    assert_eq!(before["duckdb"], before["pyiceberg"], "{before}");
+    let eager = [
+        ("SLUICE_MAINTENANCE__ORPHAN_MIN_AGE_SECS", "0".to_string()),
+        ("SLUICE_MAINTENANCE__SNAPSHOT_MAX_AGE_SECS", "0".to_string()),
+        ("SLUICE_MAINTENANCE__SNAPSHOTS_TO_KEEP", "1".to_string()),
+    ];
+    let reports: Value =
+        serde_json::from_str(&ok(sluice_with(&data_dir, &["maintain", "--once"], &eager))).unwrap();
+    let report = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["table"] == "alert_history")
+        .unwrap_or_else(|| panic!("no alert_history report: {reports}"));
+    assert!(report["compacted_files"].as_u64().unwrap() >= 2, "{report}");
+    let after = digest(&data_dir);
+    assert_eq!(
+        after["pyiceberg"], before["pyiceberg"],
+        "rows changed: {after}"
+    );
+    assert_eq!(after["duckdb"], after["pyiceberg"], "{after}");
+    assert!(
+        after["files"].as_u64().unwrap() < before["files"].as_u64().unwrap(),
+        "{before} → {after}"
+    );
 }
 
 /// `/metrics`' value of an unlabelled gauge.

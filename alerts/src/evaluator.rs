@@ -3,7 +3,9 @@
 //! store (`<warehouse>/sluice-alerts/state.json`) after every group's
 //! evaluation, so a restart — or another replica taking the lease over —
 //! carries on from it. Replicas that do not hold the lease read that file
-//! to answer the alert APIs.
+//! to answer the alert APIs. Every transition also goes to the
+//! `alert_history` table, through an outbox saved with the state
+//! ([`crate::history`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AlertsConfig, Timings};
+use crate::history::{HistoryWriter, Outbox};
 use crate::lease::{Holder, Lease};
 use crate::metrics::AlertMetrics;
 use crate::notify::Notifier;
@@ -36,6 +39,9 @@ pub struct Persisted {
     /// By group name.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupRun>,
+    /// Transitions not yet in `alert_history`.
+    #[serde(default)]
+    pub history: Outbox,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,6 +87,9 @@ pub(crate) struct Shared {
     located: tokio::sync::OnceCell<Located>,
     /// Serializes saves, so an older snapshot never overwrites a newer.
     save: tokio::sync::Mutex<()>,
+    history: HistoryWriter,
+    /// One append to `alert_history` at a time (groups run concurrently).
+    flush: tokio::sync::Mutex<()>,
 }
 
 /// The alert evaluator of a process, and what its APIs read.
@@ -125,6 +134,7 @@ impl Alerts {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        let history = HistoryWriter::new(engine.catalog().clone(), &holder);
         Ok(Self {
             shared: Arc::new(Shared {
                 groups,
@@ -135,11 +145,13 @@ impl Alerts {
                 holder,
                 config: config.clone(),
                 timings,
+                history,
                 engine,
                 logs,
                 notifier,
                 located: tokio::sync::OnceCell::new(),
                 save: tokio::sync::Mutex::new(()),
+                flush: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -362,8 +374,14 @@ impl Shared {
                 }
             }
         }
+        let mut dropped = 0;
         {
             let mut state = lock(&self.state);
+            for t in &transitions {
+                if !state.history.push(&group.name, &self.holder, t.clone()) {
+                    dropped += 1;
+                }
+            }
             state.groups.insert(
                 group.name.clone(),
                 GroupRun {
@@ -398,12 +416,44 @@ impl Shared {
         }
         // A replica that lost the lease during this evaluation must not
         // overwrite what the new holder saves.
-        if self.leader.load(Ordering::Acquire)
-            && let Err(e) = self.save().await
-        {
-            tracing::warn!(error = %e, "saving the alert state failed; it is saved again after the next evaluation");
+        if dropped > 0 {
+            tracing::error!(
+                dropped,
+                "alert history: the outbox is full (alert_history has not been writable for long); the oldest transitions were dropped"
+            );
+        }
+        if self.leader.load(Ordering::Acquire) {
+            match self.save().await {
+                Ok(()) => self.write_history(dropped).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "saving the alert state failed; it is saved again after the next evaluation");
+                    self.metrics.history(0, false, dropped, 0);
+                }
+            }
         }
         transitions
+    }
+
+    /// Appends the outbox to `alert_history`, once it is saved (so a
+    /// transition in the table is always one the state knows it wrote).
+    async fn write_history(&self, dropped: u64) {
+        let _one = self.flush.lock().await;
+        let next = lock(&self.state).history.next_batch();
+        let (mut written, mut failed) = (0, false);
+        if let Some((lineage, rows)) = next {
+            match self.history.write(&lineage, &rows).await {
+                Ok(upto) => {
+                    written = rows.iter().filter(|r| r.seq < upto).count() as u64;
+                    lock(&self.state).history.written(&lineage, upto);
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(error = %e, waiting = rows.len(), "appending to alert_history failed; the transitions stay in the outbox");
+                }
+            }
+        }
+        let waiting = lock(&self.state).history.rows.len();
+        self.metrics.history(written, failed, dropped, waiting);
     }
 }
 

@@ -7,13 +7,15 @@
 //! - [`source`]: running a rule's query; [`state`]: an alert's life
 //!   (inactive → pending → firing → resolved, as Prometheus has it);
 //! - [`evaluator`]: the loop, its saved state and the [`lease`] that picks
-//!   one evaluating replica; [`notify`]: delivery; [`api`]: the read APIs.
+//!   one evaluating replica; [`notify`]: delivery; [`api`]: the read APIs;
+//! - [`history`]: every transition into the `alert_history` table.
 
 pub mod api;
 pub mod condition;
 pub mod config;
 pub mod duration;
 pub mod evaluator;
+pub mod history;
 pub mod lease;
 pub mod metrics;
 pub mod notify;

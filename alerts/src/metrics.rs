@@ -1,7 +1,8 @@
 //! `sluice_alert_*`: per rule, its evaluations, failures and how long the
 //! last took; per rule and state, its alerts (Prometheus's `ALERTS`); the
 //! alerts delivered per channel and outcome; whether this process holds the
-//! evaluator lease. Rules come from the operator's files, so the `rule`
+//! evaluator lease; the transitions written to `alert_history`, waiting in
+//! the outbox, dropped from it, and the writes that failed. Rules come from the operator's files, so the `rule`
 //! label's cardinality is the rule count.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,6 +39,10 @@ pub struct AlertMetrics {
     alerts: Family<StateLabel, Gauge>,
     notifications: Family<ChannelLabel, Counter>,
     leader: Gauge,
+    history_written: Counter,
+    history_failures: Counter,
+    history_dropped: Counter,
+    history_outbox: Gauge,
 }
 
 impl AlertMetrics {
@@ -67,6 +72,26 @@ impl AlertMetrics {
             "notifications",
             "Alerts delivered, by channel (alertmanager, webhook) and outcome (sent, failed)",
             self.notifications.clone(),
+        );
+        r.register(
+            "history_written",
+            "Alert state transitions appended to the alert_history table",
+            self.history_written.clone(),
+        );
+        r.register(
+            "history_write_failures",
+            "Appends to alert_history that failed (the transitions stay in the outbox and are tried again)",
+            self.history_failures.clone(),
+        );
+        r.register(
+            "history_dropped",
+            "Transitions dropped from a full outbox before alert_history took them",
+            self.history_dropped.clone(),
+        );
+        r.register(
+            "history_outbox",
+            "Transitions waiting to be appended to alert_history",
+            self.history_outbox.clone(),
         );
         r.register(
             "evaluator_leader",
@@ -104,6 +129,16 @@ impl AlertMetrics {
                 outcome: if ok { "sent" } else { "failed" }.to_string(),
             })
             .inc_by(alerts as u64);
+    }
+
+    pub fn history(&self, written: u64, failed: bool, dropped: u64, waiting: usize) {
+        self.history_written.inc_by(written);
+        if failed {
+            self.history_failures.inc();
+        }
+        self.history_dropped.inc_by(dropped);
+        self.history_outbox
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     pub fn leader(&self, held: bool) {

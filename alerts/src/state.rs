@@ -84,6 +84,13 @@ pub struct Transition {
     pub to: AlertState,
     #[serde(with = "float_text")]
     pub value: f64,
+    /// When the alert became pending (absent in states saved before it
+    /// was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_at: Option<DateTime<Utc>>,
+    /// Its `summary` annotation then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// Floats as JSON numbers, and NaN and ±Inf as Prometheus writes them
@@ -249,6 +256,8 @@ impl RuleState {
                         from: AlertState::Inactive,
                         to: AlertState::Pending,
                         value: s.value,
+                        active_at: Some(now),
+                        summary: alert.annotations.get("summary").cloned(),
                     });
                     match found {
                         // A resolved alert whose series is back starts over.
@@ -288,6 +297,8 @@ impl RuleState {
                             from: AlertState::Pending,
                             to: AlertState::Inactive,
                             value: a.value,
+                            active_at: Some(a.active_at),
+                            summary: a.annotations.get("summary").cloned(),
                         });
                     }
                     continue;
@@ -300,6 +311,8 @@ impl RuleState {
                         from: a.state,
                         to: AlertState::Inactive,
                         value: a.value,
+                        active_at: Some(a.active_at),
+                        summary: a.annotations.get("summary").cloned(),
                     });
                     a.state = AlertState::Inactive;
                     a.resolved_at = Some(now);
@@ -318,6 +331,8 @@ impl RuleState {
                     from: AlertState::Pending,
                     to: AlertState::Firing,
                     value: a.value,
+                    active_at: Some(a.active_at),
+                    summary: a.annotations.get("summary").cloned(),
                 });
             }
             keep.push(a);

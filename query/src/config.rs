@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Attribution, guardrails, service health; SQL over the API events.
     Analyst,
-    /// Log search, the Loki API, service health; SQL over the pod logs and
-    /// lifecycle events.
+    /// Log search, the Loki API, service health, alerts; SQL over the pod
+    /// logs, lifecycle events and alert history.
     Operator,
     /// Everything.
     Admin,
@@ -19,13 +19,14 @@ pub enum Role {
 
 impl Role {
     /// The tables this role's SQL sees (`None`: every table). Analysts see
-    /// API events; operators see pod logs and lifecycle events; admins all.
+    /// API events; operators see pod logs, lifecycle events and alert
+    /// history; admins all.
     /// The endpoints built on SQL (attribution, service health, …) are
     /// guarded by route, not by this.
     pub fn tables(self) -> Option<&'static [&'static str]> {
         match self {
             Role::Analyst => Some(&["platform_event_logs"]),
-            Role::Operator => Some(&["pod_logs", "platform_events"]),
+            Role::Operator => Some(&["pod_logs", "platform_events", "alert_history"]),
             Role::Admin => None,
         }
     }

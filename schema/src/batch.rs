@@ -311,6 +311,86 @@ pub fn platform_events_batch(
     RecordBatch::try_new(schema.clone(), columns)
 }
 
+/// One row of `alert_history` (see [`crate::tables::ALERT_HISTORY`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertTransitionRow {
+    pub transition_id: String,
+    /// Epoch microseconds.
+    pub at: i64,
+    pub rule_group: String,
+    pub rule: String,
+    pub series: String,
+    pub labels: Vec<(String, String)>,
+    pub from_state: &'static str,
+    pub to_state: &'static str,
+    pub value: Option<f64>,
+    /// Epoch microseconds.
+    pub active_at: Option<i64>,
+    pub summary: Option<String>,
+    pub evaluator: Option<String>,
+    pub seq: i64,
+}
+
+/// Builds an `alert_history` batch.
+pub fn alert_history_batch(
+    schema: &SchemaRef,
+    rows: &[AlertTransitionRow],
+) -> Result<RecordBatch, ArrowError> {
+    let r = || rows.iter();
+    let DataType::Map(entries, sorted) = map_type(schema, "labels")? else {
+        return Err(ArrowError::SchemaError("labels is not a map column".into()));
+    };
+    let DataType::Struct(fields) = entries.data_type() else {
+        return Err(ArrowError::SchemaError(
+            "map entries are not a struct".into(),
+        ));
+    };
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    let (mut keys, mut values) = (StringBuilder::new(), StringBuilder::new());
+    for row in rows {
+        for (k, v) in &row.labels {
+            keys.append_value(k);
+            values.append_value(v);
+        }
+        let end = i32::try_from(keys.len())
+            .map_err(|_| ArrowError::ComputeError("too many labels in one batch".into()))?;
+        offsets.push(end);
+    }
+    let labels = MapArray::try_new(
+        entries.clone(),
+        OffsetBuffer::new(offsets.into()),
+        StructArray::try_new(
+            fields.clone(),
+            vec![
+                Arc::new(keys.finish()) as ArrayRef,
+                Arc::new(values.finish()) as ArrayRef,
+            ],
+            None,
+        )?,
+        None,
+        sorted,
+    )?;
+    let mut value = Float64Builder::new();
+    value.extend(r().map(|t| t.value));
+    let columns: Vec<ArrayRef> = vec![
+        required_strings(r().map(|t| t.transition_id.as_str())),
+        timestamps(r().map(|t| Some(t.at))),
+        required_strings(r().map(|t| t.rule_group.as_str())),
+        required_strings(r().map(|t| t.rule.as_str())),
+        required_strings(r().map(|t| t.series.as_str())),
+        Arc::new(labels),
+        required_strings(r().map(|t| t.from_state)),
+        required_strings(r().map(|t| t.to_state)),
+        Arc::new(value.finish()),
+        timestamps(r().map(|t| t.active_at)),
+        strings(r().map(|t| t.summary.as_deref())),
+        strings(r().map(|t| t.evaluator.as_deref())),
+        longs(r().map(|t| Some(t.seq))),
+    ];
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
 /// Typed access to a column of a batch this module built; `None` when the
 /// column is missing or of another type.
 pub fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {

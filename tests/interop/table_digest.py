@@ -19,7 +19,12 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 
-TABLES = {"platform_event_logs": "occurred_at", "pod_logs": "ts", "platform_events": "occurred_at"}
+TABLES = {
+    "platform_event_logs": "occurred_at",
+    "pod_logs": "ts",
+    "platform_events": "occurred_at",
+    "alert_history": "at",
+}
 
 
 def digest(con, relation, columns, day_column, from_day):

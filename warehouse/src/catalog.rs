@@ -267,9 +267,6 @@ fn table_err(table: &TableContract) -> impl Fn(iceberg::Error) -> CatalogError +
     }
 }
 
-/// Creates the namespace and tables that are missing and evolves existing
-/// tables to the current contract (new optional columns are added; a column
-/// of another type is an error). Safe to run from several processes at once.
 /// Readiness: whether a catalog call (`probe`) answers within 2 s — one
 /// bound and one wording for every role's `/readyz`.
 pub async fn answers<T>(
@@ -282,7 +279,29 @@ pub async fn answers<T>(
     }
 }
 
+/// Creates the namespace and tables that are missing and evolves existing
+/// tables to the current contract (new optional columns are added; a column
+/// of another type is an error). Safe to run from several processes at once.
 pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<Vec<Table>, CatalogError> {
+    ensure_namespace(catalog).await?;
+    let mut tables = Vec::new();
+    for contract in ALL_TABLES {
+        tables.push(ensure_table(catalog, contract).await?);
+    }
+    Ok(tables)
+}
+
+/// One table (and the namespace), for a role that writes only that one
+/// (the alert evaluator and `alert_history`).
+pub async fn ensure_one_table(
+    catalog: &dyn Catalog,
+    contract: &TableContract,
+) -> Result<Table, CatalogError> {
+    ensure_namespace(catalog).await?;
+    ensure_table(catalog, contract).await
+}
+
+async fn ensure_namespace(catalog: &dyn Catalog) -> Result<(), CatalogError> {
     let ns = NamespaceIdent::new(NAMESPACE.to_string());
     let ns_err = |source| CatalogError::Table {
         table: NAMESPACE.to_string(),
@@ -296,11 +315,7 @@ pub async fn ensure_tables(catalog: &dyn Catalog) -> Result<Vec<Table>, CatalogE
             Err(e) => return Err(ns_err(e)),
         }
     }
-    let mut tables = Vec::new();
-    for contract in ALL_TABLES {
-        tables.push(ensure_table(catalog, contract).await?);
-    }
-    Ok(tables)
+    Ok(())
 }
 
 async fn ensure_table(

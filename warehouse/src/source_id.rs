@@ -9,6 +9,7 @@
 //! | an imported file | `file:<key>` |
 //! | a `sluice up` write-ahead log | `wal:<name>` |
 //! | a pod-log file under `sluice up` | `pod:<pod_uid>/<container>/<restart>/<fingerprint>@<generation>` |
+//! | a process's own outbox (the alert evaluator's history) | `outbox:<name>` |
 //! | any of those, of one `sluice up` instance | `<instance>/<source>` |
 
 use std::fmt;
@@ -30,6 +31,11 @@ pub enum SourceId {
     PodLog {
         file: String,
         generation: u32,
+    },
+    /// Rows a process keeps in its own saved state until the table holds
+    /// them, numbered in order (the alert evaluator's transitions).
+    Outbox {
+        name: String,
     },
     /// A source of one `sluice up` instance (`ingest::embedded::instance`).
     Scoped {
@@ -69,6 +75,7 @@ impl fmt::Display for SourceId {
             Self::Kafka { topic, partition } => write!(f, "kafka:{topic}:{partition}"),
             Self::File { key } => write!(f, "file:{key}"),
             Self::Wal { name } => write!(f, "wal:{name}"),
+            Self::Outbox { name } => write!(f, "outbox:{name}"),
             Self::PodLog { file, generation } => write!(f, "pod:{file}@{generation}"),
             Self::Scoped { instance, source } => write!(f, "{instance}/{source}"),
         }
@@ -77,7 +84,7 @@ impl fmt::Display for SourceId {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "not a source id: {0:?} (kafka:<topic>:<partition>, file:<key>, wal:<name>, pod:<file>@<generation>, or <instance>/ before one)"
+    "not a source id: {0:?} (kafka:<topic>:<partition>, file:<key>, wal:<name>, outbox:<name>, pod:<file>@<generation>, or <instance>/ before one)"
 )]
 pub struct ParseSourceIdError(pub String);
 
@@ -110,6 +117,9 @@ impl FromStr for SourceId {
             "wal" if !rest.is_empty() => Ok(Self::Wal {
                 name: rest.to_string(),
             }),
+            "outbox" if !rest.is_empty() => Ok(Self::Outbox {
+                name: rest.to_string(),
+            }),
             "pod" => {
                 let (file, generation) = rest.rsplit_once('@').ok_or_else(bad)?;
                 Ok(Self::PodLog {
@@ -132,6 +142,7 @@ mod tests {
             "kafka:sluice.events:3",
             "file:2026/11/events-0001.ndjson.gz",
             "wal:events",
+            "outbox:alerts/0191f3a2",
             "pod:6f1c-uid/app/2/00ab12cd@1",
             "3f9a2c1b7e4d/wal:lifecycle",
             "3f9a2c1b7e4d/pod:6f1c-uid/app/0/ff@0",
@@ -159,6 +170,7 @@ mod tests {
             "kafka:t:x",
             "pod:u/c/1/f",
             "wal:",
+            "outbox:",
             "nope:x",
             "/wal:x",
         ] {

@@ -107,6 +107,7 @@ async fn exercise(catalog_cfg: CatalogConfig, warehouse: WarehouseConfig, lists:
         RetentionConfig {
             pod_logs: String::new(),
             platform_events: String::new(),
+            alert_history: String::new(),
             platform_event_logs: String::new(),
         },
         MaintenanceMetrics::default(),

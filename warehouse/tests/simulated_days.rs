@@ -134,6 +134,7 @@ async fn six_simulated_days_stay_bounded() {
             platform_event_logs: "2d".into(),
             pod_logs: String::new(),
             platform_events: String::new(),
+            alert_history: String::new(),
         },
         MaintenanceMetrics::default(),
     )

@@ -1,4 +1,4 @@
-//! The three tables of namespace `platform`, each declared once.
+//! The four tables of namespace `platform`, each declared once.
 //!
 //! Field ids are part of the contract: Iceberg resolves columns by id, so an id
 //! once shipped is never reused or renumbered. Ids follow the order Iceberg
@@ -8,6 +8,7 @@
 //! with the next id, and is optional, so older tables evolve instead of
 //! breaking.
 
+mod alert_history;
 mod event_logs;
 mod platform_events;
 mod pod_logs;
@@ -22,6 +23,7 @@ use iceberg::spec::{
 };
 use iceberg::{NamespaceIdent, TableCreation, TableIdent};
 
+pub use alert_history::{ALERT_HISTORY, ALERT_STATES};
 pub use event_logs::{CALLER_TYPES, EVENT_LOGS};
 pub use platform_events::{EVENT_TYPES, PLATFORM_EVENTS};
 pub use pod_logs::{POD_LOGS, STREAMS};
@@ -124,7 +126,8 @@ pub struct TableContract {
 }
 
 /// All tables, in creation order.
-pub const ALL_TABLES: [&TableContract; 3] = [&EVENT_LOGS, &POD_LOGS, &PLATFORM_EVENTS];
+pub const ALL_TABLES: [&TableContract; 4] =
+    [&EVENT_LOGS, &POD_LOGS, &PLATFORM_EVENTS, &ALERT_HISTORY];
 
 /// Errors turning a contract into Iceberg objects; these mean the contract
 /// itself is wrong, which tests catch.

@@ -94,6 +94,7 @@ pub struct RetentionConfig {
     pub pod_logs: String,
     pub platform_events: String,
     pub platform_event_logs: String,
+    pub alert_history: String,
 }
 
 impl Default for RetentionConfig {
@@ -102,6 +103,7 @@ impl Default for RetentionConfig {
             pod_logs: "14d".into(),
             platform_events: "90d".into(),
             platform_event_logs: "400d".into(),
+            alert_history: "400d".into(),
         }
     }
 }
@@ -113,6 +115,7 @@ impl RetentionConfig {
             "pod_logs" => &self.pod_logs,
             "platform_events" => &self.platform_events,
             "platform_event_logs" => &self.platform_event_logs,
+            "alert_history" => &self.alert_history,
             _ => return Ok(None),
         };
         parse_age(text).map_err(|e| format!("[retention] {table} = {text:?}: {e}"))
