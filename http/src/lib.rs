@@ -6,4 +6,5 @@
 pub mod auth;
 pub mod browser;
 pub mod error;
+pub mod jwt;
 pub mod server;
