@@ -106,8 +106,15 @@ pub struct CollectorConfig {
     pub intake_max_records: usize,
     /// Intake requests handled at once (429 past it).
     pub intake_max_concurrent: usize,
-    /// Bearer tokens `POST /v1/events` accepts; empty = no authentication.
+    /// Bearer tokens `POST /v1/events` accepts; empty (and no
+    /// `intake_tenant_tokens`) = no authentication.
     pub intake_tokens: Vec<String>,
+    /// Tenants' intake tokens: each sends only its tenant's services'
+    /// events, at the tenant's rate (docs/tenants.md).
+    pub intake_tenant_tokens: Vec<IntakeTenantToken>,
+    /// Events per second a tenant's intake tokens may send together, unless
+    /// the tenant says otherwise (HTTP 429 past it).
+    pub intake_tenant_events_per_sec: u64,
     /// A file gone from disk and read to its end is forgotten this long
     /// after (its position kept for a late gzipped copy of the same bytes);
     /// under `sluice up` its key then leaves the table's positions too.
@@ -116,6 +123,14 @@ pub struct CollectorConfig {
     pub kubernetes: bool,
     /// Kubeconfig for the watcher [default: in-cluster, else $KUBECONFIG, else ~/.kube/config].
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `[[collector.intake_tenant_tokens]]`: an intake token of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeTenantToken {
+    pub token: String,
+    pub tenant: String,
 }
 
 impl Default for CollectorConfig {
@@ -134,6 +149,8 @@ impl Default for CollectorConfig {
             intake_max_records: 10_000,
             intake_max_concurrent: 16,
             intake_tokens: Vec::new(),
+            intake_tenant_tokens: Vec::new(),
+            intake_tenant_events_per_sec: 1000,
             forget_after_secs: 3600,
             kubernetes: false,
             kubeconfig: None,
@@ -228,6 +245,9 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub retention: RetentionConfig,
     pub alerts: sluice_alerts::AlertsConfig,
+    /// Customers and what is theirs (`[[tenants]]`); reloaded without a
+    /// restart, with the query tokens.
+    pub tenants: Vec<sluice_query::tenancy::TenantConfig>,
 }
 
 impl Default for Config {
@@ -250,6 +270,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             retention: RetentionConfig::default(),
             alerts: sluice_alerts::AlertsConfig::default(),
+            tenants: Vec::new(),
         }
     }
 }
@@ -271,6 +292,9 @@ const ENV_SETTINGS: [&str; 2] = ["CLUSTER", "NODE"];
 /// The file looked for when neither `--config` nor `SLUICE_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "sluice.toml";
 
+/// The flags the process loaded its configuration with, for a reload.
+static LOADED_WITH: std::sync::OnceLock<Overrides> = std::sync::OnceLock::new();
+
 impl Config {
     /// Resolves the configuration; `env` is the process environment (passed in
     /// so tests need not mutate global state).
@@ -278,6 +302,7 @@ impl Config {
         overrides: &Overrides,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
+        let _ = LOADED_WITH.set(overrides.clone());
         // No defaults layer: every section is `#[serde(default)]`, and merging
         // a default `[catalog]` into a configured one would mix variants.
         let mut figment = Figment::new();
@@ -325,6 +350,7 @@ impl Config {
             config.log_format = f;
         }
         config.check_tokens()?;
+        config.check_tenants()?;
         config.check_intake_limits()?;
         sluice_ingest::kafka_properties::check(&config.kafka.properties)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -356,6 +382,82 @@ impl Config {
         Ok(())
     }
 
+    /// The configuration as the process's flags and the current environment
+    /// and file give it now (tokens and tenants are reloaded from it).
+    pub fn reload() -> anyhow::Result<Self> {
+        let overrides = LOADED_WITH.get().cloned().unwrap_or_default();
+        Self::load(&overrides, std::env::vars())
+    }
+
+    /// The file the configuration comes from, if any.
+    pub fn source_file() -> Option<PathBuf> {
+        match LOADED_WITH.get().and_then(|o| o.config.clone()) {
+            Some(p) => Some(p),
+            None => Path::new(DEFAULT_CONFIG_FILE)
+                .is_file()
+                .then(|| PathBuf::from(DEFAULT_CONFIG_FILE)),
+        }
+    }
+
+    /// Tenants own disjoint namespaces, and a token's tenant is one of them.
+    fn check_tenants(&self) -> anyhow::Result<()> {
+        let tenants = sluice_query::tenancy::Tenants::new(&self.tenants)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        for (i, t) in self.query.tokens.iter().enumerate() {
+            if let Some(name) = &t.tenant
+                && tenants.get(name).is_none()
+            {
+                anyhow::bail!(
+                    "invalid configuration: [[query.tokens]] #{}: tenant {name:?} is not one of [[tenants]]",
+                    i + 1
+                );
+            }
+        }
+        for (i, t) in self.collector.intake_tenant_tokens.iter().enumerate() {
+            if tenants.get(&t.tenant).is_none() {
+                anyhow::bail!(
+                    "invalid configuration: [[collector.intake_tenant_tokens]] #{}: tenant {:?} is not one of [[tenants]]",
+                    i + 1,
+                    t.tenant
+                );
+            }
+        }
+        if let Some(jwt) = &self.query.jwt {
+            jwt.validate()
+                .map_err(|e| anyhow::anyhow!("invalid configuration: [query.jwt]: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The intake's tenant tokens, each with its tenant's services, rate and
+    /// metric label.
+    pub fn intake_tenants(&self) -> Vec<sluice_ingest::collect::intake_tenants::TenantIntake> {
+        let mut names: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        names.truncate(self.query.tenant_metric_labels);
+        self.collector
+            .intake_tenant_tokens
+            .iter()
+            .filter_map(|t| {
+                let tenant = self.tenants.iter().find(|c| c.name == t.tenant)?;
+                Some(sluice_ingest::collect::intake_tenants::TenantIntake {
+                    token: t.token.clone(),
+                    tenant: tenant.name.clone(),
+                    services: tenant.services.clone(),
+                    events_per_sec: tenant
+                        .intake_events_per_sec
+                        .unwrap_or(self.collector.intake_tenant_events_per_sec)
+                        as f64,
+                    metric_label: if names.contains(&tenant.name.as_str()) {
+                        tenant.name.clone()
+                    } else {
+                        "other".to_string()
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// Bearer tokens must be long enough not to be guessed: an empty or
     /// short one is a configuration error, not an open door.
     fn check_tokens(&self) -> anyhow::Result<()> {
@@ -366,7 +468,13 @@ impl Config {
                  (e.g. `openssl rand -hex 24`)"
             );
         }
-        if self.collector.intake_tokens.iter().any(|t| short(t)) {
+        if self.collector.intake_tokens.iter().any(|t| short(t))
+            || self
+                .collector
+                .intake_tenant_tokens
+                .iter()
+                .any(|t| short(&t.token))
+        {
             anyhow::bail!(
                 "[collector] intake_tokens: every token needs at least {MIN_TOKEN_CHARS} \
                  characters (e.g. `openssl rand -hex 24`)"
@@ -387,6 +495,9 @@ impl Config {
         }
         for t in &mut c.collector.intake_tokens {
             *t = HIDDEN.into();
+        }
+        for t in &mut c.collector.intake_tenant_tokens {
+            t.token = HIDDEN.into();
         }
         if c.warehouse.s3.secret_access_key.is_some() {
             c.warehouse.s3.secret_access_key = Some(HIDDEN.into());
@@ -497,6 +608,51 @@ mod tests {
             let e = Config::load(&Overrides::default(), env(&[(name, value)])).unwrap_err();
             assert!(format!("{e:#}").contains("at least 16 characters"), "{e:#}");
         }
+    }
+
+    /// The shipped example loads as it is, and so do its commented tenant
+    /// settings once uncommented; overlapping tenants and tokens of unknown
+    /// tenants are refused with the reason.
+    #[test]
+    fn the_example_and_tenants_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sluice.example.toml");
+        let load = |text: &str| {
+            let path = dir.path().join("t.toml");
+            std::fs::write(&path, text).unwrap();
+            Config::load(
+                &Overrides {
+                    config: Some(path),
+                    ..Default::default()
+                },
+                env(&[]),
+            )
+        };
+        let text = std::fs::read_to_string(example).unwrap();
+        load(&text).unwrap();
+        let tenants = "[[query.tokens]]\ntoken = \"acme-token-0000000001\"\nrole = \"operator\"\ntenant = \"acme\"\n\
+                       [[collector.intake_tenant_tokens]]\ntoken = \"acme-intake-00000001\"\ntenant = \"acme\"\n\
+                       [[tenants]]\nname = \"acme\"\nnamespaces = [\"acme-*\"]\nservices = [\"gw\"]\nintake_events_per_sec = 7\n\
+                       [[tenants]]\nname = \"globex\"\nnamespaces = [\"globex\"]\n";
+        let c = load(tenants).unwrap();
+        let intake = c.intake_tenants();
+        assert_eq!(intake.len(), 1);
+        assert_eq!(intake[0].services, ["gw"]);
+        assert_eq!(intake[0].events_per_sec, 7.0);
+        assert_eq!(intake[0].metric_label, "acme");
+        let e = load(&tenants.replace("[\"globex\"]", "[\"*-prod\", \"acme-x\"]")).unwrap_err();
+        assert!(format!("{e:#}").contains("at most one tenant"), "{e:#}");
+        let e = load(&tenants.replacen("tenant = \"acme\"", "tenant = \"nobody\"", 1)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is not one of [[tenants]]"),
+            "{e:#}"
+        );
+        let e = load(&tenants.replace(
+            "tenant = \"acme\"\n[[tenants]]",
+            "tenant = \"nobody\"\n[[tenants]]",
+        ))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("intake_tenant_tokens"), "{e:#}");
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -9,7 +9,7 @@
 //! (`SLUICE_TEST_CHROMIUM`, default `/usr/bin/chromium`) and playwright-core
 //! (`SLUICE_TEST_NODE_MODULES`, default `~/.cache/sluice/node/node_modules`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
 mod common;
-use common::{Proc, enc, free_port, http, http_get};
+use common::{Proc, browser, enc, free_port, http, http_get};
 
 /// A running `sluice up --demo` and what the demo says about itself.
 struct Demo {
@@ -162,78 +162,20 @@ fn wait_for_demo(demo: &Demo) -> String {
     killed_at
 }
 
-fn output_dir() -> PathBuf {
-    let base = std::env::var_os("SLUICE_TEST_OUTPUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    base.join("console")
-}
-
-fn node_modules() -> PathBuf {
-    std::env::var_os("SLUICE_TEST_NODE_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/sluice/node/node_modules")
-        })
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("SLUICE_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
 /// Runs the browser script on the demo's facts; its output is shown either
 /// way.
 fn run_browser(demo: &Demo, killed_at: &str, out: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs");
-    let modules = node_modules();
-    assert!(
-        modules.join("playwright-core/package.json").exists(),
-        "playwright-core is missing from {} — `scripts/test --setup` installs it",
-        modules.display()
-    );
-    assert!(
-        chromium().exists(),
-        "{} is missing — `scripts/test --setup` installs Debian's chromium",
-        chromium().display()
-    );
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(format!("http://{}", demo.addr))
-        .arg(out)
-        .env("SLUICE_TEST_NODE_MODULES", &modules)
-        .env("SLUICE_TEST_CHROMIUM", chromium())
-        .env("CONSOLE_SPIKE", &demo.spike)
-        .env("CONSOLE_POD", format!("{}/{}", demo.namespace, demo.pod))
-        .env("CONSOLE_CONTAINER", &demo.container)
-        .env("CONSOLE_OOM_AT", killed_at)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node (the machine's Node.js)");
-    // Bounded: a hung browser fails the test instead of stalling the suite.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the browser tests did not finish within 5 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        status.success(),
-        "the browser tests failed ({status}):\n{stdout}\n{stderr}"
+    browser::run_script(
+        "console.mjs",
+        &format!("http://{}", demo.addr),
+        out,
+        &[
+            ("CONSOLE_SPIKE", demo.spike.clone()),
+            ("CONSOLE_POD", format!("{}/{}", demo.namespace, demo.pod)),
+            ("CONSOLE_CONTAINER", demo.container.clone()),
+            ("CONSOLE_OOM_AT", killed_at.to_string()),
+        ],
+        Duration::from_secs(300),
     );
 }
 
@@ -360,7 +302,7 @@ fn console_pages_in_a_browser() {
     let demo = start_demo();
     let killed_at = wait_for_demo(&demo);
     check_http(&demo);
-    let out = output_dir();
+    let out = browser::output_dir();
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     run_browser(&demo, &killed_at, &out);

@@ -702,8 +702,46 @@ fn rendered_configuration_loads_in_sluice() {
         cfg["kafka"]["properties"]["security.protocol"].as_str(),
         Some("SASL_PLAINTEXT")
     );
-    // A configuration sluice refuses is caught: a misspelt setting.
+    // Tenants and OIDC tokens from values.
     let dir = tempfile::tempdir().expect("temp dir");
+    let tenants = write_temp(
+        dir.path(),
+        "tenants.yaml",
+        "tenants:\n  - name: acme\n    namespaces: [acme, \"acme-*\"]\n    services: [acme-gateway]\n    maxConcurrent: 3\n  - name: globex\n    namespaces: [globex]\nquery:\n  jwt:\n    issuer: https://login.example.com/\n    audiences: [sluice]\n    jwksUrl: https://login.example.com/.well-known/jwks.json\n",
+    );
+    let objs = objects(&render_ok(&[tenants], &[]));
+    check_configs_of(&objs, "rest");
+    let cfg = rendered_config(&objs);
+    assert_eq!(cfg["tenants"][0]["name"].as_str(), Some("acme"));
+    assert_eq!(cfg["tenants"][0]["max_concurrent"].as_integer(), Some(3));
+    assert_eq!(cfg["tenants"][1]["namespaces"][0].as_str(), Some("globex"));
+    assert_eq!(
+        cfg["query"]["jwt"]["issuer"].as_str(),
+        Some("https://login.example.com/")
+    );
+    // Two tenants owning one namespace: the chart renders it, sluice refuses it.
+    let overlap = write_temp(
+        dir.path(),
+        "overlap.yaml",
+        "tenants:\n  - name: a\n    namespaces: [\"team-*\"]\n  - name: b\n    namespaces: [\"*-prod\"]\n",
+    );
+    let objs = objects(&render_ok(&[overlap], &[]));
+    let secret = find(&objs, "Secret", "sluice-config");
+    let file = write_temp(
+        dir.path(),
+        "overlap.toml",
+        str_of(&secret["stringData"]["sluice.toml"]),
+    );
+    let o = run(Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("config")
+        .env_clear()
+        .env("SLUICE_CONFIG", &file));
+    assert!(
+        !o.status.success() && text(&o).contains("at most one tenant"),
+        "{}",
+        text(&o)
+    );
+    // A configuration sluice refuses is caught: a misspelt setting.
     let bad = write_temp(dir.path(), "bad.toml", "[collector]\npods_rot = \"/x\"\n");
     let o = run(Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("config")

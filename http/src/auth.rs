@@ -27,11 +27,20 @@ pub fn find<'a, T>(
     tokens: &'a [T],
     secret: impl Fn(&T) -> &str,
 ) -> Option<&'a T> {
+    find_index(headers, tokens, secret).map(|i| &tokens[i])
+}
+
+/// [`find`], as the token's place in `tokens`.
+pub fn find_index<T>(
+    headers: &HeaderMap,
+    tokens: &[T],
+    secret: impl Fn(&T) -> &str,
+) -> Option<usize> {
     let presented = bearer(headers)?;
     let mut found = None;
-    for t in tokens {
+    for (i, t) in tokens.iter().enumerate() {
         if same_secret(secret(t).as_bytes(), presented.as_bytes()) && found.is_none() {
-            found = Some(t);
+            found = Some(i);
         }
     }
     found

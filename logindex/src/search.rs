@@ -105,6 +105,9 @@ pub struct Filters {
     pub from: Option<i64>,
     /// Epoch microseconds, exclusive.
     pub to: Option<i64>,
+    /// Only lines of these namespaces (a tenant's, resolved against the
+    /// splits' namespaces); empty: none at all.
+    pub namespace_in: Option<Vec<String>>,
 }
 
 impl Filters {
@@ -118,6 +121,11 @@ impl Filters {
         }
         if let Some(ns) = &f.namespace
             && !meta.namespaces.contains(ns)
+        {
+            return false;
+        }
+        if let Some(allowed) = &f.namespace_in
+            && !allowed.iter().any(|ns| meta.namespaces.contains(ns))
         {
             return false;
         }
@@ -307,6 +315,14 @@ fn full_query(fields: &LogFields, req: &SearchRequest, at: AtCursor) -> Box<dyn 
     }
     if let Some(r) = f.restart {
         parts.push((Occur::Must, term_i64(fields.restart, r)));
+    }
+    if let Some(allowed) = &f.namespace_in {
+        // No namespace allowed: a BooleanQuery without clauses matches nothing.
+        let any: Vec<(Occur, Box<dyn Query>)> = allowed
+            .iter()
+            .map(|ns| (Occur::Should, term_text(fields.namespace, ns)))
+            .collect();
+        parts.push((Occur::Must, Box::new(BooleanQuery::new(any))));
     }
     let mut lo = f.from.map_or(Bound::Unbounded, Bound::Included);
     let mut hi = f.to.map_or(Bound::Unbounded, Bound::Excluded);

@@ -18,10 +18,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::access::{AccessControl, Caller, authorize};
 use crate::attribution::{
     AttributionParams, AttributionQuery, SeriesParams, SeriesQuery, attribution, series,
 };
-use crate::config::{Role, Token};
+use crate::config::Role;
 use crate::encode;
 use crate::error::QueryError;
 use crate::guardrails::{self, PeaksParams, SimulateRequest};
@@ -35,70 +36,21 @@ use sluice_warehouse::maintain::snapshot::RETAINED_FROM_TABLE_PROPERTY;
 
 pub use crate::state::ApiState;
 
-/// What each route needs: the roles that may call it. SQL is open to
-/// every role: what it reads is bounded by the role's tables
-/// ([`Role::tables`]), not by the route.
-fn allowed(path: &str) -> &'static [Role] {
-    if path.starts_with("/v1/services/")
-        || path == "/v1/sql"
-        || path == "/v1/tables"
-        || path == "/v1/alerts"
-        || path.starts_with("/api/v1/")
-    {
-        &[Role::Analyst, Role::Operator, Role::Admin]
-    } else if path.starts_with("/v1/logs") || path.starts_with("/loki/") {
-        &[Role::Operator, Role::Admin]
-    } else {
-        &[Role::Analyst, Role::Admin]
-    }
-}
-
-async fn authorize(
-    State(tokens): State<Arc<Vec<Token>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if tokens.is_empty() {
-        return next.run(request).await;
-    }
-    let Some(token) = sluice_http::auth::find(request.headers(), &tokens, |t| &t.token) else {
-        return QueryError::Unauthorized.into_response();
-    };
-    let path = request.uri().path().to_string();
-    if !allowed(&path).contains(&token.role) {
-        return QueryError::Forbidden(path).into_response();
-    }
-    let mut request = request;
-    request.extensions_mut().insert(Caller {
-        key: token.token.clone(),
-        role: token.role,
-    });
-    next.run(request).await
-}
-
-/// Who asks (set by [`authorize`] when tokens are configured): the key of
-/// admission's per-token limits, and the role whose tables SQL sees.
-#[derive(Clone)]
-struct Caller {
-    key: String,
-    role: Role,
-}
-
 /// Runs the request's handler as one query on the query executor: admitted
 /// (429 past the queue), on the query threads, within the time limit (408),
 /// cancelled when the client goes away. See [`crate::isolation`].
 async fn isolate(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .map_or_else(|| ANONYMOUS.to_string(), |c| c.key.clone());
+    let (caller, tenant) = request.extensions().get::<Caller>().map_or_else(
+        || (ANONYMOUS.to_string(), None),
+        |c| (c.key.clone(), c.tenant.clone()),
+    );
     let path = request.uri().path().to_string();
     let loki = path.starts_with("/loki/");
     let started = Instant::now();
     let outcome = state
         .engine
         .executor()
-        .run(&caller, async move { Ok(next.run(request).await) })
+        .run_as(&caller, tenant, async move { Ok(next.run(request).await) })
         .await;
     match outcome {
         Ok(response) => response,
@@ -147,7 +99,7 @@ fn endpoint_of(path: &str) -> &'static str {
 /// The `/v1/…` routes, and `/openapi.json` and the console (open to all).
 /// `extra`: routes of other parts of the service (the alert APIs) served
 /// behind the same tokens.
-pub fn router(state: Arc<ApiState>, tokens: Vec<Token>, extra: Router) -> Router {
+pub fn router(state: Arc<ApiState>, access: Arc<AccessControl>, extra: Router) -> Router {
     let api = Router::new()
         .route("/v1/sql", post(sql))
         .route("/v1/attribution", get(attribution_route))
@@ -164,7 +116,7 @@ pub fn router(state: Arc<ApiState>, tokens: Vec<Token>, extra: Router) -> Router
         .with_state(state.clone())
         .merge(extra)
         .layer(middleware::from_fn_with_state(state, isolate))
-        .layer(middleware::from_fn_with_state(Arc::new(tokens), authorize));
+        .layer(middleware::from_fn_with_state(access, authorize));
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/ready", get(crate::loki::ready))
@@ -420,13 +372,17 @@ async fn tables_route(
     State(state): State<Arc<ApiState>>,
     caller: Option<Extension<Caller>>,
 ) -> Response {
-    let role = caller.map(|Extension(c)| c.role);
+    let role = caller.as_ref().map(|Extension(c)| c.role);
+    let tenant = caller.and_then(|Extension(c)| c.tenant);
     observed(&state, "tables", async {
         let mut tables = Vec::new();
         for contract in sluice_schema::tables::ALL_TABLES {
             if let Some(allowed) = role.and_then(Role::tables)
                 && !allowed.contains(&contract.name)
             {
+                continue;
+            }
+            if tenant.as_ref().is_some_and(|t| !t.sees_table(contract.name)) {
                 continue;
             }
             let table = state
@@ -442,6 +398,15 @@ async fn tables_route(
                     .and_then(|s| s.summary().additional_properties.get(key))
                     .and_then(|v| v.parse::<u64>().ok())
             };
+            // The table's totals are every tenant's: a tenant gets the
+            // table and its retention only.
+            if tenant.is_some() {
+                tables.push(json!({
+                    "name": contract.name,
+                    "retained_from": meta.properties().get(RETAINED_FROM_TABLE_PROPERTY),
+                }));
+                continue;
+            }
             tables.push(json!({
                 "name": contract.name,
                 "retained_from": meta.properties().get(RETAINED_FROM_TABLE_PROPERTY),

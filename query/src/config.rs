@@ -38,6 +38,14 @@ impl Role {
 pub struct Token {
     pub token: String,
     pub role: Role,
+    /// How the audit log names this token (default: `token#<n>`, its place
+    /// in the list). Never the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The tenant whose rows this token reads (`[[tenants]]`); none: every
+    /// tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Queries this token may run at once (default: `[query]
     /// per_token_max_concurrent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,9 +95,25 @@ pub struct QueryConfig {
     /// (a nested-loop join, which cannot be stopped while it compares one
     /// batch with its whole build side): HTTP 422 past it.
     pub max_nested_loop_rows: usize,
-    /// Bearer tokens. None configured: no authentication, and the service
-    /// refuses to listen on anything but loopback.
+    /// Bearer tokens. None configured (and no `jwt`): no authentication,
+    /// and the service refuses to listen on anything but loopback.
     pub tokens: Vec<Token>,
+    /// OIDC bearer tokens (JWTs) checked against the provider's JWKS; the
+    /// role and tenant come from claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<sluice_http::jwt::JwtConfig>,
+    /// Queries one tenant's callers may run at once, together, unless the
+    /// tenant says otherwise (HTTP 429 past it).
+    pub per_tenant_max_concurrent: usize,
+    /// Tenants named in the `tenant` label of the tenant metrics (the first
+    /// this many by name); the rest are counted as `other`, so the
+    /// metrics stay bounded with thousands of tenants.
+    pub tenant_metric_labels: usize,
+    /// The audit log's file (JSON lines); `""`: `<data_dir>/audit/audit.jsonl`;
+    /// `"-"`: no file (the `sluice::audit` log events only).
+    pub audit_log: String,
+    /// The audit file is rotated to `<file>.1` past this size.
+    pub audit_max_mb: u64,
 }
 
 impl Default for QueryConfig {
@@ -110,6 +134,11 @@ impl Default for QueryConfig {
             max_function_output_mb: 64,
             max_nested_loop_rows: 100_000,
             tokens: Vec::new(),
+            jwt: None,
+            per_tenant_max_concurrent: 2,
+            tenant_metric_labels: 50,
+            audit_log: String::new(),
+            audit_max_mb: 64,
         }
     }
 }

@@ -229,6 +229,10 @@ impl Inner {
         if let Some(visible) = visible {
             names.retain(|n| visible.contains(&n.as_str()));
         }
+        // A tenant sees its tables only, each through its row filter.
+        if let Some(t) = &scope.tenant {
+            names.retain(|n| t.sees_table(n));
+        }
         let mut runtime = (*self.runtime).clone();
         runtime.memory_pool = scope.pool.clone();
         let config = SessionConfig::new()
@@ -250,6 +254,7 @@ impl Inner {
                     names,
                     loaded: Mutex::new(HashMap::new()),
                     stores: self.stores.clone(),
+                    tenant: scope.tenant.clone(),
                 }),
             )
             .map_err(|e| QueryError::Internal(e.to_string()))?;
@@ -363,6 +368,28 @@ struct IcebergSchema {
     names: Vec<String>,
     loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
     stores: Arc<ObjectStores>,
+    /// Whose rows the tables hold, for this session.
+    tenant: Option<Arc<crate::tenancy::TenantView>>,
+}
+
+/// `provider` as a view of the rows `tenant` may read: the filter sits in
+/// the logical plan under whatever the query does with the table (joins,
+/// subqueries, CTEs, UNION, EXPLAIN), so no query shape can widen it.
+fn tenant_view(
+    name: &str,
+    provider: Arc<dyn TableProvider>,
+    tenant: &crate::tenancy::TenantView,
+) -> DFResult<Arc<dyn TableProvider>> {
+    use datafusion::catalog::view::ViewTable;
+    use datafusion::datasource::provider_as_source;
+    use datafusion::logical_expr::LogicalPlanBuilder;
+    let Some(filter) = tenant.sql_filter(name) else {
+        return Err(DataFusionError::Plan(format!("table {name} not found")));
+    };
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
+        .filter(filter)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 #[async_trait]
@@ -388,10 +415,13 @@ impl SchemaProvider for IcebergSchema {
             .load_table(&ident)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let provider: Arc<dyn TableProvider> = Arc::new(
+        let mut provider: Arc<dyn TableProvider> = Arc::new(
             SnapshotTable::new(table, self.stores.clone())
                 .map_err(|e| DataFusionError::External(Box::new(e)))?,
         );
+        if let Some(t) = &self.tenant {
+            provider = tenant_view(name, provider, t)?;
+        }
         if let Ok(mut m) = self.loaded.lock() {
             m.insert(name.to_string(), provider.clone());
         }

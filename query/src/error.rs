@@ -44,10 +44,16 @@ pub enum QueryError {
     Cancelled,
     #[error("the answer has more than {cap} rows (limit [query] row_cap); add LIMIT or aggregate")]
     RowCap { cap: usize },
-    #[error("missing or unknown bearer token")]
-    Unauthorized,
+    /// No credentials, or ones that do not hold (401): the message says
+    /// which ("missing or unknown bearer token", "token expired", …).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("this token's role may not call {0}")]
     Forbidden(String),
+    /// Known credentials asking for what they may not have (403): another
+    /// tenant, a route tenants do not get.
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     NotFound(String),
     /// The catalog or the warehouse does not answer.
@@ -71,8 +77,8 @@ impl QueryError {
             QueryError::Unavailable(_) => "unavailable",
             QueryError::ShuttingDown => "shutting_down",
             QueryError::Cancelled => "cancelled",
-            QueryError::Unauthorized => "unauthorized",
-            QueryError::Forbidden(_) => "forbidden",
+            QueryError::Unauthorized(_) => "unauthorized",
+            QueryError::Forbidden(_) | QueryError::Denied(_) => "forbidden",
             QueryError::NotFound(_) => "not_found",
             QueryError::Catalog(_) => "catalog",
             QueryError::Internal(_) => "internal",
@@ -95,8 +101,8 @@ impl QueryError {
             // Never answered as such (see the variant); a client that
             // sees it was cut off.
             QueryError::Cancelled => StatusCode::REQUEST_TIMEOUT,
-            QueryError::Unauthorized => StatusCode::UNAUTHORIZED,
-            QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
+            QueryError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            QueryError::Forbidden(_) | QueryError::Denied(_) => StatusCode::FORBIDDEN,
             QueryError::NotFound(_) => StatusCode::NOT_FOUND,
             QueryError::Catalog(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,8 +2,10 @@
 //! that answer "who drives API load" and "where should the caps be", and
 //! the HTTP API that serves them.
 
+pub mod access;
 pub mod api;
 pub mod attribution;
+pub mod audit;
 pub mod config;
 pub mod console;
 pub mod encode;
@@ -19,4 +21,5 @@ pub mod params;
 pub mod scan;
 pub mod service_health;
 pub mod state;
+pub mod tenancy;
 pub mod window;

@@ -63,6 +63,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             max_records: c.intake_max_records,
             max_concurrent: c.intake_max_concurrent,
             tokens: c.intake_tokens.clone(),
+            tenants: config.intake_tenants(),
         },
         metrics.clone(),
     ));

@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 use sluice_query::api;
 use sluice_query::engine::Engine;
 use sluice_warehouse::catalog;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::health;
@@ -42,11 +43,14 @@ pub(crate) struct Exposed {
 pub(crate) async fn check_exposure(config: &Config, exposed: Exposed) -> anyhow::Result<()> {
     let mut open = Vec::new();
     let mut missing = Vec::new();
-    if exposed.api && config.query.tokens.is_empty() {
+    if exposed.api && config.query.tokens.is_empty() && config.query.jwt.is_none() {
         open.push("the API");
-        missing.push("[query] tokens");
+        missing.push("[query] tokens (or [query.jwt])");
     }
-    if exposed.intake && config.collector.intake_tokens.is_empty() {
+    if exposed.intake
+        && config.collector.intake_tokens.is_empty()
+        && config.collector.intake_tenant_tokens.is_empty()
+    {
         open.push("POST /v1/events");
         missing.push("[collector] intake_tokens");
     }
@@ -78,7 +82,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     )
     .await?;
     let mut registry = Registry::default();
-    let role = QueryRole::build(config, open_engine(config).await?, &mut registry)?;
+    let role = QueryRole::build(config, open_engine(config).await?, &mut registry).await?;
     let router = health::routes(Arc::new(registry), role.ready())
         .merge(role.router())
         .fallback(api::not_found);
@@ -86,7 +90,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "query service listening");
     eprintln!("sluice serve: listening on http://{addr}");
     let alerts = role.start_alerts();
+    let stop_reload = CancellationToken::new();
+    let reload = role.spawn_reload(stop_reload.clone());
     health::shutdown_signal().await;
+    stop_reload.cancel();
+    let _ = reload.await;
     tracing::info!("shutting down");
     // Running queries are cancelled; none holds the exit.
     role.engine.executor().shutdown();

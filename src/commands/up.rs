@@ -280,7 +280,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         config.query.clone(),
         config.warehouse.s3.clone(),
     )?);
-    let query = QueryRole::build(&config, engine.clone(), &mut registry)?;
+    let query = QueryRole::build(&config, engine.clone(), &mut registry).await?;
     let indexer = IndexerRole::build(
         &config,
         catalog.clone(),
@@ -332,6 +332,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             max_records: config.collector.intake_max_records,
             max_concurrent: config.collector.intake_max_concurrent,
             tokens: config.collector.intake_tokens.clone(),
+            tenants: config.intake_tenants(),
         },
         collector_metrics.clone(),
     ));
@@ -378,6 +379,8 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "sluice up running");
     let alerts = query.start_alerts();
+    let stop_reload = tokio_util::sync::CancellationToken::new();
+    let reload = query.spawn_reload(stop_reload.clone());
 
     let failure = tokio::select! {
         _ = health::shutdown_signal() => None,
@@ -389,6 +392,8 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
     eprintln!("sluice up: stopping; committing what was read");
     // Queries first: a runaway one must not hold the drain.
     engine.executor().shutdown();
+    stop_reload.cancel();
+    let _ = reload.await;
     alerts.stop().await;
     demo_stop.store(true, Ordering::Relaxed);
     if let Some(t) = demo_thread {

@@ -2,6 +2,7 @@
 //! its HTTP endpoints, the interop Python and the tables.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod kube;
 pub mod up;
 

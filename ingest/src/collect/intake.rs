@@ -8,6 +8,8 @@
 //! with the rejected records by index — comes only once the broker has
 //! acknowledged them (or, under `sluice up` without Kafka, once they are
 //! fsync'd to the write-ahead log). Nothing is accepted that is not durable.
+//! A tenant's token sends only its own services' events, at its rate
+//! ([`super::intake_tenants`]).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use serde_json::{Value, json};
 use sluice_schema::raw::RawEvent;
 use tokio::sync::Semaphore;
 
+use super::intake_tenants::{Buckets, TenantIntake, Throttled};
 use super::metrics::CollectorMetrics;
 
 #[derive(Debug, Clone)]
@@ -39,8 +42,11 @@ pub struct IntakeSettings {
     pub max_records: usize,
     /// Requests handled at once (429 past it): bounds the bodies in memory.
     pub max_concurrent: usize,
-    /// Bearer tokens accepted; empty = no authentication.
+    /// Bearer tokens accepted; empty (and no `tenants`) = no
+    /// authentication.
     pub tokens: Vec<String>,
+    /// Tenants' tokens: their own services only, at their rate.
+    pub tenants: Vec<TenantIntake>,
 }
 
 /// The default record cap: under librdkafka's default `message.max.bytes`
@@ -59,6 +65,7 @@ pub struct Intake {
     metrics: CollectorMetrics,
     /// Requests in progress (bodies in memory).
     slots: Arc<Semaphore>,
+    buckets: Buckets,
 }
 
 impl Intake {
@@ -73,6 +80,7 @@ impl Intake {
             settings,
             metrics,
             slots,
+            buckets: Buckets::default(),
         }
     }
 
@@ -231,13 +239,19 @@ fn split_body(body: &[u8], max: usize) -> Result<Vec<Item<'_>>, Refusal> {
     Ok(items)
 }
 
-fn authorized(intake: &Intake, headers: &HeaderMap) -> bool {
-    if intake.settings.tokens.is_empty() {
-        return true;
+/// Who posts: `None` when the token is missing or unknown; `Some(None)`
+/// for an open intake or a platform token; `Some(Some(t))` for a tenant's.
+fn caller<'a>(intake: &'a Intake, headers: &HeaderMap) -> Option<Option<&'a TenantIntake>> {
+    let s = &intake.settings;
+    if s.tokens.is_empty() && s.tenants.is_empty() {
+        return Some(None);
     }
     // The same check as the query API's: scheme case-insensitive,
     // constant-time comparison.
-    sluice_http::auth::find(headers, &intake.settings.tokens, |t| t).is_some()
+    if sluice_http::auth::find(headers, &s.tokens, |t| t).is_some() {
+        return Some(None);
+    }
+    sluice_http::auth::find(headers, &s.tenants, |t| &t.token).map(Some)
 }
 
 /// A refusal, already shaped as the response.
@@ -288,9 +302,9 @@ async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !authorized(&intake, &headers) {
+    let Some(tenant) = caller(&intake, &headers) else {
         return error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-    }
+    };
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -331,6 +345,14 @@ async fn post_events(
             continue;
         }
         match RawEvent::validate_json_bytes(item.payload) {
+            Ok(event) if tenant.is_some_and(|t| !t.owns(&event.service)) => rejected.push(
+                item.index,
+                format!(
+                    "service: {:?} is not one of tenant {}'s services",
+                    event.service,
+                    tenant.map_or("", |t| t.tenant.as_str())
+                ),
+            ),
             Ok(event) => {
                 let key = event.user_id.unwrap_or(event.service);
                 valid.push((item.index, key, item.payload));
@@ -339,6 +361,11 @@ async fn post_events(
         }
     }
     intake.metrics.intake_rejected.inc_by(rejected.total as u64);
+    if let Some(t) = tenant {
+        intake
+            .metrics
+            .tenant(&t.metric_label, "rejected", rejected.total);
+    }
     if valid.is_empty() {
         return (
             StatusCode::BAD_REQUEST,
@@ -351,6 +378,49 @@ async fn post_events(
             })),
         )
             .into_response();
+    }
+    if let Some(t) = tenant {
+        let throttled = |message: String, retry: Option<std::time::Duration>| {
+            intake
+                .metrics
+                .tenant(&t.metric_label, "throttled", valid.len());
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, message);
+            if let Some(d) = retry {
+                let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            r
+        };
+        match intake
+            .buckets
+            .take(t, valid.len(), std::time::Instant::now())
+        {
+            Ok(()) => intake
+                .metrics
+                .tenant(&t.metric_label, "accepted", valid.len()),
+            Err(Throttled::RetryAfter(d)) => {
+                return throttled(
+                    format!(
+                        "tenant {} sends over its {} events per second; nothing of this body was taken, retry it after {:.1} s",
+                        t.tenant,
+                        t.events_per_sec,
+                        d.as_secs_f64()
+                    ),
+                    Some(d),
+                );
+            }
+            Err(Throttled::TooMany { burst }) => {
+                return throttled(
+                    format!(
+                        "tenant {} may send at most {burst} events at once (10 s at its rate); split the body",
+                        t.tenant
+                    ),
+                    None,
+                );
+            }
+        }
     }
     let records: Vec<(&[u8], &[u8])> = valid
         .iter()

@@ -13,6 +13,14 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+/// A tenant's name (or `other`) and what became of its records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantOutcome {
+    pub tenant: String,
+    /// `accepted`, `rejected` or `throttled`.
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct CollectorMetrics {
     pub lines_read: Counter,
@@ -28,11 +36,24 @@ pub struct CollectorMetrics {
     pub checkpoint_age_seconds: Gauge<f64, AtomicU64>,
     pub intake_records: Counter,
     pub intake_rejected: Counter,
+    pub intake_tenant_records: Family<TenantOutcome, Counter>,
     pub k8s_events: Counter,
     pub k8s_relists: Counter,
 }
 
 impl CollectorMetrics {
+    /// Counts `n` records of a tenant's token.
+    pub fn tenant(&self, label: &str, outcome: &str, n: usize) {
+        if n > 0 {
+            self.intake_tenant_records
+                .get_or_create(&TenantOutcome {
+                    tenant: label.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n as u64);
+        }
+    }
+
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("sluice_collector");
@@ -96,6 +117,12 @@ impl CollectorMetrics {
             "intake_rejected",
             "Platform events rejected by POST /v1/events",
             m.intake_rejected.clone(),
+        );
+        r.register(
+            "intake_tenant_records",
+            "Platform events of tenants' tokens at POST /v1/events, by tenant (named for the \
+             first [query] tenant_metric_labels tenants, else other) and outcome",
+            m.intake_tenant_records.clone(),
         );
         r.register(
             "k8s_events",

@@ -13,6 +13,7 @@
 pub mod acks;
 pub mod checkpoint;
 pub mod intake;
+pub mod intake_tenants;
 pub mod kube_watch;
 pub mod metrics;
 pub mod produce;

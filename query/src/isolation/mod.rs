@@ -71,6 +71,10 @@ pub struct QueryScope {
     pub pool: Arc<dyn MemoryPool>,
     /// Its age, against the young queries it gives way to.
     pub precedence: cancel::Precedence,
+    /// The tenant the query reads for (`None`: the global view). Every
+    /// SQL session, log search and LogQL selector of the query applies it
+    /// ([`crate::tenancy`]).
+    pub tenant: Option<Arc<crate::tenancy::TenantView>>,
 }
 
 tokio::task_local! {
@@ -168,6 +172,20 @@ impl QueryExecutor {
         T: Send + 'static,
         F: Future<Output = Result<T, QueryError>> + Send + 'static,
     {
+        self.run_as(caller, None, work).await
+    }
+
+    /// [`Self::run`] reading for `tenant` only (`None`: everything).
+    pub async fn run_as<T, F>(
+        &self,
+        caller: &str,
+        tenant: Option<Arc<crate::tenancy::TenantView>>,
+        work: F,
+    ) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, QueryError>> + Send + 'static,
+    {
         if current_scope().is_some() {
             return work.await;
         }
@@ -196,6 +214,7 @@ impl QueryExecutor {
                 started: std::time::Instant::now(),
                 young: self.young.clone(),
             },
+            tenant,
         };
         // Young until it ends or ages, whichever comes first.
         let mut young = Some(Young::enter(&self.young));

@@ -87,6 +87,16 @@ impl LogIndex {
     /// The splits that may hold lines the filters match (by their metadata:
     /// time range, namespace, pod, container, restart), opened in place.
     pub async fn open_splits(&self, filters: &Filters) -> Result<Vec<Arc<OpenSplit>>, QueryError> {
+        Ok(self.open_scoped(filters).await?.0)
+    }
+
+    /// [`Self::open_splits`], and the filters as the query's tenant (if
+    /// any) narrows them: its namespaces among those the index holds, so a
+    /// split without them is not opened and a line outside them not found.
+    async fn open_scoped(
+        &self,
+        filters: &Filters,
+    ) -> Result<(Vec<Arc<OpenSplit>>, Filters), QueryError> {
         let store = self.store().await?;
         let state = store
             .load_state()
@@ -105,16 +115,22 @@ impl LogIndex {
             )));
         }
         self.forget_unlisted(&state.splits);
+        let mut filters = filters.clone();
+        if let Some(tenant) = crate::isolation::current_scope().and_then(|s| s.tenant) {
+            let owned = tenant.own(state.splits.iter().flat_map(|m| m.namespaces.iter()));
+            filters.namespace_in = Some(owned.into_iter().collect());
+        }
         let wanted: Vec<SplitMeta> = state
             .splits
             .into_iter()
             .filter(|m| filters.may_match(m))
             .collect();
-        futures::stream::iter(wanted)
+        let splits = futures::stream::iter(wanted)
             .map(|meta| self.open_split(store, meta))
             .buffered(OPEN_CONCURRENCY)
             .try_collect()
-            .await
+            .await?;
+        Ok((splits, filters))
     }
 
     /// Drops the open splits (and their cached blocks) the index no longer
@@ -173,7 +189,9 @@ impl LogIndex {
     /// whose needed ranges are fetched concurrently before the search reads
     /// them.
     pub async fn search(&self, req: SearchRequest) -> Result<SearchResult, QueryError> {
-        let splits = self.open_splits(&req.filters).await?;
+        let mut req = req;
+        let (splits, filters) = self.open_scoped(&req.filters).await?;
+        req.filters = filters;
         for chunk in splits.chunks(OPEN_CONCURRENCY) {
             futures::future::try_join_all(chunk.iter().map(|s| search::warm_up(s, &req)))
                 .await
@@ -289,6 +307,7 @@ impl SearchParams {
                 node: nonempty(&self.node),
                 from,
                 to,
+                namespace_in: None,
             },
             limit,
             order,

@@ -151,6 +151,20 @@ pub enum MetricExpr {
 }
 
 impl MetricExpr {
+    /// The selectors inside, to narrow (a tenant's namespaces).
+    pub fn selectors_mut(&mut self) -> Vec<&mut LogSelector> {
+        match self {
+            MetricExpr::Range { selector, .. } => vec![selector],
+            MetricExpr::Sum { inner, .. } => inner.selectors_mut(),
+            MetricExpr::Literal(_) | MetricExpr::Vector(_) => vec![],
+            MetricExpr::Binary { lhs, rhs, .. } => {
+                let mut v = lhs.selectors_mut();
+                v.extend(rhs.selectors_mut());
+                v
+            }
+        }
+    }
+
     /// The range queries inside (the parts that read logs).
     pub fn ranges(&self) -> Vec<&MetricExpr> {
         match self {
@@ -170,6 +184,28 @@ impl MetricExpr {
 pub enum Query {
     Logs(LogSelector),
     Metric(MetricExpr),
+}
+
+impl Query {
+    /// Every stream selector of the query.
+    pub fn selectors_mut(&mut self) -> Vec<&mut LogSelector> {
+        match self {
+            Query::Logs(sel) => vec![sel],
+            Query::Metric(m) => m.selectors_mut(),
+        }
+    }
+}
+
+impl Matcher {
+    /// `label=~"pattern"`, anchored as Loki anchors it.
+    pub fn regex(label: &str, pattern: &str) -> Result<Self, regex::Error> {
+        Ok(Self {
+            label: label.to_string(),
+            op: MatchOp::Re,
+            value: pattern.to_string(),
+            regex: Some(regex::Regex::new(&format!("^(?:{pattern})$"))?),
+        })
+    }
 }
 
 /// A query sluice cannot answer, worded the way Loki words a parse error.

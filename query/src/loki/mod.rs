@@ -27,7 +27,7 @@ use crate::logsearch::LogIndex;
 use crate::logsearch::search::OpenSplit;
 use crate::state::ApiState;
 use eval::{EvalError, Labels, Series, Steps, Value};
-use logql::{LogSelector, MatchOp, Query};
+use logql::{LogSelector, MatchOp, Matcher, Query};
 
 /// Most lines one log query returns (Loki's `max_entries_limit_per_query`).
 pub const MAX_ENTRIES: usize = 5000;
@@ -258,6 +258,33 @@ fn required<'a>(p: &'a Params, name: &str) -> Result<&'a str, LokiError> {
         .ok_or_else(|| LokiError::bad(format!("missing parameter {name:?}")))
 }
 
+/// Every LogQL query of this API is parsed here: a tenant's gets one more
+/// matcher on each of its selectors, `namespace=~"<its namespaces>"`, which
+/// the evaluation checks on every stream like the query's own matchers.
+fn parse_scoped(text: &str) -> Result<Query, LokiError> {
+    let mut query = logql::parse(text)?;
+    if let Some(tenant) = tenant_matcher()? {
+        for sel in query.selectors_mut() {
+            sel.matchers.push(tenant.clone());
+        }
+    }
+    Ok(query)
+}
+
+/// The matcher of the query's tenant, if it has one.
+fn tenant_matcher() -> Result<Option<Matcher>, LokiError> {
+    let Some(tenant) = crate::isolation::current_scope().and_then(|s| s.tenant) else {
+        return Ok(None);
+    };
+    Matcher::regex("namespace", &tenant.namespace_regex())
+        .map(Some)
+        .map_err(|e| {
+            LokiError::from(QueryError::Internal(format!(
+                "the tenant's namespaces: {e}"
+            )))
+        })
+}
+
 /// The `namespace="…"` and `pod="…"` a selector requires, to choose splits.
 fn split_hints(sel: &LogSelector) -> (Option<String>, Option<String>) {
     let eq = |label: &str| {
@@ -405,7 +432,7 @@ async fn query_range_route(
     };
     observed(&state, endpoint, async {
         let p = Params::parse(raw.0)?;
-        let query = logql::parse(required(&p, "query")?)?;
+        let query = parse_scoped(required(&p, "query")?)?;
         let (start, end) = range_params(&p, 3_600_000_000)?;
         match query {
             Query::Logs(sel) => {
@@ -521,7 +548,7 @@ async fn query_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Respo
     let started = Instant::now();
     observed(&state, "loki_query", async {
         let p = Params::parse(raw.0)?;
-        let query = logql::parse(required(&p, "query")?)?;
+        let query = parse_scoped(required(&p, "query")?)?;
         let time = time_param(&p, "time", now_us())?;
         match query {
             Query::Logs(sel) => {
@@ -572,8 +599,12 @@ async fn query_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Respo
 /// The selector of an optional `query` parameter (labels, values, volume).
 fn optional_selector(p: &Params, name: &str) -> Result<Option<LogSelector>, LokiError> {
     match p.get(name) {
-        None => Ok(None),
-        Some(q) => match logql::parse(q)? {
+        // A tenant's labels and values come from its own streams only.
+        None => Ok(tenant_matcher()?.map(|m| LogSelector {
+            matchers: vec![m],
+            filters: Vec::new(),
+        })),
+        Some(q) => match parse_scoped(q)? {
             Query::Logs(sel) => Ok(Some(sel)),
             Query::Metric(_) => Err(LokiError::bad(format!(
                 "{name} must be a log selector such as {{namespace=\"shop\"}}, not a metric query"
@@ -642,7 +673,7 @@ async fn series_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Resp
         let (start, end) = range_params(&p, 3_600_000_000)?;
         let mut selectors = Vec::new();
         for m in p.all("match[]").into_iter().chain(p.all("match")) {
-            match logql::parse(m)? {
+            match parse_scoped(m)? {
                 Query::Logs(sel) => selectors.push(sel),
                 Query::Metric(_) => {
                     return Err(LokiError::bad(format!(
@@ -721,8 +752,19 @@ async fn volume_route(State(state): State<Arc<ApiState>>, raw: RawQuery) -> Resp
             }
         };
         // Grouped by the target labels, else by the labels the selector names.
+        // (not by the matcher a tenant's selectors get, which the caller
+        // did not write)
+        let added = tenant_matcher()?;
         let keys: Vec<String> = if targets.is_empty() {
-            sel.matchers.iter().map(|m| m.label.clone()).collect()
+            sel.matchers
+                .iter()
+                .filter(|m| {
+                    !added
+                        .as_ref()
+                        .is_some_and(|t| t.label == m.label && t.value == m.value && t.op == m.op)
+                })
+                .map(|m| m.label.clone())
+                .collect()
         } else {
             targets
         };
