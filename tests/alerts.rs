@@ -503,19 +503,8 @@ fn demo_alerts_fire_survive_a_restart_and_resolve_through_alertmanager() {
     assert!(up.terminate().success());
 
     // Other engines read the same rows, before and after compaction.
-    let digest = |dir: &Path| -> Value {
-        let out = Command::new(sluice_testkit::python())
-            .arg(sluice_testkit::source_path("tests/interop/table_digest.py"))
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["alert_history"].clone()
-    };
+    let digest =
+        |dir: &Path| -> Value { common::table_digests(dir, None)["alert_history"].clone() };
     let before = digest(&data_dir);
     assert_eq!(before["pyiceberg"]["rows"], rows, "{before}");
     assert_eq!(before["duckdb"], before["pyiceberg"], "{before}");

@@ -18,24 +18,6 @@ use serde_json::Value;
 
 const TABLES: [&str; 3] = ["platform_event_logs", "pod_logs", "platform_events"];
 
-/// PyIceberg's and DuckDB's digests of every table (rows from `from_day`
-/// on, when given).
-fn digests(data_dir: &Path, from_day: Option<i64>) -> Value {
-    let mut cmd = Command::new(sluice_testkit::python());
-    cmd.arg(sluice_testkit::source_path("tests/interop/table_digest.py"))
-        .arg(data_dir);
-    if let Some(d) = from_day {
-        cmd.arg(d.to_string());
-    }
-    let out = cmd.output().expect("run table_digest.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn report_of<'a>(reports: &'a Value, table: &str) -> &'a Value {
     reports
         .as_array()
@@ -88,7 +70,7 @@ fn maintenance_keeps_every_row_and_up_resumes_exactly() {
     let up = spawn_up(&data_dir, &addr, true, &off);
     wait_for_lifecycle(&data_dir);
     drop(up); // SIGKILL: the demo's last lines stay in files and the WAL
-    let before = digests(&data_dir, None);
+    let before = common::table_digests(&data_dir, None);
     let files_before = files_under(&data_dir.join("warehouse"));
 
     let reports: Value = serde_json::from_str(&ok(sluice_with(
@@ -105,7 +87,7 @@ fn maintenance_keeps_every_row_and_up_resumes_exactly() {
         assert!(r["snapshots_expired"].as_u64().unwrap() >= 5, "{r}");
         assert!(r["orphans_deleted"].as_u64().unwrap() >= compacted, "{r}");
     }
-    let after = digests(&data_dir, None);
+    let after = common::table_digests(&data_dir, None);
     for table in TABLES {
         let (b, a) = (&before[table], &after[table]);
         assert_eq!(a["pyiceberg"], b["pyiceberg"], "{table}: rows changed");
@@ -191,7 +173,7 @@ fn maintenance_killed_beside_a_running_pipeline_loses_and_doubles_nothing() {
 
     let mut up = catch_up_exactly(&data_dir, &addr);
     assert!(up.terminate().success());
-    let after = digests(&data_dir, None);
+    let after = common::table_digests(&data_dir, None);
     for table in TABLES {
         assert_eq!(
             after[table]["duckdb"], after[table]["pyiceberg"],
@@ -238,8 +220,8 @@ fn retention_drops_expired_days_only() {
         chrono::Utc::now().timestamp_millis(),
         Duration::from_secs(3 * 86_400),
     );
-    let kept_before = digests(&data_dir, Some(first_kept));
-    let all_before = digests(&data_dir, None);
+    let kept_before = common::table_digests(&data_dir, Some(first_kept));
+    let all_before = common::table_digests(&data_dir, None);
     let mut env = eager();
     env.extend([
         ("SLUICE_RETENTION__POD_LOGS", "3d".to_string()),
@@ -248,7 +230,7 @@ fn retention_drops_expired_days_only() {
     ]);
     let reports: Value =
         serde_json::from_str(&ok(sluice_with(&data_dir, &["maintain", "--once"], &env))).unwrap();
-    let after = digests(&data_dir, None);
+    let after = common::table_digests(&data_dir, None);
     for table in ["platform_event_logs", "pod_logs"] {
         let r = report_of(&reports, table);
         assert!(r["expired_files"].as_u64().unwrap() > 0, "{table}: {r}");
@@ -302,7 +284,10 @@ fn retention_drops_expired_days_only() {
             assert_eq!(t["retained_from"], kept_from.as_str(), "{t}");
         }
     }
-    assert_eq!(tables["tables"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        tables["tables"].as_array().unwrap().len(),
+        sluice_schema::tables::ALL_TABLES.len()
+    );
     assert!(serve.terminate().success());
 
     // Bad retention values are refused at config load.

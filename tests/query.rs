@@ -920,7 +920,7 @@ fn tokens_and_roles_guard_the_api() {
     assert_eq!(listed("analyst-secret-token"), ["platform_event_logs"]);
     assert_eq!(
         listed("operator-secret-token"),
-        ["platform_events", "pod_logs"]
+        ["alert_history", "platform_events", "pod_logs"]
     );
     let r = sql_as(
         "operator-secret-token",
@@ -929,7 +929,12 @@ fn tokens_and_roles_guard_the_api() {
     expect_error(&r, 400, "sql");
     assert_eq!(
         listed("admin-secret-token"),
-        ["platform_event_logs", "platform_events", "pod_logs"]
+        [
+            "alert_history",
+            "platform_event_logs",
+            "platform_events",
+            "pod_logs"
+        ]
     );
     assert_eq!(
         sql_as(

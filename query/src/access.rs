@@ -304,8 +304,8 @@ impl AccessControl {
     }
 
     pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "sluice_query_tenant_requests",
+        registry.sub_registry_with_prefix("sluice_query").register(
+            "tenant_requests",
             "Requests of tenant-scoped callers by tenant (the first [query] tenant_metric_labels \
              tenants by name; the rest as other) and outcome (ok, refused, throttled)",
             self.requests.clone(),

@@ -87,6 +87,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// PyIceberg's and DuckDB's digests of every table (rows from `from_day`
+/// on, when given).
+pub fn table_digests(data_dir: &Path, from_day: Option<i64>) -> Value {
+    let mut cmd = Command::new(sluice_testkit::python());
+    cmd.arg(sluice_testkit::source_path("tests/interop/table_digest.py"))
+        .arg(data_dir);
+    if let Some(d) = from_day {
+        cmd.arg(d.to_string());
+    }
+    let out = cmd.output().expect("run table_digest.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Produces each line of `files` as a message with the independent client.
 pub fn produce_lines(bootstrap: &str, topic: &str, files: &[PathBuf]) -> u64 {
     let script = sluice_testkit::source_path("tests/interop/produce_lines.py");

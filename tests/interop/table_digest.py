@@ -30,7 +30,7 @@ TABLES = {
 def digest(con, relation, columns, day_column, from_day):
     where = ""
     if from_day is not None:
-        where = f"WHERE epoch_us({day_column}) >= {int(from_day) * 86_400_000_000}"
+        where = f'WHERE epoch_us("{day_column}") >= {int(from_day) * 86_400_000_000}'
     cols = ", ".join(f'"{c}"' for c in columns)
     n, h = con.execute(f"SELECT count(*), coalesce(bit_xor(hash({cols})), 0) FROM {relation} {where}").fetchone()
     return {"rows": n, "digest": str(h)}
