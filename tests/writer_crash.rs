@@ -34,6 +34,11 @@ impl Topics {
     }
 }
 
+/// The generated data ends on a fixed day (2026-11-21), so pod_logs'
+/// default 14-day retention would drop it once that day is past: these
+/// tests are about compaction and expiry, not retention.
+const KEEP_POD_LOGS: (&str, String) = ("SLUICE_RETENTION__POD_LOGS", String::new());
+
 fn generate(dir: &Path, events: u64, days: u32) -> Manifest {
     generator::generate(
         &GenConfig {
@@ -173,6 +178,7 @@ async fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
             ("SLUICE_MAINTENANCE__SNAPSHOT_MAX_AGE_SECS", "0".into()),
             ("SLUICE_MAINTENANCE__SNAPSHOTS_TO_KEEP", "1".into()),
             ("SLUICE_MAINTENANCE__ORPHAN_MIN_AGE_SECS", "0".into()),
+            KEEP_POD_LOGS,
         ],
     );
     let report = common::ok(maintained);
@@ -405,7 +411,10 @@ async fn replays_after_collector_and_writer_restarts_are_dropped() {
     let report = common::ok(common::sluice_with(
         &data_dir,
         &["maintain", "--once"],
-        &[("SLUICE_MAINTENANCE__ORPHAN_MIN_AGE_SECS", "0".into())],
+        &[
+            ("SLUICE_MAINTENANCE__ORPHAN_MIN_AGE_SECS", "0".into()),
+            KEEP_POD_LOGS,
+        ],
     ));
     let reports: serde_json::Value = serde_json::from_str(&report).unwrap();
     let compacted = reports
