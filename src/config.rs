@@ -401,18 +401,8 @@ impl Config {
 
     /// Tenants own disjoint namespaces, and a token's tenant is one of them.
     fn check_tenants(&self) -> anyhow::Result<()> {
-        let tenants = sluice_query::tenancy::Tenants::new(&self.tenants)
+        let tenants = sluice_query::tenancy::check(&self.tenants, &self.query.tokens)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        for (i, t) in self.query.tokens.iter().enumerate() {
-            if let Some(name) = &t.tenant
-                && tenants.get(name).is_none()
-            {
-                anyhow::bail!(
-                    "invalid configuration: [[query.tokens]] #{}: tenant {name:?} is not one of [[tenants]]",
-                    i + 1
-                );
-            }
-        }
         for (i, t) in self.collector.intake_tenant_tokens.iter().enumerate() {
             if tenants.get(&t.tenant).is_none() {
                 anyhow::bail!(
@@ -432,9 +422,10 @@ impl Config {
     /// The intake's tenant tokens, each with its tenant's services, rate and
     /// metric label.
     pub fn intake_tenants(&self) -> Vec<sluice_ingest::collect::intake_tenants::TenantIntake> {
-        let mut names: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        names.truncate(self.query.tenant_metric_labels);
+        // Checked at load ([`Self::check_tenants`]).
+        let labelled = sluice_query::tenancy::Tenants::new(&self.tenants)
+            .map(|t| t.labelled(self.query.tenant_metric_labels))
+            .unwrap_or_default();
         self.collector
             .intake_tenant_tokens
             .iter()
@@ -448,7 +439,7 @@ impl Config {
                         .intake_events_per_sec
                         .unwrap_or(self.collector.intake_tenant_events_per_sec)
                         as f64,
-                    metric_label: if names.contains(&tenant.name.as_str()) {
+                    metric_label: if labelled.contains(&tenant.name) {
                         tenant.name.clone()
                     } else {
                         "other".to_string()

@@ -414,31 +414,37 @@ impl Shared {
                 }
             }
         }
-        // A replica that lost the lease during this evaluation must not
-        // overwrite what the new holder saves.
         if dropped > 0 {
             tracing::error!(
                 dropped,
                 "alert history: the outbox is full (alert_history has not been writable for long); the oldest transitions were dropped"
             );
         }
+        // A replica that lost the lease during this evaluation must not
+        // overwrite what the new holder saves.
         if self.leader.load(Ordering::Acquire) {
-            match self.save().await {
-                Ok(()) => self.write_history(dropped).await,
+            let saved = match self.save().await {
+                Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "saving the alert state failed; it is saved again after the next evaluation");
-                    self.metrics.history(0, false, dropped, 0);
+                    false
                 }
-            }
+            };
+            self.write_history(saved, dropped).await;
         }
         transitions
     }
 
-    /// Appends the outbox to `alert_history`, once it is saved (so a
-    /// transition in the table is always one the state knows it wrote).
-    async fn write_history(&self, dropped: u64) {
+    /// Appends the outbox to `alert_history` once it is `saved` (so a
+    /// transition in the table is always one the state knows it wrote),
+    /// and reports the outbox in the metrics either way.
+    async fn write_history(&self, saved: bool, dropped: u64) {
         let _one = self.flush.lock().await;
-        let next = lock(&self.state).history.next_batch();
+        let next = if saved {
+            lock(&self.state).history.next_batch()
+        } else {
+            None
+        };
         let (mut written, mut failed) = (0, false);
         if let Some((lineage, rows)) = next {
             match self.history.write(&lineage, &rows).await {

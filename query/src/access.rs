@@ -90,17 +90,7 @@ impl Access {
     /// Checks the tenants and that every token's tenant exists, and loads
     /// the JWKS when JWTs are configured.
     pub async fn build(settings: AccessSettings) -> Result<Self, String> {
-        let tenants = Tenants::new(&settings.tenants)?;
-        for (i, t) in settings.tokens.iter().enumerate() {
-            if let Some(name) = &t.tenant
-                && tenants.get(name).is_none()
-            {
-                return Err(format!(
-                    "[[query.tokens]] #{}: tenant {name:?} is not one of [[tenants]]",
-                    i + 1
-                ));
-            }
-        }
+        let tenants = crate::tenancy::check(&settings.tenants, &settings.tokens)?;
         let jwt = match settings.jwt {
             Some(c) => {
                 c.validate().map_err(|e| format!("[query.jwt]: {e}"))?;
@@ -130,11 +120,7 @@ impl Access {
                 )
             })
             .collect();
-        let labelled = tenants
-            .names()
-            .take(settings.tenant_metric_labels)
-            .map(str::to_string)
-            .collect();
+        let labelled = tenants.labelled(settings.tenant_metric_labels);
         Ok(Self {
             tokens: settings.tokens,
             tenants,

@@ -325,6 +325,30 @@ impl Tenants {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
+
+    /// The tenants a metric's `tenant` label names: the first `n` by name
+    /// (the rest count as `other`, so the label stays bounded).
+    pub fn labelled(&self, n: usize) -> BTreeSet<String> {
+        self.names().take(n).map(str::to_string).collect()
+    }
+}
+
+/// The tenants and the tokens that name one, checked together: the
+/// tenants' own rules ([`Tenants::new`]) and that every token's tenant is
+/// one of them.
+pub fn check(configs: &[TenantConfig], tokens: &[crate::config::Token]) -> Result<Tenants, String> {
+    let tenants = Tenants::new(configs)?;
+    for (i, t) in tokens.iter().enumerate() {
+        if let Some(name) = &t.tenant
+            && tenants.get(name).is_none()
+        {
+            return Err(format!(
+                "[[query.tokens]] #{}: tenant {name:?} is not one of [[tenants]]",
+                i + 1
+            ));
+        }
+    }
+    Ok(tenants)
 }
 
 #[cfg(test)]
