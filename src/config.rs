@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 use sluice_ingest::enrich::EnrichConfig;
-use sluice_query::config::{GuardrailsConfig, QueryConfig, SearchConfig};
+use sluice_query::config::{GuardrailsConfig, QueryConfig, SearchConfig, TailConfig};
 use sluice_warehouse::catalog::{CatalogConfig, WarehouseConfig};
 use sluice_warehouse::maintain::{MaintenanceConfig, RetentionConfig};
 
@@ -241,6 +241,8 @@ pub struct Config {
     pub collector: CollectorConfig,
     pub query: QueryConfig,
     pub search: SearchConfig,
+    /// The live tail (`[tail]`).
+    pub tail: TailConfig,
     pub guardrails: GuardrailsConfig,
     pub maintenance: MaintenanceConfig,
     pub retention: RetentionConfig,
@@ -266,6 +268,7 @@ impl Default for Config {
             collector: CollectorConfig::default(),
             query: QueryConfig::default(),
             search: SearchConfig::default(),
+            tail: TailConfig::default(),
             guardrails: GuardrailsConfig::default(),
             maintenance: MaintenanceConfig::default(),
             retention: RetentionConfig::default(),

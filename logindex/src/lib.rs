@@ -5,6 +5,7 @@
 //! only searches: neither needs the other.
 //!
 //! - [`terms`]: how message text becomes terms; [`query_lang`]: the `q` syntax;
+//!   [`line_match`]: a `q` evaluated on one line (the live tail's filter);
 //! - [`split`]: one tantivy index over a slice of time, with its metadata;
 //! - [`split_file`]: a split packed into one object with its hotcache;
 //! - [`store`]: splits and the index state in the warehouse's object store;
@@ -14,6 +15,7 @@
 //! - [`search`]: a search over the splits a request can match.
 
 pub mod indexer;
+pub mod line_match;
 pub mod query_lang;
 pub mod range_cache;
 pub mod search;

@@ -115,7 +115,15 @@ pub fn router(state: Arc<ApiState>, access: Arc<AccessControl>, extra: Router) -
         .method_not_allowed_fallback(wrong_method)
         .with_state(state.clone())
         .merge(extra)
-        .layer(middleware::from_fn_with_state(state, isolate))
+        .layer(middleware::from_fn_with_state(state.clone(), isolate));
+    // Tails stay open for hours: outside the executor (its time limit and
+    // slots), behind the same tokens; their backfill runs inside it.
+    let tails = Router::new()
+        .route("/v1/logs/tail", get(crate::live::routes::tail_route))
+        .route("/loki/api/v1/tail", get(crate::loki::tail::tail_route))
+        .with_state(state);
+    let api = api
+        .merge(tails)
         .layer(middleware::from_fn_with_state(access, authorize));
     Router::new()
         .route("/openapi.json", get(openapi))

@@ -188,6 +188,55 @@ impl SearchConfig {
     }
 }
 
+/// `[tail]`: the live tail of pod logs (`/v1/logs/tail`, Loki's
+/// `/loki/api/v1/tail`, `sluice logs tail -f`, the console's Live view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailConfig {
+    /// How far back the live stream is kept in memory, so a new tail joins
+    /// the index's lines without a gap (the index runs a second or two
+    /// behind): keep it well above the indexer's lag.
+    pub replay_secs: u64,
+    /// Memory that replay may hold, whatever its age.
+    pub replay_mib: u64,
+    /// Lines waiting for one client; past it, lines are dropped for that
+    /// client and reported to it (`dropped_entries`).
+    pub client_buffer_lines: usize,
+    /// Bytes of those lines.
+    pub client_buffer_mib: u64,
+    /// A client is disconnected once this many lines were dropped for it.
+    pub max_dropped: u64,
+    /// A client that takes longer than this to accept one write is
+    /// disconnected (its slot freed).
+    pub write_timeout_secs: u64,
+    /// Tails one token (or signed-in user) may hold open at once.
+    pub max_per_caller: usize,
+    /// Tails one tenant's callers may hold open at once, together.
+    pub max_per_tenant: usize,
+    /// Tails open at once on this replica.
+    pub max_total: usize,
+    /// With Kafka: the live consumer stops this long after the last tail
+    /// closed (it starts with the first).
+    pub kafka_idle_secs: u64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        Self {
+            replay_secs: 60,
+            replay_mib: 64,
+            client_buffer_lines: 10_000,
+            client_buffer_mib: 8,
+            max_dropped: 100_000,
+            write_timeout_secs: 30,
+            max_per_caller: 8,
+            max_per_tenant: 32,
+            max_total: 256,
+            kafka_idle_secs: 60,
+        }
+    }
+}
+
 /// `[guardrails]`: how a recommended cap follows from a principal's peak.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod guardrails;
 pub mod isolation;
+pub mod live;
 pub mod logsearch;
 pub mod loki;
 pub mod metrics;

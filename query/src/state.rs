@@ -1,5 +1,5 @@
 //! What every HTTP handler of the query service shares: the engine, the
-//! guardrail settings and the log index. Its own module so the SQL API
+//! guardrail settings, the log index and the live stream. Its own module so the SQL API
 //! (`api`) and the Loki API (`loki`) both use it without importing each
 //! other.
 
@@ -12,4 +12,6 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     pub guardrails: GuardrailsConfig,
     pub logs: Arc<crate::logsearch::LogIndex>,
+    /// The live stream the tails read.
+    pub live: Arc<crate::live::LiveHub>,
 }

@@ -95,7 +95,9 @@ pub enum LogsAction {
         /// Lines to show
         #[arg(long, default_value_t = 50)]
         lines: usize,
-        /// Keep printing new lines as they are indexed
+        /// Keep printing new lines: live, as the pipeline reads them, through
+        /// --server (restarts and terminations shown as they happen);
+        /// without it, as the index gets them (a second or two later)
         #[arg(long, short = 'f')]
         follow: bool,
         #[command(flatten)]
@@ -251,7 +253,14 @@ async fn tail(
         anyhow::bail!("say whose logs to tail: --pod (and --namespace, --container, --restart)");
     }
     let backend = Backend::open(config, server.server.clone(), server.token.clone()).await?;
-    let base = filter_pairs(&backend, f).await?;
+    let mut base = filter_pairs(&backend, f).await?;
+    if follow && let Backend::Remote(s) = &backend {
+        // Following the current instance follows the next ones too.
+        if matches!(f.restart, None | Some(RestartChoice::Current)) {
+            base.retain(|(k, _)| k != "restart");
+        }
+        return follow_live(s, base, lines, server.format).await;
+    }
     let mut pairs = base.clone();
     pairs.push(("limit".into(), lines.to_string()));
     let mut result = backend.log_search(&pairs).await?;
@@ -286,6 +295,123 @@ async fn tail(
         }
         print_result(&page, server.format)?;
     }
+}
+
+/// `tail -f` through a server: its live stream (`/v1/logs/tail`), lines
+/// as the pipeline reads them, restarts and terminations as notices.
+async fn follow_live(
+    server: &crate::commands::query::Server,
+    mut pairs: Vec<(String, String)>,
+    lines: usize,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    pairs.push(("lines".into(), lines.to_string()));
+    let mut response = server.open_stream("/v1/logs/tail", &pairs).await?;
+    if format == OutputFormat::Csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout());
+        w.write_record(CSV_HEADER)?;
+        w.flush()?;
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("reading the live tail")? {
+        buf.extend_from_slice(&chunk);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let event: Vec<u8> = buf.drain(..=i).collect();
+            print_event(&event[..i], format)?;
+        }
+    }
+    anyhow::bail!("the server ended the live tail (did it stop?)")
+}
+
+fn ending(t: &serde_json::Value) -> String {
+    let reason = t["reason"].as_str().unwrap_or("ended");
+    match t["exit_code"].as_i64() {
+        Some(code) => format!("{reason}, exit code {code}"),
+        None => reason.to_string(),
+    }
+}
+
+/// One event of the live stream, printed; `closed` ends the command.
+fn print_event(event: &[u8], format: OutputFormat) -> anyhow::Result<()> {
+    let v: serde_json::Value =
+        serde_json::from_slice(event).context("reading an event of the live tail")?;
+    let kind = v["type"].as_str().unwrap_or_default();
+    let notice = |text: String| -> anyhow::Result<()> {
+        match format {
+            OutputFormat::Table => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "── {text}")?;
+                out.flush()?;
+            }
+            // JSON prints every event as it came; CSV keeps to lines.
+            OutputFormat::Json => {}
+            OutputFormat::Csv => eprintln!("── {text}"),
+        }
+        Ok(())
+    };
+    if format == OutputFormat::Json && kind != "heartbeat" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(event)?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+    match kind {
+        "lines" => {
+            if format != OutputFormat::Json {
+                let lines: Vec<LogLine> = serde_json::from_value(v["lines"].clone())
+                    .context("reading the lines of the live tail")?;
+                let hits: Vec<Hit> = lines
+                    .into_iter()
+                    .map(|line| Hit {
+                        line,
+                        context: None,
+                    })
+                    .collect();
+                print_lines(&hits, format)?;
+            }
+        }
+        "restart" => {
+            let mut text = format!(
+                "{}/{} {}: restart {} started",
+                v["namespace"].as_str().unwrap_or_default(),
+                v["pod"].as_str().unwrap_or_default(),
+                v["container"].as_str().unwrap_or_default(),
+                v["restart"]
+            );
+            if v["previous"].is_object() {
+                text.push_str(&format!(
+                    " (the previous instance ended: {})",
+                    ending(&v["previous"])
+                ));
+            }
+            notice(text)?;
+        }
+        "ended" => notice(format!(
+            "{}/{} {}{}: ended: {}",
+            v["namespace"].as_str().unwrap_or_default(),
+            v["pod"].as_str().unwrap_or_default(),
+            v["container"].as_str().unwrap_or_default(),
+            v["restart"]
+                .as_i64()
+                .map(|r| format!("#{r}"))
+                .unwrap_or_default(),
+            ending(&v)
+        ))?,
+        "dropped" => eprintln!(
+            "sluice: {} lines were dropped: this terminal did not keep up with the stream",
+            v["count"]
+        ),
+        "behind" => eprintln!(
+            "sluice: the server's tail fell behind the live stream ({} messages skipped)",
+            v["skipped_messages"]
+        ),
+        "closed" => anyhow::bail!(
+            "the server closed the live tail: {}",
+            v["reason"].as_str().unwrap_or("no reason given")
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 fn time(us: i64) -> String {
@@ -323,33 +449,46 @@ fn print_hit(out: &mut dyn Write, h: &Hit) -> std::io::Result<()> {
     Ok(())
 }
 
+const CSV_HEADER: [&str; 9] = [
+    "ts",
+    "namespace",
+    "pod",
+    "container",
+    "restart",
+    "stream",
+    "level",
+    "message",
+    "line_id",
+];
+
 fn print_result(result: &SearchResult, format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Csv {
+        let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+        w.write_record(CSV_HEADER)?;
+        w.flush()?;
+    }
+    print_lines(&result.hits, format)
+}
+
+/// Hits in `format` (CSV without its header), flushed.
+fn print_lines(hits: &[Hit], format: OutputFormat) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {
         OutputFormat::Table => {
-            for h in &result.hits {
+            for h in hits {
                 print_hit(&mut out, h)?;
             }
+            out.flush()?;
         }
         OutputFormat::Json => {
-            serde_json::to_writer(&mut out, &result.hits)?;
+            serde_json::to_writer(&mut out, hits)?;
             writeln!(out)?;
+            out.flush()?;
         }
         OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record([
-                "ts",
-                "namespace",
-                "pod",
-                "container",
-                "restart",
-                "stream",
-                "level",
-                "message",
-                "line_id",
-            ])?;
-            for h in &result.hits {
+            for h in hits {
                 let l = &h.line;
                 w.write_record([
                     time(l.ts),

@@ -105,6 +105,32 @@ impl Server {
         Ok(text)
     }
 
+    /// Opens a streamed answer of `path` (its body read as it comes).
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        pairs: &[(String, String)],
+    ) -> anyhow::Result<reqwest::Response> {
+        let request = match &self.token {
+            Some(t) => self.get(path, pairs).bearer_auth(t),
+            None => self.get(path, pairs),
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("calling the server's {path}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let detail = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            anyhow::bail!("the server's {path} answered {status}: {detail}");
+        }
+        Ok(response)
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,

@@ -92,11 +92,18 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let alerts = role.start_alerts();
     let stop_reload = CancellationToken::new();
     let reload = role.spawn_reload(stop_reload.clone());
+    // With Kafka, the live tail reads the pod-log topic while tails are open.
+    let stop_feed = CancellationToken::new();
+    let feed =
+        crate::roles::live_feed::spawn_kafka_feed(config, role.live().clone(), stop_feed.clone());
     health::shutdown_signal().await;
     stop_reload.cancel();
     let _ = reload.await;
     tracing::info!("shutting down");
-    // Running queries are cancelled; none holds the exit.
+    // Running queries are cancelled and tails closed; none holds the exit.
+    role.live().close();
+    stop_feed.cancel();
+    let _ = feed.await;
     role.engine.executor().shutdown();
     alerts.stop().await;
     Ok(())

@@ -28,6 +28,7 @@ use sluice_ingest::embedded::{
     BatchLimits, DeadLetterFile, EmbeddedMetrics, LocalLogSink, Message, TableWriter, WriterStopped,
 };
 use sluice_ingest::enrich::Enricher;
+use sluice_ingest::outlet::RecordOutlet;
 use sluice_ingest::writer::RecordKind;
 use sluice_logindex::indexer::DEFAULT_MEMORY_BUDGET;
 use sluice_query::api;
@@ -43,6 +44,7 @@ use crate::config::Config;
 use crate::generator::live::{LiveConfig, LiveDemo, LiveOutlet};
 use crate::health;
 use crate::roles::indexer::{DEFAULT_MERGE_AT, IndexerMetrics, IndexerRole};
+use crate::roles::live_feed::{TeeLogOutlet, TeeRecordOutlet};
 use crate::roles::query::QueryRole;
 
 #[derive(Debug, Clone)]
@@ -243,6 +245,23 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         })
     };
 
+    // The index follows pod_logs.
+    let engine = Arc::new(Engine::new(
+        catalog.clone(),
+        config.query.clone(),
+        config.warehouse.s3.clone(),
+    )?);
+    let query = QueryRole::build(&config, engine.clone(), &mut registry).await?;
+    let indexer = IndexerRole::build(
+        &config,
+        catalog.clone(),
+        engine.stores(),
+        DEFAULT_MERGE_AT,
+        DEFAULT_MEMORY_BUDGET,
+        0,
+        IndexerMetrics::register(&mut registry),
+    )
+    .await?;
     // Pod logs: the checkpoint starts from the positions pod_logs holds.
     let stop = Arc::new(AtomicBool::new(false));
     let mut tailer_thread = None;
@@ -264,7 +283,11 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
         checkpoint.save(&saved)?;
         let settings = super::collect::tail_settings(&config);
-        let sink = Box::new(LocalLogSink::new(pod_tx, acks.clone()));
+        // What the writer accepts is also published to the live tail.
+        let sink = Box::new(TeeLogOutlet {
+            inner: LocalLogSink::new(pod_tx, acks.clone()),
+            hub: query.live().clone(),
+        });
         let tailer = Tailer::new(settings, checkpoint, sink, acks, collector_metrics.clone())
             .context("starting the pod log tailer")?;
         tailer_thread = Some(super::collect::spawn_tailer(tailer, stop.clone())?);
@@ -274,23 +297,6 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         tracing::info!(root = %config.collector.pods_root.display(), "no pod log tree to tail");
     }
 
-    // The index follows pod_logs.
-    let engine = Arc::new(Engine::new(
-        catalog.clone(),
-        config.query.clone(),
-        config.warehouse.s3.clone(),
-    )?);
-    let query = QueryRole::build(&config, engine.clone(), &mut registry).await?;
-    let indexer = IndexerRole::build(
-        &config,
-        catalog.clone(),
-        engine.stores(),
-        DEFAULT_MERGE_AT,
-        DEFAULT_MEMORY_BUDGET,
-        0,
-        IndexerMetrics::register(&mut registry),
-    )
-    .await?;
     let index_interval = opts.index_interval;
     let index_task = tokio::spawn(async move {
         indexer
@@ -298,6 +304,12 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             .await
     });
 
+    // Lifecycle events go to their write-ahead log, and terminations to
+    // the live tail too.
+    let lifecycle_outlet: Arc<dyn RecordOutlet> = Arc::new(TeeRecordOutlet {
+        inner: Arc::new(WalOutlet(lifecycle_wal.clone())),
+        hub: query.live().clone(),
+    });
     // Lifecycle events from the Kubernetes API, as `sluice collect
     // --kubernetes` records them, into the lifecycle write-ahead log.
     let watcher = if config.collector.kubernetes {
@@ -311,7 +323,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
                 state_path: up_dir.join("k8s-watch.json"),
             },
             client,
-            Arc::new(WalOutlet(lifecycle_wal.clone())),
+            lifecycle_outlet.clone(),
             collector_metrics.clone(),
         )?;
         tracing::info!(
@@ -350,7 +362,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         let mut outlet = LiveOutlet {
             handle: tokio::runtime::Handle::current(),
             events: Arc::new(WalOutlet(events_wal.clone())),
-            lifecycle: Arc::new(WalOutlet(lifecycle_wal.clone())),
+            lifecycle: lifecycle_outlet.clone(),
         };
         let stop = demo_stop.clone();
         demo_thread = Some(
@@ -390,7 +402,8 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         }
     };
     eprintln!("sluice up: stopping; committing what was read");
-    // Queries first: a runaway one must not hold the drain.
+    // Queries and tails first: a runaway one must not hold the drain.
+    query.live().close();
     engine.executor().shutdown();
     stop_reload.cancel();
     let _ = reload.await;

@@ -3,4 +3,5 @@
 //! settings and metrics instead of copies.
 
 pub mod indexer;
+pub mod live_feed;
 pub mod query;

@@ -15,6 +15,8 @@ use sluice_query::access::{Access, AccessControl, AccessSettings};
 use sluice_query::api::{self, ApiState};
 use sluice_query::audit::AuditLog;
 use sluice_query::engine::Engine;
+use sluice_query::live::LiveHub;
+use sluice_query::live::metrics::TailMetrics;
 use sluice_query::logsearch::LogIndex;
 use sluice_query::logsearch::range_cache::CacheMetrics;
 use tokio_util::sync::CancellationToken;
@@ -75,10 +77,14 @@ impl QueryRole {
         )
         .context("loading the alert rules ([alerts] rules)")?;
         alerts.metrics().register(registry);
+        let tail_metrics = TailMetrics::default();
+        tail_metrics.register(registry);
+        let live = Arc::new(LiveHub::new(config.tail.clone(), tail_metrics));
         let state = Arc::new(ApiState {
             engine: engine.clone(),
             guardrails: config.guardrails.clone(),
             logs,
+            live,
         });
         let audit_path = match config.query.audit_log.as_str() {
             "-" => None,
@@ -156,6 +162,12 @@ impl QueryRole {
                 }
             }
         })
+    }
+
+    /// The live stream the tails read: the embedded pipeline publishes to
+    /// it, or a Kafka feed ([`crate::roles::live_feed`]).
+    pub fn live(&self) -> &Arc<LiveHub> {
+        &self.state.live
     }
 
     /// Ready when the engine can read the catalog.

@@ -447,6 +447,8 @@ pub struct Stream {
     pub labels: Labels,
     /// (epoch nanoseconds, line).
     pub entries: Vec<(i64, String)>,
+    /// Each entry's `line_id` (the live tail joins its backfill by them).
+    pub line_ids: Vec<String>,
 }
 
 /// The `limit` newest (or oldest) lines matching `sel` in `[from, to)`,
@@ -480,26 +482,27 @@ pub fn select_lines(
     }
     candidates.sort_by_key(|c| (c.0, c.1, c.2, c.3));
     candidates.truncate(limit);
-    let mut by_stream: BTreeMap<&Labels, Vec<(i64, String)>> = BTreeMap::new();
+    let mut by_stream: BTreeMap<&Labels, (Vec<(i64, String)>, Vec<String>)> = BTreeMap::new();
     for (key, split, segment, doc, labels) in candidates {
         let s = &splits[split];
         let d: TantivyDocument = s.searcher().doc(DocAddress::new(segment, doc))?;
-        let line = d
-            .get_first(s.fields().message)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        let text = |field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         let ts_us = if newest { -key } else { key };
-        by_stream
-            .entry(labels)
-            .or_default()
-            .push((ts_us.saturating_mul(1000), line));
+        let (entries, ids) = by_stream.entry(labels).or_default();
+        entries.push((ts_us.saturating_mul(1000), text(s.fields().message)));
+        ids.push(text(s.fields().line_id));
     }
     Ok(by_stream
         .into_iter()
-        .map(|(labels, entries)| Stream {
+        .map(|(labels, (entries, line_ids))| Stream {
             labels: labels.clone(),
             entries,
+            line_ids,
         })
         .collect())
 }

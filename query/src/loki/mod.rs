@@ -9,6 +9,7 @@
 
 pub mod eval;
 pub mod logql;
+pub mod tail;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
