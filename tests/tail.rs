@@ -422,3 +422,124 @@ fn a_tail_follows_the_oomkilled_container_into_its_next_instance() {
     });
     drop(up);
 }
+
+/// Appends `n` CRI lines `"<what> <i>"` to `path`, `gap` apart.
+fn write_lines(path: &Path, what: &str, n: usize, gap: Duration) -> Vec<String> {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut written = Vec::new();
+    for i in 0..n {
+        let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.9fZ");
+        let line = format!("{what} {i}");
+        writeln!(f, "{ts} stdout F {line}").unwrap();
+        f.flush().unwrap();
+        written.push(line);
+        std::thread::sleep(gap);
+    }
+    written
+}
+
+/// `sluice up --kafka`: the query role's tail reads the pod-log and
+/// lifecycle topics (a consumer of its own, started by the first tail) and
+/// follows a container a test writes, across its restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_through_kafka_follows_a_restart() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use sluice_testkit::TestTopic;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let pods = tmp.path().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let events = TestTopic::create("tail-events", 1).await;
+    let podlogs = TestTopic::create("tail-podlogs", 2).await;
+    let k8s = TestTopic::create("tail-k8s", 1).await;
+    let dlq = TestTopic::create("tail-dlq", 1).await;
+    let base = loop {
+        let p = free_port();
+        if p < 65000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let addr = format!("127.0.0.1:{base}");
+    let env = [
+        ("SLUICE_KAFKA", events.bootstrap.clone()),
+        ("SLUICE_KAFKA__TOPICS__EVENTS", events.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__PODLOGS", podlogs.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__K8S", k8s.name.clone()),
+        ("SLUICE_KAFKA__TOPICS__DLQ", dlq.name.clone()),
+        ("SLUICE_KAFKA__GROUP_ID", sluice_testkit::unique("tail")),
+        ("SLUICE_COLLECTOR__PODS_ROOT", pods.display().to_string()),
+    ];
+    let _up = tokio::task::block_in_place(|| {
+        let up = spawn_up_with(&data_dir, &addr, &[], &env);
+        for i in 1..4 {
+            let role = format!("127.0.0.1:{}", base + i);
+            wait_for("every role to be ready", Duration::from_secs(60), || {
+                common::http_get(&role, "/readyz").0 == 200
+            });
+        }
+        up
+    });
+    let tail = loki_tail(
+        &addr,
+        "{namespace=\"kt\", pod=\"crash-0\"}",
+        "unused",
+        5000,
+        &["--until-restart", "1", "--after", "40", "--seconds", "90"],
+    );
+    let pod_dir = pods.join("kt_crash-0_1f1b0c7e-0000-4000-8000-0000000c4a50/app");
+    let gap = Duration::from_millis(50);
+    let old = tokio::task::block_in_place(|| write_lines(&pod_dir.join("0.log"), "old", 40, gap));
+    // The container's end, as the Kubernetes watcher records it.
+    let producer: FutureProducer = k8s.client_config().create().unwrap();
+    let ended = json!({
+        "event_id": "kt-crash-0-oom-1", "occurred_at": chrono::Utc::now().to_rfc3339(),
+        "cluster": "default", "namespace": "kt", "kind": "Pod", "name": "crash-0",
+        "container": "app", "reason": "OOMKilled", "type": "Warning",
+        "message": "Container app terminated: OOMKilled (exit code 137)",
+        "restart_count": 1, "exit_code": 137,
+    })
+    .to_string();
+    producer
+        .send(
+            FutureRecord::to(&k8s.name)
+                .key("kt/crash-0")
+                .payload(&ended),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let new = tokio::task::block_in_place(|| write_lines(&pod_dir.join("1.log"), "new", 40, gap));
+    let got = tokio::task::block_in_place(|| finish(tail));
+    let items = flatten(&got["messages"]);
+    let received = |restart: &str| -> Vec<String> {
+        items
+            .iter()
+            .filter(|(k, r, _)| k.is_empty() && r == restart)
+            .map(|(_, _, l)| l.clone())
+            .collect()
+    };
+    same_lines("restart 0 through Kafka", &received("0"), &old);
+    same_lines("restart 1 through Kafka", &received("1"), &new);
+    let first_new = items
+        .iter()
+        .position(|(k, r, _)| k.is_empty() && r == "1")
+        .unwrap();
+    let notice = items
+        .iter()
+        .position(|(k, r, t)| k == "restart" && r == "1" && t.contains("OOMKilled, exit code 137"))
+        .unwrap_or_else(|| panic!("no restart notice: {items:?}"));
+    assert!(notice < first_new);
+    assert!(
+        items
+            .iter()
+            .any(|(k, _, t)| k == "ended" && t.contains("(restart 0) ended: OOMKilled")),
+        "no notice of the end"
+    );
+}
