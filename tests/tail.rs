@@ -31,6 +31,7 @@ const CLI: &str = "tail-cli-token-0002";
 const LIMITED: &str = "tail-limited-token-0003";
 const SLOW: &str = "tail-slow-token-0004";
 const PLATFORM: &str = "tail-platform-tenant-0005";
+const BROWSER: &str = "tail-browser-token-0006";
 
 fn config() -> String {
     let mut c = String::from(
@@ -43,6 +44,7 @@ fn config() -> String {
         (LIMITED, None),
         (SLOW, None),
         (PLATFORM, Some("platform")),
+        (BROWSER, None),
     ] {
         c.push_str(&format!(
             "[[query.tokens]]\ntoken = \"{token}\"\nrole = \"operator\"\n"
@@ -173,6 +175,27 @@ fn a_tail_follows_the_oomkilled_container_into_its_next_instance() {
     );
     let selector = format!("{{namespace=\"{ns}\", pod=\"{pod}\", container=\"{container}\"}}");
 
+    // The console's Live toggle on the same container, in Chromium.
+    let browser = {
+        let (base, pod_ref, container) = (
+            format!("http://{addr}"),
+            format!("{ns}/{pod}"),
+            container.clone(),
+        );
+        std::thread::spawn(move || {
+            common::browser::run_script(
+                "live.mjs",
+                &base,
+                &common::browser::output_dir(),
+                &[
+                    ("LIVE_TOKEN", BROWSER.to_string()),
+                    ("LIVE_POD", pod_ref),
+                    ("LIVE_CONTAINER", container),
+                ],
+                Duration::from_secs(180),
+            )
+        })
+    };
     // Loki's tail until 20 lines of the next instance came (the OOMKill is
     // 20 s after the start).
     let follower = loki_tail(
@@ -417,6 +440,9 @@ fn a_tail_follows_the_oomkilled_container_into_its_next_instance() {
         by_restart.len() == 2,
         "the CLI saw both instances: {by_restart:?}"
     );
+    browser
+        .join()
+        .expect("the console's Live test (tests/console/live.mjs)");
     wait_for("every tail to close", Duration::from_secs(20), || {
         metric(&addr, "sluice_tail_clients") == 0.0
     });

@@ -622,9 +622,14 @@ LIMIT 2000`).then((out) => {
     const range = select('Time', RANGE_OPTIONS(['15m', '1h', '6h', '24h', '2d', '7d', '30d']), st.range, (v) => { st.range = v; loadLabels(); run(); }, { 'data-test': 'log-range' });
     const ctx = select('Context lines', [['3', '± 3'], ['5', '± 5'], ['10', '± 10'], ['25', '± 25']], st.context, (v) => { st.context = v; setParams('logs', st); }, { 'data-test': 'log-context' });
     const instancesButton = h('button', { class: 'button', type: 'button', 'data-test': 'open-instances', disabled: !st.pod, onclick: () => st.pod && openInstances(st.namespace, st.pod, null) }, '⟲ Instances');
+    const liveButton = h('button', {
+      class: 'button', type: 'button', 'data-test': 'log-live', 'aria-pressed': 'false',
+      title: 'Follow the selected lines as the pipeline reads them (before they are indexed), across container restarts',
+      onclick: () => (live ? stopLive() : startLive()),
+    }, '● Live');
     const labelsError = h('div');
     const filterCard = h('section', { class: 'card' }, form,
-      h('div', { class: 'filters', style: 'padding-top:0' }, ns.field, pod.field, container.field, restart.field, level.field, range.field, ctx.field, instancesButton), labelsError);
+      h('div', { class: 'filters', style: 'padding-top:0' }, ns.field, pod.field, container.field, restart.field, level.field, range.field, ctx.field, instancesButton, liveButton), labelsError);
 
     const volumeEl = h('div', { class: 'chart', 'data-test': 'log-volume' });
     const volumeCaption = h('div', { class: 'chart-caption', 'data-test': 'log-volume-logql' });
@@ -712,7 +717,120 @@ LIMIT 2000`).then((out) => {
       };
     }
 
+    // ---- live tail (/v1/logs/tail: NDJSON events, the same stream as `sluice logs tail -f`)
+    let live = null;
+    onDispose(() => stopLive());
+    /** Rows kept on screen while live; older ones leave from the top. */
+    const LIVE_ROWS = 2000;
+
+    function stopLive() {
+      if (!live) return;
+      live.abort.abort();
+      live = null;
+      liveButton.setAttribute('aria-pressed', 'false');
+      liveButton.classList.remove('primary');
+      resultsCard.el.dataset.live = 'off';
+    }
+
+    function liveNotice(text, tone) {
+      return h('div', { class: `log-notice ${tone || ''}`, 'data-test': 'live-notice', text });
+    }
+
+    function ending(t) {
+      return t.exit_code != null ? `${t.reason}, exit code ${t.exit_code}` : t.reason;
+    }
+
+    async function startLive() {
+      stopLive();
+      const abort = new AbortController();
+      live = { abort };
+      const mine = live;
+      liveButton.setAttribute('aria-pressed', 'true');
+      liveButton.classList.add('primary');
+      resultsCard.el.dataset.live = 'on';
+      const list = h('div', { class: 'log-list live', 'data-test': 'live-results', 'data-pod': st.pod });
+      let shown = 0;
+      const caption = () => {
+        resultsCard.head.querySelector('.sub').textContent =
+          `Live · ${fmtInt(shown)} line${shown === 1 ? '' : 's'} · oldest first · ${st.pod ? `${st.pod}${st.container ? `/${st.container}` : ''}` : st.namespace || 'every namespace'}`;
+      };
+      clear(resultsBody, list);
+      caption();
+      const terms = highlightTerms(st.q);
+      // Follows the newest line unless the reader scrolled up.
+      const add = (el) => {
+        const follow = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+        list.append(el);
+        while (list.childElementCount > LIVE_ROWS) list.firstElementChild.remove();
+        if (follow) list.scrollTop = list.scrollHeight;
+      };
+      const onEvent = (e) => {
+        switch (e.type) {
+          case 'lines':
+            for (const l of e.lines) add(lineRow(l, e.backfill ? 'ctx' : 'live-line', terms));
+            shown += e.lines.length;
+            if (e.backfill) add(liveNotice(`── live from here (${fmtInt(e.lines.length)} earlier line${e.lines.length === 1 ? '' : 's'} above)`, 'seam'));
+            caption();
+            break;
+          case 'restart':
+            add(liveNotice(`⟲ ${e.pod}/${e.container}: instance #${e.restart} started${e.previous ? ` — the previous one ended: ${ending(e.previous)}` : ''}`, 'restart'));
+            break;
+          case 'ended':
+            add(liveNotice(`■ ${e.pod}/${e.container}${e.restart != null ? ` #${e.restart}` : ''} ended: ${ending(e)}`, 'ended'));
+            break;
+          case 'dropped':
+            add(liveNotice(`${fmtInt(e.count)} lines dropped: this page did not keep up`, 'warn'));
+            break;
+          case 'behind':
+            add(liveNotice(`the server fell behind the stream: ${fmtInt(e.skipped_messages)} messages skipped`, 'warn'));
+            break;
+          case 'closed':
+            add(liveNotice(`the server closed the live tail: ${e.reason}`, 'warn'));
+            break;
+          default:
+        }
+      };
+      const query = { q: st.q, namespace: st.namespace, pod: st.pod, container: st.container, restart: st.restart, level: st.level, lines: 50 };
+      const headers = { Accept: 'application/x-ndjson' };
+      const token = localStorage.getItem(TOKEN_KEY);
+      if (token) headers.Authorization = `Bearer ${token}`;
+      try {
+        const res = await fetch(`/v1/logs/tail?${qs(query)}`, { headers, signal: abort.signal, cache: 'no-store' });
+        if (!res.ok) {
+          const text = await res.text();
+          let detail = text.trim();
+          try { detail = JSON.parse(text).detail || detail; } catch (_) { /* plain text */ }
+          throw new ApiError(res.status, res.statusText, detail, 'GET', '/v1/logs/tail');
+        }
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += decoder.decode(value, { stream: true });
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            if (line.trim()) onEvent(JSON.parse(line));
+          }
+        }
+        if (live === mine) add(liveNotice('the live tail ended (the server stopped?)', 'warn'));
+      } catch (e) {
+        if (e.name === 'AbortError') return;
+        if (live === mine) resultsBody.append(errorBox(e));
+      }
+      if (live === mine) stopLive();
+    }
+
     async function run() {
+      if (live) {
+        setParams('logs', st);
+        volume();
+        startLive();
+        return;
+      }
       setParams('logs', st);
       resultsCard.el.classList.add('loading');
       const [r] = await Promise.all([
@@ -768,7 +886,8 @@ LIMIT 2000`).then((out) => {
     }
 
     function lineRow(line, cls, terms, extra) {
-      return h('div', { class: `log-row ${cls}`, 'data-test': cls === 'ctx' ? 'context-line' : 'log-hit', 'data-line-id': line.line_id },
+      const test = { ctx: 'context-line', 'live-line': 'live-line' }[cls] || 'log-hit';
+      return h('div', { class: `log-row ${cls}`, 'data-test': test, 'data-line-id': line.line_id, 'data-restart': String(line.restart) },
         h('span', { class: 'ts', title: rfc3339Micros(line.ts), text: fmtMicros(line.ts) }),
         levelChip(line.level),
         h('span', { class: 'src' },
