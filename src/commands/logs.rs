@@ -356,19 +356,17 @@ fn print_event(event: &[u8], format: OutputFormat) -> anyhow::Result<()> {
         out.flush()?;
     }
     match kind {
-        "lines" => {
-            if format != OutputFormat::Json {
-                let lines: Vec<LogLine> = serde_json::from_value(v["lines"].clone())
-                    .context("reading the lines of the live tail")?;
-                let hits: Vec<Hit> = lines
-                    .into_iter()
-                    .map(|line| Hit {
-                        line,
-                        context: None,
-                    })
-                    .collect();
-                print_lines(&hits, format)?;
-            }
+        "lines" if format != OutputFormat::Json => {
+            let lines: Vec<LogLine> = serde_json::from_value(v["lines"].clone())
+                .context("reading the lines of the live tail")?;
+            let hits: Vec<Hit> = lines
+                .into_iter()
+                .map(|line| Hit {
+                    line,
+                    context: None,
+                })
+                .collect();
+            print_lines(&hits, format)?;
         }
         "restart" => {
             let mut text = format!(

@@ -25,7 +25,10 @@ pub struct Exact {
 }
 
 pub enum Selection {
-    Search { exact: Exact, q: LineMatcher },
+    Search {
+        exact: Box<Exact>,
+        q: Box<LineMatcher>,
+    },
     LogQl(LogSelector),
 }
 
@@ -165,7 +168,7 @@ struct Wire {
 #[serde(untagged)]
 enum Payload {
     Many(Vec<Wire>),
-    One(Wire),
+    One(Box<Wire>),
 }
 
 /// The lines of a pod-log message; a message that is not one yields none
@@ -173,7 +176,7 @@ enum Payload {
 pub fn parse_lines(payload: &[u8]) -> Vec<LogLine> {
     let wires = match serde_json::from_slice::<Payload>(payload) {
         Ok(Payload::Many(w)) => w,
-        Ok(Payload::One(w)) => vec![w],
+        Ok(Payload::One(w)) => vec![*w],
         Err(e) => {
             tracing::debug!(error = %e, "a pod-log message the live tail cannot read");
             return Vec::new();

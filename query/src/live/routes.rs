@@ -107,7 +107,7 @@ async fn open(
     let (key, tenant) = caller_of(caller.as_ref());
     let filter = LiveFilter {
         selection: Selection::Search {
-            exact: Exact {
+            exact: Box::new(Exact {
                 namespace: f.namespace.clone(),
                 pod: f.pod.clone(),
                 container: f.container.clone(),
@@ -115,8 +115,8 @@ async fn open(
                 stream: f.stream.clone(),
                 level: f.level.clone(),
                 node: f.node.clone(),
-            },
-            q: sluice_logindex::line_match::LineMatcher::new(q),
+            }),
+            q: Box::new(sluice_logindex::line_match::LineMatcher::new(q)),
         },
         tenant: tenant.clone(),
         from_us: f.from.unwrap_or(i64::MIN),

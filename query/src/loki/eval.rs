@@ -482,7 +482,9 @@ pub fn select_lines(
     }
     candidates.sort_by_key(|c| (c.0, c.1, c.2, c.3));
     candidates.truncate(limit);
-    let mut by_stream: BTreeMap<&Labels, (Vec<(i64, String)>, Vec<String>)> = BTreeMap::new();
+    // Per stream: its entries and their line ids.
+    type Entries = (Vec<(i64, String)>, Vec<String>);
+    let mut by_stream: BTreeMap<&Labels, Entries> = BTreeMap::new();
     for (key, split, segment, doc, labels) in candidates {
         let s = &splits[split];
         let d: TantivyDocument = s.searcher().doc(DocAddress::new(segment, doc))?;
