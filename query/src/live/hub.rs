@@ -8,7 +8,6 @@
 //! on the ingestion path, and a slow tail only loses its own lines.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,7 +133,6 @@ pub struct LiveHub {
     warm: watch::Sender<bool>,
     closed: CancellationToken,
     pub metrics: TailMetrics,
-    published: AtomicU64,
 }
 
 /// Containers whose last termination is remembered.
@@ -156,7 +154,6 @@ impl LiveHub {
             warm: watch::Sender::new(true),
             closed: CancellationToken::new(),
             metrics,
-            published: AtomicU64::new(0),
         }
     }
 
@@ -219,7 +216,6 @@ impl LiveHub {
         drop(ring);
         self.metrics.replay_seconds.set(span);
         self.metrics.published.inc();
-        self.published.fetch_add(1, Ordering::Relaxed);
         self.notify.notify_waiters();
     }
 
