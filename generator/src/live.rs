@@ -79,13 +79,37 @@ pub struct LiveOutlet {
     pub handle: tokio::runtime::Handle,
     pub events: Arc<dyn RecordOutlet>,
     pub lifecycle: Arc<dyn RecordOutlet>,
+    /// Set when the demo should stop: a refused send stops retrying.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LiveOutlet {
+    /// Sends until the outlet takes the records, as a gateway retries an
+    /// intake that answers 503 (a full disk under the write-ahead log):
+    /// every second, until it does or the demo stops.
     fn send(&self, outlet: &Arc<dyn RecordOutlet>, records: Vec<Vec<u8>>) -> anyhow::Result<()> {
         let refs: Vec<(&[u8], &[u8])> = records.iter().map(|r| (&b""[..], r.as_slice())).collect();
-        self.handle.block_on(outlet.send(&refs))?;
-        Ok(())
+        let mut refused = false;
+        loop {
+            match self.handle.block_on(outlet.send(&refs)) {
+                Ok(()) => {
+                    if refused {
+                        tracing::info!("the demo's records are taken again");
+                    }
+                    return Ok(());
+                }
+                Err(e) if self.stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    if !refused {
+                        tracing::warn!(error = %e, "the demo's records were refused; retrying every second");
+                        refused = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     fn events(&mut self, records: Vec<Vec<u8>>) -> anyhow::Result<()> {

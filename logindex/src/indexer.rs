@@ -140,6 +140,17 @@ impl Indexer {
         }
     }
 
+    /// Removes half-built splits from the work directory: after a round
+    /// that failed (a full disk, a store outage), so retries do not pile
+    /// them up. Only between rounds: a round in flight builds there.
+    pub fn clear_work_dir(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.settings.work_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.settings.work_dir.display(), error = %e, "clearing the index work directory");
+        }
+    }
+
     /// Removes what a killed indexer left: splits uploaded but never listed
     /// in the state (older than `min_age`, so another indexer's upload in
     /// flight is not taken) and half-built splits in the work directory.

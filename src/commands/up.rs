@@ -363,6 +363,7 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
             handle: tokio::runtime::Handle::current(),
             events: Arc::new(WalOutlet(events_wal.clone())),
             lifecycle: lifecycle_outlet.clone(),
+            stop: demo_stop.clone(),
         };
         let stop = demo_stop.clone();
         demo_thread = Some(

@@ -102,6 +102,7 @@ impl IndexerRole {
             Err(e) => {
                 self.metrics.errors.inc();
                 tracing::error!(error = %e, "indexing failed; retrying");
+                self.indexer.clear_work_dir();
             }
         }
     }
