@@ -261,17 +261,35 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
     Refusal(Box::new(error(status, message)))
 }
 
-fn decode(intake: &Intake, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Refusal> {
-    let encoding = headers
+/// The records of a request body as the intake reads them: decoded (gzip
+/// when `encoding` says so) within `max_body_bytes`, split (one JSON
+/// object, a JSON array, or NDJSON) into at most `max_records`; or the HTTP
+/// status it is refused with. What the fuzz target drives.
+pub fn body_records(
+    encoding: Option<&str>,
+    body: &[u8],
+    max_body_bytes: usize,
+    max_records: usize,
+) -> Result<Vec<Vec<u8>>, u16> {
+    let status = |Refusal(r): Refusal| r.status().as_u16();
+    let decoded = decode(encoding.unwrap_or("identity"), max_body_bytes, body).map_err(status)?;
+    let items = split_body(&decoded, max_records).map_err(status)?;
+    Ok(items.into_iter().map(|i| i.payload.to_vec()).collect())
+}
+
+fn content_encoding(headers: &HeaderMap) -> &str {
+    headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
+}
+
+fn decode(encoding: &str, max_body_bytes: usize, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let encoding = encoding.trim().to_ascii_lowercase();
     match encoding.as_str() {
         "identity" | "" => Ok(body.to_vec()),
         "gzip" | "x-gzip" => {
-            let limit = intake.settings.max_body_bytes as u64;
+            let limit = max_body_bytes as u64;
             let mut out = Vec::new();
             MultiGzDecoder::new(body)
                 .take(limit + 1)
@@ -320,7 +338,11 @@ async fn post_events(
             return error(status, message);
         }
     };
-    let decoded = match decode(&intake, &headers, &body) {
+    let decoded = match decode(
+        content_encoding(&headers),
+        intake.settings.max_body_bytes,
+        &body,
+    ) {
         Ok(d) => d,
         Err(Refusal(response)) => return *response,
     };

@@ -145,7 +145,7 @@ async fn open(
             .map(|h| h.line)
             .collect()
     };
-    Ok(Tail::open(hub, permit, filter, start, backfill, lines))
+    Ok(Tail::open(hub, permit, filter, start, backfill, lines).await)
 }
 
 /// The tail's events as NDJSON, written by a task of its own so a client

@@ -300,10 +300,10 @@ impl Start {
 impl Tail {
     /// Opens a tail whose backfill is `backfill` (the index's newest lines
     /// the filter keeps), joined with what the replay held at `start`.
-    pub fn open(
+    pub async fn open(
         hub: Arc<LiveHub>,
         permit: TailPermit,
-        mut filter: LiveFilter,
+        filter: LiveFilter,
         start: Start,
         backfill: Vec<LogLine>,
         limit: usize,
@@ -316,26 +316,38 @@ impl Tail {
             max_lines: config.client_buffer_lines.max(1),
             max_bytes: (config.client_buffer_mib.max(1) << 20) as usize,
         });
-        let mut cursor = start.from;
-        let mut replay = Vec::new();
         let needle = filter.needle();
-        loop {
-            let read = hub.read(&mut cursor, start.head, READ_BATCH);
-            if read.items.is_empty() {
-                break;
-            }
-            for (item, _) in read.items {
-                if let Item::PodLogs(p) = item
-                    && needle
-                        .as_deref()
-                        .is_none_or(|n| memchr::memmem::find(&p, n.as_bytes()).is_some())
-                {
-                    replay.extend(parse_lines(&p).into_iter().filter(|l| filter.keeps(l)));
+        // Reading the replay parses up to [tail] replay_mib of JSON: off the
+        // runtime's threads, which serve health checks and the writers.
+        let (filter, first, seen_ids) = {
+            let (hub, needle) = (hub.clone(), needle.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut filter = filter;
+                let mut cursor = start.from;
+                let mut replay = Vec::new();
+                loop {
+                    let read = hub.read(&mut cursor, start.head, READ_BATCH);
+                    if read.items.is_empty() {
+                        break;
+                    }
+                    for (item, _) in read.items {
+                        if let Item::PodLogs(p) = item
+                            && needle
+                                .as_deref()
+                                .is_none_or(|n| memchr::memmem::find(&p, n.as_bytes()).is_some())
+                        {
+                            replay.extend(parse_lines(&p).into_iter().filter(|l| filter.keeps(l)));
+                        }
+                    }
                 }
-            }
-        }
-        let backfill: Vec<LogLine> = backfill.into_iter().filter(|l| filter.keeps(l)).collect();
-        let (first, seen_ids) = join(backfill, replay, limit);
+                let backfill: Vec<LogLine> =
+                    backfill.into_iter().filter(|l| filter.keeps(l)).collect();
+                let (first, seen_ids) = join(backfill, replay, limit);
+                (filter, first, seen_ids)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        };
         let mut seam = Seam::new();
         for id in &seen_ids {
             seam.seen.insert(id);

@@ -117,7 +117,7 @@ async fn open(
     };
     let backfill = streams.into_iter().flat_map(lines_of).collect();
     Ok((
-        Tail::open(hub, permit, filter, start, backfill, limit),
+        Tail::open(hub, permit, filter, start, backfill, limit).await,
         Duration::from_secs(delay),
     ))
 }
