@@ -49,7 +49,13 @@ fuzz_target!(|data: &[u8]| {
         pending.drain(..n);
     }
     let ids = |v: &[sluice_schema::raw::PodLogRecord]| -> Vec<(String, String)> {
-        v.iter().map(|r| (r.line_id.clone(), r.message.clone())).collect()
+        v.iter()
+            .map(|r| (r.line_id.clone(), r.message.clone()))
+            .collect()
     };
-    assert_eq!(ids(&whole), ids(&pieces), "read whole and in pieces of {step}");
+    assert_eq!(
+        ids(&whole),
+        ids(&pieces),
+        "read whole and in pieces of {step}"
+    );
 });

@@ -9,7 +9,11 @@ use sluice_schema::wire::decode_event;
 fuzz_target!(|data: &[u8]| {
     let slow = RawEvent::validate_json_bytes(data);
     if let Some(fast) = decode_event(data) {
-        assert_eq!(Some(&fast), slow.as_ref().ok(), "the fast path accepted what the validator did not");
+        assert_eq!(
+            Some(&fast),
+            slow.as_ref().ok(),
+            "the fast path accepted what the validator did not"
+        );
     }
     let _ = RawEvent::from_json_bytes(data);
 });
