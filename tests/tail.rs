@@ -348,19 +348,21 @@ fn a_tail_follows_the_oomkilled_container_into_its_next_instance() {
         old.len(),
         new.len()
     );
-    let table = |restart: i64| -> Vec<String> {
+    // One column of an instance's rows, in file order.
+    let instance = |column: &str, restart: i64| -> Vec<String> {
         sql_as(
             &addr,
             OPERATOR,
             &format!(
-                "SELECT message FROM pod_logs WHERE namespace = '{ns}' AND pod = '{pod}' \
+                "SELECT {column} FROM pod_logs WHERE namespace = '{ns}' AND pod = '{pod}' \
                  AND container = '{container}' AND restart = {restart} ORDER BY byte_offset"
             ),
         )
         .into_iter()
-        .map(|r| r["message"].as_str().unwrap().to_string())
+        .map(|r| r[column].as_str().unwrap().to_string())
         .collect()
     };
+    let table = |restart: i64| instance("message", restart);
     wait_for(
         "the table to hold the old instance",
         Duration::from_secs(30),
@@ -414,17 +416,7 @@ fn a_tail_follows_the_oomkilled_container_into_its_next_instance() {
         by_restart.entry(*r).or_default().push(id.clone());
     }
     for (r, ids) in &by_restart {
-        let rows: Vec<String> = sql_as(
-            &addr,
-            OPERATOR,
-            &format!(
-                "SELECT line_id FROM pod_logs WHERE namespace = '{ns}' AND pod = '{pod}' \
-                 AND container = '{container}' AND restart = {r} ORDER BY byte_offset"
-            ),
-        )
-        .into_iter()
-        .map(|r| r["line_id"].as_str().unwrap().to_string())
-        .collect();
+        let rows = instance("line_id", *r);
         let at = rows
             .iter()
             .position(|id| *id == ids[0])

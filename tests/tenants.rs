@@ -833,6 +833,22 @@ fn a_tenant_sees_its_own_rows_and_nothing_else() {
     assert!(corpus.len() >= 40, "{} attempts", corpus.len());
 
     let mut failures = Vec::new();
+    // A user or word that spark's own rows hold by now (the demo keeps
+    // writing) is no longer only other tenants'.
+    let now_spark_s = |f: &String| -> bool {
+        let n = if users.contains(f) {
+            admin_count(&format!(
+                "SELECT count(*) AS n FROM platform_event_logs WHERE service IN ('iom-cluster', 'typesense') AND user_id = '{f}'"
+            ))
+        } else if b_words.contains(f) {
+            admin_count(&format!(
+                "SELECT count(*) AS n FROM pod_logs WHERE {in_a} AND strpos(lower(message), '{f}') > 0"
+            ))
+        } else {
+            0
+        };
+        n > 0
+    };
     for a in &corpus {
         let headers: Vec<(&str, &str)> = a.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = match &a.sql {
@@ -871,20 +887,7 @@ fn a_tenant_sees_its_own_rows_and_nothing_else() {
                 };
                 shown && !asked.contains(f.as_str())
             })
-            .filter(|f| {
-                let now_spark_s = if users.contains(*f) {
-                    admin_count(&format!(
-                        "SELECT count(*) AS n FROM platform_event_logs WHERE service IN ('iom-cluster', 'typesense') AND user_id = '{f}'"
-                    ))
-                } else if b_words.contains(*f) {
-                    admin_count(&format!(
-                        "SELECT count(*) AS n FROM pod_logs WHERE {in_a} AND strpos(lower(message), '{f}') > 0"
-                    ))
-                } else {
-                    0
-                };
-                now_spark_s == 0
-            })
+            .filter(|f| !now_spark_s(f))
             .collect();
         if let Some(leak) = leaks.first() {
             failures.push(format!("{}: LEAK of {leak:?} in {body}", a.name));
@@ -996,7 +999,16 @@ fn a_tenant_sees_its_own_rows_and_nothing_else() {
             ("TENANT_TOKEN", A_CONSOLE.to_string()),
             ("TENANT_NAMESPACES", json!(A_NAMESPACES).to_string()),
             ("TENANT_SERVICES", json!(A_SERVICES).to_string()),
-            ("TENANT_FORBIDDEN", json!(forbidden).to_string()),
+            (
+                "TENANT_FORBIDDEN",
+                json!(
+                    forbidden
+                        .iter()
+                        .filter(|f| !now_spark_s(f))
+                        .collect::<Vec<_>>()
+                )
+                .to_string(),
+            ),
         ],
         Duration::from_secs(180),
     );

@@ -11,60 +11,21 @@
 // console.mjs), LIVE_TOKEN (an operator token), LIVE_POD (namespace/pod),
 // LIVE_CONTAINER.
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+
+import { expect, open } from './harness.mjs';
 
 const [base, outDir] = process.argv.slice(2);
-const modules = process.env.SLUICE_TEST_NODE_MODULES || path.join(os.homedir(), '.cache/sluice/node/node_modules');
-const require = createRequire(path.join(modules, 'noop.js'));
-const { chromium } = require('playwright-core');
 const token = process.env.LIVE_TOKEN;
 const [namespace, pod] = process.env.LIVE_POD.split('/');
 const container = process.env.LIVE_CONTAINER;
-fs.mkdirSync(outDir, { recursive: true });
-
-let failed = 0;
-function expect(cond, message) {
-  if (!cond) throw new Error(`expected: ${message}`);
-}
-async function step(page, name, fn) {
-  try {
-    await fn();
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`not ok - ${name}\n    ${String(e.stack || e).split('\n').join('\n    ')}`);
-    await page.screenshot({ path: path.join(outDir, `FAILED-live-${name.replace(/[^a-z0-9]+/gi, '-')}.png`), fullPage: true }).catch(() => {});
-  }
-}
-
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-live-chromium-'));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.SLUICE_TEST_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1440, height: 900 },
-  timezoneId: 'UTC',
-});
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(60_000);
-const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(e.message));
+const { page, step, saveToken, finish } = await open('live', outDir);
 const liveLines = (restart) => page.locator(`[data-test=live-results] [data-test=live-line][data-restart="${restart}"]`);
 
 try {
-  await step(page, 'the operator saves its token', async () => {
-    await page.goto(`${base}/#/logs?range=15m`);
-    await page.click('[data-test=open-settings]');
-    await page.fill('#token-input', token);
-    await page.click('#settings button[value=save]');
-    await page.waitForFunction(() => !!localStorage.getItem('sluice.console.token'));
-  });
+  await saveToken(base, token, 'operator');
 
-  await step(page, 'live: earlier lines, then new ones as they are written', async () => {
+  await step('live: earlier lines, then new ones as they are written', async () => {
     await page.goto(`${base}/#/logs?${new URLSearchParams({ range: '15m', namespace, pod, container })}`);
     await page.click('[data-test=log-live]');
     expect(await page.getAttribute('[data-test=log-live]', 'aria-pressed') === 'true', 'the toggle shows it is on');
@@ -76,7 +37,7 @@ try {
     expect(names.every((n) => n.trim() === `${pod}/${container}`), `only the chosen container's lines: ${[...new Set(names)]}`);
   });
 
-  await step(page, 'live: the OOMKill, then the next instance\'s lines', async () => {
+  await step('live: the OOMKill, then the next instance\'s lines', async () => {
     const notice = page.locator('[data-test=live-results] [data-test=live-notice]', { hasText: 'instance #1 started' });
     await notice.waitFor({ timeout: 90_000 });
     const text = (await notice.textContent()).trim();
@@ -96,7 +57,7 @@ try {
     await page.screenshot({ path: path.join(outDir, 'logs-live.png'), fullPage: true });
   });
 
-  await step(page, 'live off: the stream stops', async () => {
+  await step('live off: the stream stops', async () => {
     await page.click('[data-test=log-live]');
     expect(await page.getAttribute('[data-test=log-live]', 'aria-pressed') === 'false', 'the toggle shows it is off');
     const n = await page.locator('[data-test=live-results] [data-test=live-line]').count();
@@ -104,12 +65,6 @@ try {
     const m = await page.locator('[data-test=live-results] [data-test=live-line]').count();
     expect(m === n, `no line after Live is off (${n} → ${m})`);
   });
-
-  await step(page, 'no script errors', async () => {
-    expect(pageErrors.length === 0, `no errors in the page: ${pageErrors.join('; ')}`);
-  });
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await finish();
 }
-process.exit(failed ? 1 : 0);

@@ -66,6 +66,18 @@ impl LiveFilter {
         }
     }
 
+    /// The lines of a pod-log message this tail keeps. `needle` is
+    /// [`Self::needle`], computed once per tail: a message without it is
+    /// skipped unparsed.
+    pub fn lines_of(&mut self, payload: &[u8], needle: Option<&str>) -> Vec<LogLine> {
+        if needle.is_some_and(|n| memchr::memmem::find(payload, n.as_bytes()).is_none()) {
+            return Vec::new();
+        }
+        let mut lines = parse_lines(payload);
+        lines.retain(|l| self.keeps(l));
+        lines
+    }
+
     pub fn keeps(&mut self, l: &LogLine) -> bool {
         if l.ts < self.from_us
             || self

@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::filter::{LiveFilter, parse_lines};
+use super::filter::LiveFilter;
 use super::hub::{Item, LiveHub, TailPermit, Termination};
 use crate::logsearch::search::LogLine;
 
@@ -331,12 +331,8 @@ impl Tail {
                         break;
                     }
                     for (item, _) in read.items {
-                        if let Item::PodLogs(p) = item
-                            && needle
-                                .as_deref()
-                                .is_none_or(|n| memchr::memmem::find(&p, n.as_bytes()).is_some())
-                        {
-                            replay.extend(parse_lines(&p).into_iter().filter(|l| filter.keeps(l)));
+                        if let Item::PodLogs(p) = item {
+                            replay.extend(filter.lines_of(&p, needle.as_deref()));
                         }
                     }
                 }
@@ -472,15 +468,9 @@ async fn follow(
         for (item, at) in read.items {
             match item {
                 Item::PodLogs(p) => {
-                    if needle
-                        .as_deref()
-                        .is_some_and(|n| memchr::memmem::find(&p, n.as_bytes()).is_none())
-                    {
-                        continue;
-                    }
                     let mut batch = Vec::new();
-                    for l in parse_lines(&p) {
-                        if !filter.keeps(&l) || !seam.seen.insert(&l.line_id) {
+                    for l in filter.lines_of(&p, needle.as_deref()) {
+                        if !seam.seen.insert(&l.line_id) {
                             continue;
                         }
                         if let Some(notice) = seam.restart_of(&hub, &l) {
