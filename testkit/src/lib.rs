@@ -179,7 +179,12 @@ pub struct TestTopic {
 impl TestTopic {
     /// Creates `<prefix>-<uuid>` with `partitions` partitions on the test broker.
     pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
-        let bootstrap = kafka_bootstrap();
+        TestTopic::create_on(&kafka_bootstrap(), prefix, partitions).await
+    }
+
+    /// [`TestTopic::create`] on the broker at `bootstrap` (a test's own).
+    pub async fn create_on(bootstrap: &str, prefix: &str, partitions: i32) -> TestTopic {
+        let bootstrap = bootstrap.to_string();
         let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
