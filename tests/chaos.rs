@@ -8,7 +8,8 @@
 //! moments: `kill -9` of any role (some writers started to die exactly
 //! between their data files and their commit), broker restarts and an
 //! outage, an object-store outage, a zombie writer frozen past its session
-//! and thawed. Then every table is held against the ground truth: every
+//! and thawed, and sluice's own disk (a tmpfs: mounting it needs root, as
+//! CI runs the suite) filled to the last byte. Then every table is held against the ground truth: every
 //! line on disk and every acknowledged event exactly once (by id and
 //! count), the index count equal to the table's, dead letters equal to the
 //! invalid records injected, and `up`'s tables equal to what its demo wrote.
@@ -127,6 +128,7 @@ enum Special {
     BrokerOutage,
     S3Outage,
     Zombie,
+    FullDisk,
 }
 
 #[test]
@@ -224,7 +226,11 @@ fn random_faults_lose_and_duplicate_nothing() {
         ("SLUICE_LOG", "info".into()),
     ];
     env.extend(s3.warehouse_env());
-    let data_dir = dir.join("data");
+    // sluice's own disk — the writers' catalog and index work, the
+    // collector's checkpoints, all of `up` — a tmpfs the run fills; the
+    // node's pod logs and the object store live elsewhere, as on a node.
+    let disk = common::disk::Tmpfs::mount(&dir.join("disk"), "2g");
+    let data_dir = disk.0.join("data");
     let sluice = |data: PathBuf, args: Vec<String>, config: Option<PathBuf>| {
         let (env, bootstrap) = (env.clone(), bootstrap.clone());
         move || {
@@ -248,8 +254,8 @@ fn random_faults_lose_and_duplicate_nothing() {
         Role::new(name, &dir, port, sluice(data.to_path_buf(), all, config))
     };
     let pods_arg = pods_root.display().to_string();
-    let collector_dir = dir.join("collector");
-    let up_dir = dir.join("up");
+    let collector_dir = disk.0.join("collector");
+    let up_dir = disk.0.join("up");
     let mut roles = vec![
         role("writer-a", &data_dir, &["write"], Some(config.clone())),
         role("writer-b", &data_dir, &["write"], Some(config.clone())),
@@ -294,6 +300,7 @@ fn random_faults_lose_and_duplicate_nothing() {
         Special::BrokerOutage,
         Special::S3Outage,
         Special::Zombie,
+        Special::FullDisk,
     ];
     for i in (1..specials.len()).rev() {
         specials.swap(i, rng.below(i as u64 + 1) as usize);
@@ -302,11 +309,18 @@ fn random_faults_lose_and_duplicate_nothing() {
     let mut next_special = special_every;
     let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
     let mut failpoints = 0usize;
+    let mut failpoint_deaths = 0usize;
     let mut failpointed: BTreeSet<&str> = BTreeSet::new();
     let mut own_exits: Vec<String> = Vec::new();
     let mut done = Vec::new();
     loop {
-        look_for_exits(&mut roles, &mut failpointed, &mut own_exits, &mut history);
+        look_for_exits(
+            &mut roles,
+            &mut failpointed,
+            &mut failpoint_deaths,
+            &mut own_exits,
+            &mut history,
+        );
         let total: usize = kills.values().sum();
         if total >= settings.kills && specials.is_empty() {
             break;
@@ -339,6 +353,16 @@ fn random_faults_lose_and_duplicate_nothing() {
                     s3.role.start();
                     history.note("object store back");
                 }
+                Special::FullDisk => {
+                    let filler = common::disk::fill(&disk.0);
+                    history.note(format!(
+                        "sluice's disk (catalog, checkpoints, index work, up's WAL and warehouse) full for {:?}",
+                        settings.outage
+                    ));
+                    std::thread::sleep(settings.outage);
+                    std::fs::remove_file(&filler).unwrap();
+                    history.note("disk space back");
+                }
                 Special::Zombie => {
                     let w = rng.below(2) as usize;
                     if !roles[w].running() {
@@ -361,6 +385,7 @@ fn random_faults_lose_and_duplicate_nothing() {
         let r = rng.below(roles.len() as u64) as usize;
         let pid = roles[r].pid();
         roles[r].kill9();
+        failpointed.remove(roles[r].name);
         *kills.entry(roles[r].name).or_default() += 1;
         history.note(format!(
             "kill -9 {} (pid {})",
@@ -385,7 +410,13 @@ fn random_faults_lose_and_duplicate_nothing() {
     }
 
     // Quiet: everything running, the live writes stopped and counted.
-    look_for_exits(&mut roles, &mut failpointed, &mut own_exits, &mut history);
+    look_for_exits(
+        &mut roles,
+        &mut failpointed,
+        &mut failpoint_deaths,
+        &mut own_exits,
+        &mut history,
+    );
     for r in &mut roles {
         if !r.running() {
             r.spawn_with(&[]);
@@ -398,7 +429,7 @@ fn random_faults_lose_and_duplicate_nothing() {
     let posted = poster.join().expect("the intake poster");
     let total_kills: usize = kills.values().sum();
     history.note(format!(
-        "faults over: {total_kills} kill -9 ({kills:?}), {failpoints} writers started to die mid-commit, \
+        "faults over: {total_kills} kill -9 ({kills:?}), {failpoints} writers started to die mid-commit ({failpoint_deaths} did), \
          {done:?}; {lines_written} live lines written, {} events acknowledged by the intake after {} retries",
         posted.events, posted.retries
     ));
@@ -440,7 +471,7 @@ fn random_faults_lose_and_duplicate_nothing() {
         r.kill9();
     }
     let verdict = format!(
-        "chaos verdict (seed {}): {} faults — {total_kills} kill -9 ({}), {failpoints} writers died mid-commit at a failpoint, {}\n\
+        "chaos verdict (seed {}): {} faults — {total_kills} kill -9 ({}), {failpoint_deaths} writers died mid-commit at the failpoint, {}\n\
          pod_logs: {rows} rows, {distinct_lines} distinct line_id; {want_lines} complete lines on disk\n\
          platform_event_logs: {event_rows} rows, {distinct_events} distinct event_id; {want_events} acknowledged \
          ({} by the intake after {} retries, {DIRECT_GOOD} straight to Kafka)\n\
@@ -449,7 +480,7 @@ fn random_faults_lose_and_duplicate_nothing() {
          up --demo: exact (every line, event and lifecycle event on its disk once)\n\
          roles that exited on their own: {}",
         settings.seed,
-        total_kills + failpoints + done.len(),
+        total_kills + failpoint_deaths + done.len(),
         kills
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
@@ -494,12 +525,14 @@ fn random_faults_lose_and_duplicate_nothing() {
 fn look_for_exits(
     roles: &mut [Role],
     failpointed: &mut BTreeSet<&'static str>,
+    failpoint_deaths: &mut usize,
     own_exits: &mut Vec<String>,
     history: &mut History,
 ) {
     for r in roles.iter_mut() {
         let Some(status) = r.exited() else { continue };
         if failpointed.remove(r.name) {
+            *failpoint_deaths += 1;
             history.note(format!(
                 "{} died at its failpoint ({status}); started again",
                 r.name

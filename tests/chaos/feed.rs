@@ -36,7 +36,11 @@ pub fn pod_log_writer(root: &Path, lines_per_tick: u64, stop: Arc<AtomicBool>) -
             let mut chunk = String::new();
             for _ in 0..lines_per_tick {
                 let now = chrono::Utc::now();
-                let stream = if written % 7 == 0 { "stderr" } else { "stdout" };
+                let stream = if written.is_multiple_of(7) {
+                    "stderr"
+                } else {
+                    "stdout"
+                };
                 chunk.push_str(&format!(
                     "{} {stream} F chaos line {written} level=info msg=\"request served\" latency_ms={}\n",
                     now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
@@ -117,7 +121,7 @@ pub fn intake_poster(
                         "occurred_at": now,
                         "service": "chaos",
                         "action": "probe.get",
-                        "success": i % 9 != 0,
+                        "success": !i.is_multiple_of(9),
                         "user_id": format!("u{}", i % 7),
                         "latency_ms": (i * 13) % 400,
                     })
@@ -167,7 +171,7 @@ pub fn direct_events(path: &Path, good: usize, bad: usize) {
     let stride = (good + bad) / bad.max(1);
     let (mut out, mut bad_left) = (String::new(), bad);
     for i in 0..good + bad {
-        let line = if bad_left > 0 && (i % stride == 0 || good + bad - i == bad_left) {
+        let line = if bad_left > 0 && (i.is_multiple_of(stride) || good + bad - i == bad_left) {
             bad_left -= 1;
             json!({"event_id": format!("direct-bad-{i}"), "occurred_at": "yesterday", "service": "chaos", "action": "probe.get"})
         } else {
