@@ -498,6 +498,7 @@ impl TableSink {
             };
             match tx.commit(&pinned).await {
                 Ok(t) => {
+                    crate::metadata_files::delete_removed_metadata_files(&pinned.pinned, &t).await;
                     let snapshot_id = t.metadata().current_snapshot_id().unwrap_or(-1);
                     return Ok(Outcome::Committed {
                         snapshot_id,

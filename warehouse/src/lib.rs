@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod commit_loop;
 pub mod commit_metrics;
 pub mod maintain;
+pub mod metadata_files;
 pub mod object_stores;
 pub mod parallel_parquet;
 pub mod recent_ids;
