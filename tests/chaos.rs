@@ -309,18 +309,10 @@ fn random_faults_lose_and_duplicate_nothing() {
     let mut next_special = special_every;
     let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
     let mut failpoints = 0usize;
-    let mut failpoint_deaths = 0usize;
-    let mut failpointed: BTreeSet<&str> = BTreeSet::new();
-    let mut own_exits: Vec<String> = Vec::new();
+    let mut exits = Exits::default();
     let mut done = Vec::new();
     loop {
-        look_for_exits(
-            &mut roles,
-            &mut failpointed,
-            &mut failpoint_deaths,
-            &mut own_exits,
-            &mut history,
-        );
+        exits.look(&mut roles, &mut history);
         let total: usize = kills.values().sum();
         if total >= settings.kills && specials.is_empty() {
             break;
@@ -385,7 +377,7 @@ fn random_faults_lose_and_duplicate_nothing() {
         let r = rng.below(roles.len() as u64) as usize;
         let pid = roles[r].pid();
         roles[r].kill9();
-        failpointed.remove(roles[r].name);
+        exits.failpointed.remove(roles[r].name);
         *kills.entry(roles[r].name).or_default() += 1;
         history.note(format!(
             "kill -9 {} (pid {})",
@@ -398,7 +390,7 @@ fn random_faults_lose_and_duplicate_nothing() {
         if roles[r].name.starts_with("writer") && rng.below(3) == 0 {
             let at = 1 + rng.below(4);
             roles[r].spawn_with(&[(ABORT_BEFORE_COMMIT_ENV, at.to_string())]);
-            failpointed.insert(roles[r].name);
+            exits.failpointed.insert(roles[r].name);
             failpoints += 1;
             history.note(format!(
                 "{} started to die at its commit {at}, after its data files are written",
@@ -410,13 +402,7 @@ fn random_faults_lose_and_duplicate_nothing() {
     }
 
     // Quiet: everything running, the live writes stopped and counted.
-    look_for_exits(
-        &mut roles,
-        &mut failpointed,
-        &mut failpoint_deaths,
-        &mut own_exits,
-        &mut history,
-    );
+    exits.look(&mut roles, &mut history);
     for r in &mut roles {
         if !r.running() {
             r.spawn_with(&[]);
@@ -428,6 +414,7 @@ fn random_faults_lose_and_duplicate_nothing() {
     let lines_written = lines.join().expect("the pod log writer");
     let posted = poster.join().expect("the intake poster");
     let total_kills: usize = kills.values().sum();
+    let (failpoint_deaths, own_exits) = (exits.failpoint_deaths, exits.own_exits);
     history.note(format!(
         "faults over: {total_kills} kill -9 ({kills:?}), {failpoints} writers started to die mid-commit ({failpoint_deaths} did), \
          {done:?}; {lines_written} live lines written, {} events acknowledged by the intake after {} retries",
@@ -520,29 +507,33 @@ fn random_faults_lose_and_duplicate_nothing() {
     assert!(total_kills >= settings.kills);
 }
 
-/// Restarts roles that exited since the last look: expected for a writer
-/// started with the commit failpoint, a finding for any other.
-fn look_for_exits(
-    roles: &mut [Role],
-    failpointed: &mut BTreeSet<&'static str>,
-    failpoint_deaths: &mut usize,
-    own_exits: &mut Vec<String>,
-    history: &mut History,
-) {
-    for r in roles.iter_mut() {
-        let Some(status) = r.exited() else { continue };
-        if failpointed.remove(r.name) {
-            *failpoint_deaths += 1;
-            history.note(format!(
-                "{} died at its failpoint ({status}); started again",
-                r.name
-            ));
-        } else {
-            let tail = r.log_tail(5);
-            history.note(format!("{} EXITED ON ITS OWN ({status}):\n{tail}", r.name));
-            own_exits.push(format!("{} ({status})", r.name));
+/// What the roles did on their own: writers started with the commit
+/// failpoint die at it (expected); any other exit is a finding.
+#[derive(Default)]
+struct Exits {
+    failpointed: BTreeSet<&'static str>,
+    failpoint_deaths: usize,
+    own_exits: Vec<String>,
+}
+
+impl Exits {
+    /// Restarts the roles that exited since the last look, noting why.
+    fn look(&mut self, roles: &mut [Role], history: &mut History) {
+        for r in roles.iter_mut() {
+            let Some(status) = r.exited() else { continue };
+            if self.failpointed.remove(r.name) {
+                self.failpoint_deaths += 1;
+                history.note(format!(
+                    "{} died at its failpoint ({status}); started again",
+                    r.name
+                ));
+            } else {
+                let tail = r.log_tail(5);
+                history.note(format!("{} EXITED ON ITS OWN ({status}):\n{tail}", r.name));
+                self.own_exits.push(format!("{} ({status})", r.name));
+            }
+            r.spawn_with(&[]);
         }
-        r.spawn_with(&[]);
     }
 }
 
