@@ -11,6 +11,7 @@
 //! current file and the hundred its log names.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use iceberg::table::Table;
 
@@ -40,6 +41,8 @@ pub fn removed_metadata_files(before: &Table, after: &Table) -> Vec<String> {
     gone
 }
 
+static WARNED: AtomicBool = AtomicBool::new(false);
+
 /// Deletes [`removed_metadata_files`]; returns how many went. A failure is
 /// logged and never fails the commit that came before it: the orphan
 /// sweep deletes whatever is left.
@@ -48,7 +51,17 @@ pub async fn delete_removed_metadata_files(before: &Table, after: &Table) -> usi
     for file in removed_metadata_files(before, after) {
         match after.file_io().delete(&file).await {
             Ok(()) => deleted += 1,
-            Err(e) => tracing::warn!(
+            // Once per process at warn: at a commit a second, a store that
+            // refuses deletes (a REST catalog's own files, a read-only
+            // grant) would otherwise log every second.
+            Err(e) if !WARNED.swap(true, Ordering::Relaxed) => tracing::warn!(
+                table = after.identifier().name(),
+                %file,
+                error = %e,
+                "could not delete a metadata file that left the metadata log; \
+                 the orphan sweep will (further failures are logged at debug)"
+            ),
+            Err(e) => tracing::debug!(
                 table = after.identifier().name(),
                 %file,
                 error = %e,
