@@ -32,7 +32,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -290,9 +290,8 @@ fn random_faults_lose_and_duplicate_nothing() {
 
     // Live writes until the faults are over.
     let stop = Arc::new(AtomicBool::new(false));
-    let intake_retries = Arc::new(AtomicU64::new(0));
     let lines = feed::pod_log_writer(&pods_root, 5, stop.clone());
-    let poster = feed::intake_poster(intake_addr, 40, stop.clone(), intake_retries.clone());
+    let poster = feed::intake_poster(intake_addr, 40, stop.clone());
 
     // The faults.
     let mut specials = vec![

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -103,12 +103,7 @@ pub struct Posted {
 /// `addr`'s `/v1/events` every 300 ms until `stop`, each batch retried
 /// until it is acknowledged (202): the same ids again, as a real client
 /// does, so a batch whose answer was lost lands once all the same.
-pub fn intake_poster(
-    addr: String,
-    batch: usize,
-    stop: Arc<AtomicBool>,
-    retries: Arc<AtomicU64>,
-) -> JoinHandle<Posted> {
+pub fn intake_poster(addr: String, batch: usize, stop: Arc<AtomicBool>) -> JoinHandle<Posted> {
     std::thread::spawn(move || {
         let mut posted = Posted::default();
         let mut n = 0u64;
@@ -153,7 +148,6 @@ pub fn intake_poster(
                     Err(_) => {}
                 }
                 posted.retries += 1;
-                retries.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(250));
             }
             n += 1;

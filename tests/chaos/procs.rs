@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::common::free_port;
+
 /// A long-running process, its output appended to `<run>/<name>.log` over
 /// all its lives.
 pub struct Role {
@@ -18,7 +20,6 @@ pub struct Role {
     child: Option<Child>,
     /// The port it listens on, waited for after each start (0: none).
     pub port: u16,
-    pub starts: usize,
 }
 
 impl Role {
@@ -34,7 +35,6 @@ impl Role {
             log: run_dir.join(format!("{name}.log")),
             child: None,
             port,
-            starts: 0,
         }
     }
 
@@ -57,7 +57,6 @@ impl Role {
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("start {}: {e}", self.name)),
         );
-        self.starts += 1;
     }
 
     /// Starts it and waits until its port answers.
@@ -135,13 +134,6 @@ fn signal(pid: u32, name: &str) -> bool {
         .arg(pid.to_string())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 /// nisshi with SQLite storage in `dir`: what it acknowledged survives a

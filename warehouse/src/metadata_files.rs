@@ -19,7 +19,7 @@ use iceberg::table::Table;
 /// `after` itself names. `before`'s own file is not among them: it enters
 /// `after`'s log, and if a catalog ever failed to log it, the orphan sweep
 /// is what removes it.
-pub fn removed_metadata_files(before: &Table, after: &Table) -> Vec<String> {
+fn removed_metadata_files(before: &Table, after: &Table) -> Vec<String> {
     let mut keep: HashSet<&str> = after
         .metadata()
         .metadata_log()
@@ -34,7 +34,7 @@ pub fn removed_metadata_files(before: &Table, after: &Table) -> Vec<String> {
         .metadata_log()
         .iter()
         .map(|l| l.metadata_file.clone())
-        .filter(|f| !keep.contains(f.as_str()) && Some(f.as_str()) != after.metadata_location())
+        .filter(|f| !keep.contains(f.as_str()))
         .collect();
     gone.sort();
     gone.dedup();
@@ -43,14 +43,13 @@ pub fn removed_metadata_files(before: &Table, after: &Table) -> Vec<String> {
 
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-/// Deletes [`removed_metadata_files`]; returns how many went. A failure is
+/// Deletes [`removed_metadata_files`]. A failure is
 /// logged and never fails the commit that came before it: the orphan
 /// sweep deletes whatever is left.
-pub async fn delete_removed_metadata_files(before: &Table, after: &Table) -> usize {
-    let mut deleted = 0;
+pub async fn delete_removed_metadata_files(before: &Table, after: &Table) {
     for file in removed_metadata_files(before, after) {
         match after.file_io().delete(&file).await {
-            Ok(()) => deleted += 1,
+            Ok(()) => {}
             // Once per process at warn: at a commit a second, a store that
             // refuses deletes (a REST catalog's own files, a read-only
             // grant) would otherwise log every second.
@@ -69,5 +68,4 @@ pub async fn delete_removed_metadata_files(before: &Table, after: &Table) -> usi
             ),
         }
     }
-    deleted
 }
