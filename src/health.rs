@@ -3,9 +3,9 @@
 //! `/healthz` answers 200 while the process runs (liveness). `/readyz` answers
 //! 200 only when the role's dependencies answer (readiness), else 503 with the
 //! reason. `/metrics` is the Prometheus/OpenMetrics text exposition: the
-//! role's registry and `sluice_ready`, the last answer of the readiness check
+//! role's registry, `sluice_ready`, the last answer of the readiness check
 //! (1 ready, 0 not), which a scrape refreshes when it is older than
-//! [`READY_MAX_AGE`].
+//! [`READY_MAX_AGE`], and the allocator's `sluice_memory_*` figures.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -114,6 +114,7 @@ impl Readiness {
 struct HealthState {
     registry: Arc<Registry>,
     readiness: Arc<Readiness>,
+    memory: Arc<crate::memory::MemoryGauges>,
 }
 
 async fn healthz() -> &'static str {
@@ -133,10 +134,14 @@ async fn readyz(State(s): State<HealthState>) -> Response {
 
 async fn metrics(State(s): State<HealthState>) -> Response {
     s.readiness.refresh().await;
+    s.memory.refresh();
     let mut text = String::new();
     let encoded = prometheus_client::encoding::text::encode_registry(&mut text, &s.registry)
         .and_then(|()| {
             prometheus_client::encoding::text::encode_registry(&mut text, &s.readiness.registry)
+        })
+        .and_then(|()| {
+            prometheus_client::encoding::text::encode_registry(&mut text, &s.memory.registry)
         })
         .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut text));
     match encoded {
@@ -162,6 +167,7 @@ pub fn routes(registry: Arc<Registry>, ready: ReadyCheck) -> Router {
         .with_state(HealthState {
             registry,
             readiness: Arc::new(Readiness::new(ready)),
+            memory: Arc::new(crate::memory::MemoryGauges::default()),
         })
 }
 

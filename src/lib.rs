@@ -7,6 +7,7 @@ pub mod config;
 /// path the tests and benchmarks know.
 pub use sluice_generator as generator;
 pub mod health;
+pub mod memory;
 pub mod output;
 pub mod progress;
 pub mod roles;

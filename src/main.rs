@@ -14,6 +14,12 @@ use cli::{Cli, Command, GenArgs, GuardrailsAction};
 use sluice::commands;
 use sluice::commands::query::{self, Backend};
 
+/// jemalloc, not glibc's malloc: see `sluice::memory` for why (RSS that
+/// grows with freed memory kept in per-thread arenas) and the figures it
+/// reports.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2 (0 for --help/--version).
     let cli = Cli::parse();

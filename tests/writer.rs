@@ -261,6 +261,18 @@ async fn kafka_to_iceberg_exactly_once_with_dead_letters() {
         assert!(le5 <= count, "{table}: cumulative buckets");
     }
     assert_eq!(metrics.get("sluice_ready"), Some(&1.0), "{metrics:#?}");
+    // The binary allocates with jemalloc and reports its heap: with glibc's
+    // malloc (or jemalloc linked but not the allocator) these read 0.
+    let allocated = metrics.get("sluice_memory_allocated_bytes").copied();
+    let resident = metrics.get("sluice_memory_resident_bytes").copied();
+    assert!(
+        allocated.is_some_and(|a| a > 1_048_576.0),
+        "allocated {allocated:?}"
+    );
+    assert!(
+        resident.is_some_and(|r| r >= allocated.unwrap_or(0.0)),
+        "resident {resident:?} below allocated {allocated:?}"
+    );
 
     // A graceful stop (SIGTERM) exits 0.
     let code = writer.terminate();
