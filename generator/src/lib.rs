@@ -15,6 +15,7 @@ mod cluster;
 mod events;
 mod lifecycle;
 pub mod live;
+pub mod log_gc;
 mod pod_logs;
 mod principals;
 mod rng;

@@ -3,7 +3,8 @@
 //! of the older rotation, partial lines), one container is OOMKilled within
 //! `first_oom` of the start and another every `oom_every`, gateways send
 //! platform events with a periodic spike of one principal, and each restart
-//! produces its lifecycle events.
+//! produces its lifecycle events. Old rotations and old instances' logs are
+//! removed as kubelet removes them (see [`crate::log_gc`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use sluice_schema::raw::LifecycleEvent;
 use super::app_logs;
 use super::cluster::{self, Pod, Termination};
 use super::events::{self, LoadPlan};
+use super::log_gc::LogGc;
 use super::pod_logs::CriFile;
 use super::principals;
 use super::rng::{self, GenRng};
@@ -154,6 +156,10 @@ pub struct LiveDemo {
     facts: LiveFacts,
 }
 
+/// How often old log files are looked for (kubelet's log manager checks
+/// every 10 s).
+const GC_EVERY: Duration = Duration::from_secs(10);
+
 fn now_ns() -> i64 {
     Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
@@ -259,6 +265,8 @@ impl LiveDemo {
                 });
             }
         }
+        let mut gc = LogGc::open(&cfg.out)?;
+        let mut next_gc = now_ns();
         let started = now_ns();
         let mut next_oom = started + cfg.first_oom.as_nanos() as i64;
         let mut first_oom = true;
@@ -392,6 +400,12 @@ impl LiveDemo {
             for l in live.iter_mut() {
                 if let Some(f) = l.file.as_mut() {
                     f.flush()?;
+                }
+            }
+            if now >= next_gc {
+                next_gc = now + GC_EVERY.as_nanos() as i64;
+                for l in &live {
+                    gc.sweep(&l.dir, l.restart)?;
                 }
             }
             if !lifecycle.is_empty() {

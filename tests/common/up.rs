@@ -1,13 +1,13 @@
 //! Helpers for the tests that run `sluice up`: starting it, asking it SQL,
 //! and counting what its demo wrote.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flate2::read::MultiGzDecoder;
 use serde_json::{Value, json};
+use sluice::generator::log_gc;
 
 use super::{Proc, http, http_get};
 
@@ -86,28 +86,19 @@ pub fn logical_lines(root: &Path) -> u64 {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-                continue;
-            }
-            let file = std::fs::File::open(&p).unwrap();
-            let mut text = Vec::new();
-            if p.extension().is_some_and(|x| x == "gz") {
-                MultiGzDecoder::new(file).read_to_end(&mut text).unwrap();
             } else {
-                BufReader::new(file).read_to_end(&mut text).unwrap();
-            }
-            for line in text.split_inclusive(|b| *b == b'\n') {
-                if !line.ends_with(b"\n") {
-                    continue;
-                }
-                let mut parts = line.splitn(4, |b| *b == b' ');
-                let (_ts, _stream, tag) = (parts.next(), parts.next(), parts.next());
-                if tag == Some(b"F") {
-                    n += 1;
-                }
+                n += log_gc::logical_lines(&p).unwrap();
             }
         }
     }
     n
+}
+
+/// Every line the demo under `data_dir` wrote: those still on disk and those
+/// in files it removed as kubelet would (the demo must not be running).
+pub fn demo_lines(data_dir: &Path) -> u64 {
+    let demo = data_dir.join("demo");
+    logical_lines(&demo.join("var/log/pods")) + log_gc::removed_lines(&demo).unwrap()
 }
 
 /// Lines of a write-ahead log, over all its segments (`<name>.wal`,
@@ -156,7 +147,7 @@ pub fn catch_up_exactly(data_dir: &Path, addr: &str) -> Proc {
         pods_root.display().to_string(),
     )];
     let up = spawn_up(data_dir, addr, false, &env);
-    let want_lines = logical_lines(&pods_root);
+    let want_lines = demo_lines(data_dir);
     let want_events =
         wal_lines(&data_dir.join("up"), "events") - dead_letters(data_dir, "platform_event_logs");
     let want_lifecycle = wal_lines(&data_dir.join("up"), "lifecycle");
