@@ -64,7 +64,9 @@ impl AttributionQuery {
     }
 
     /// The SQL and its bound values. Percentiles are exact (linearly
-    /// interpolated, like `quantile_cont` elsewhere).
+    /// interpolated, like `quantile_cont` elsewhere), the three computed by
+    /// one [`crate::quantiles`] aggregate (the same call three times is
+    /// planned once).
     pub fn sql(&self) -> (String, Bindings) {
         let mut b = Bindings::default();
         let clauses = event_filters(
@@ -85,9 +87,9 @@ impl AttributionQuery {
              \x20      count(*) FILTER (WHERE success) AS success,\n\
              \x20      count(*) FILTER (WHERE NOT success) AS failed,\n\
              \x20      max(occurred_at) AS last_seen,\n\
-             \x20      percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms,\n\
-             \x20      percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms) AS p90_latency_ms,\n\
-             \x20      percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99_latency_ms,\n\
+             \x20      quantiles_cont(latency_ms, 0.5, 0.9, 0.99)[1] AS p50_latency_ms,\n\
+             \x20      quantiles_cont(latency_ms, 0.5, 0.9, 0.99)[2] AS p90_latency_ms,\n\
+             \x20      quantiles_cont(latency_ms, 0.5, 0.9, 0.99)[3] AS p99_latency_ms,\n\
              \x20      sum(count(*)) OVER () AS total_requests\n\
              FROM platform.platform_event_logs\n\
              WHERE {}\n\

@@ -242,6 +242,7 @@ impl Inner {
         for f in &self.bounded_functions {
             ctx.register_udf(f.clone());
         }
+        ctx.register_udaf(crate::quantiles::udaf());
         let catalog = ctx.catalog(DF_CATALOG).ok_or_else(|| {
             QueryError::Internal("the session has no default catalog".to_string())
         })?;

@@ -245,8 +245,8 @@ pub fn peaks_sql(scope: &Scope, limit: usize) -> (String, Bindings) {
          SELECT principal,\n\
          \x20      max(requests) AS peak,\n\
          \x20      first_value(window_start ORDER BY requests DESC, window_start ASC) AS peak_at,\n\
-         \x20      percentile_cont(0.99) WITHIN GROUP (ORDER BY CAST(requests AS DOUBLE)) AS p99,\n\
-         \x20      percentile_cont(0.95) WITHIN GROUP (ORDER BY CAST(requests AS DOUBLE)) AS p95,\n\
+         \x20      quantiles_cont(requests, 0.99, 0.95)[1] AS p99,\n\
+         \x20      quantiles_cont(requests, 0.99, 0.95)[2] AS p95,\n\
          \x20      avg(CAST(requests AS DOUBLE)) AS mean,\n\
          \x20      count(*) AS windows,\n\
          \x20      sum(requests) AS requests\n\
