@@ -23,6 +23,12 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FILES: usize = 5;
 /// The ledger of removed lines, under the demo's output directory.
 pub const LEDGER: &str = "removed-log-lines.json";
+/// Files written to more recently than this stay whatever the limits say.
+/// Each start of the demo begins a new instance of every container, so a
+/// demo restarted twice in a row (a `kill -9`ed `sluice up`, in the chaos
+/// suite) would otherwise remove the instance its collector had not
+/// finished reading when it was killed.
+pub const MIN_AGE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Ledger {
@@ -120,12 +126,24 @@ impl LogGc {
     /// Applies kubelet's limits to one container's directory, whose live
     /// instance is `current`: files of instances before `current - 1` go,
     /// and each remaining instance keeps its newest `MAX_FILES - 1` rotated
-    /// files. Returns how many files went.
+    /// files; none written to within [`MIN_AGE`]. Returns how many files
+    /// went.
     pub fn sweep(&mut self, dir: &Path, current: i32) -> anyhow::Result<usize> {
         let mut old = Vec::new();
         let mut rotated: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
+        let now = std::time::SystemTime::now();
+        let mut recent = std::collections::HashSet::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
+            let entry = entry?;
+            let fresh = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() < MIN_AGE)
+                .unwrap_or(true);
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if fresh {
+                recent.insert(name.clone());
+            }
             let Some(restart) = restart_of(&name) else {
                 continue;
             };
@@ -141,6 +159,8 @@ impl LogGc {
             let excess = names.len().saturating_sub(MAX_FILES - 1);
             old.extend(names.drain(..excess));
         }
+        // Counted against the limits, but not removed while written to.
+        old.retain(|name| !recent.contains(name));
         let removed = old.len();
         for name in old {
             self.remove(dir.join(name))?;
@@ -158,7 +178,8 @@ impl LogGc {
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, name: &str, lines: usize) {
+    /// A log file of `lines` logical lines, last written `age` ago.
+    fn write_aged(dir: &Path, name: &str, lines: usize, age: std::time::Duration) {
         let mut text = String::new();
         for i in 0..lines {
             // A partial part, then the final part of one logical line.
@@ -166,6 +187,16 @@ mod tests {
             text.push_str(&format!("2026-12-05T00:00:00.{i:09}Z stdout F line {i}\n"));
         }
         std::fs::write(dir.join(name), text).unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
+    fn write(dir: &Path, name: &str, lines: usize) {
+        write_aged(dir, name, lines, MIN_AGE * 2);
     }
 
     fn names(dir: &Path) -> Vec<String> {
@@ -206,7 +237,13 @@ mod tests {
         assert_eq!(removed_lines(out.path()).unwrap(), 37);
         // Nothing more to do; the count stays.
         assert_eq!(gc.sweep(&dir, 2).unwrap(), 0);
-        assert_eq!(LogGc::open(out.path()).unwrap().lines(), 37);
+        // Past the limits but written to a moment ago: kept for now.
+        write_aged(&dir, "2.log.20261205-000006", 70, std::time::Duration::ZERO);
+        write(&dir, "2.log.20261205-000007", 80);
+        assert_eq!(gc.sweep(&dir, 3).unwrap(), 3, "1.log and two rotations");
+        assert!(dir.join("2.log.20261205-000006").exists());
+        assert_eq!(gc.lines(), 37 + 5 + 30 + 40);
+        assert_eq!(LogGc::open(out.path()).unwrap().lines(), 112);
     }
 
     #[test]
