@@ -266,6 +266,7 @@ impl LiveDemo {
             }
         }
         let mut gc = LogGc::open(&cfg.out)?;
+        let mut flush_failing = false;
         let mut next_gc = now_ns();
         let started = now_ns();
         let mut next_oom = started + cfg.first_oom.as_nanos() as i64;
@@ -397,15 +398,41 @@ impl LiveDemo {
                     l.down_until = Some(now + 2_000_000_000);
                 }
             }
+            // A full disk: what could not be written stays buffered (a
+            // BufWriter keeps what a failed write left) and goes out with a
+            // later flush; the demo goes on, as containers do.
+            let mut flushed = Ok(());
             for l in live.iter_mut() {
-                if let Some(f) = l.file.as_mut() {
-                    f.flush()?;
+                if let Some(f) = l.file.as_mut()
+                    && let Err(e) = f.flush()
+                {
+                    flushed = Err(e);
                 }
+            }
+            match flushed {
+                Err(e) if !flush_failing => {
+                    flush_failing = true;
+                    tracing::warn!(error = %e, "writing the demo's pod logs failed; retrying");
+                }
+                Ok(()) if flush_failing => {
+                    flush_failing = false;
+                    tracing::info!("the demo's pod logs are written again");
+                }
+                _ => {}
             }
             if now >= next_gc {
                 next_gc = now + GC_EVERY.as_nanos() as i64;
+                // Housekeeping: a failure (a full disk) is retried at the
+                // next sweep, not the end of the demo.
                 for l in &live {
-                    gc.sweep(&l.dir, l.restart)?;
+                    if let Err(e) = gc.sweep(&l.dir, l.restart) {
+                        tracing::warn!(
+                            dir = %l.dir.display(),
+                            error = %format!("{e:#}"),
+                            "removing old demo log files failed; retrying in {} s",
+                            GC_EVERY.as_secs()
+                        );
+                    }
                 }
             }
             if !lifecycle.is_empty() {

@@ -129,6 +129,11 @@ impl LogGc {
     /// files; none written to within [`MIN_AGE`]. Returns how many files
     /// went.
     pub fn sweep(&mut self, dir: &Path, current: i32) -> anyhow::Result<usize> {
+        // A removal an earlier sweep counted but did not finish (its error
+        // was returned): finished first, so the next cannot replace it.
+        if let Some((file, _)) = self.ledger.pending.clone() {
+            self.finish(&file)?;
+        }
         let mut old = Vec::new();
         let mut rotated: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
         let now = std::time::SystemTime::now();

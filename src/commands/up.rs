@@ -369,7 +369,14 @@ pub async fn run(config: &Config, opts: UpOptions) -> anyhow::Result<()> {
         demo_thread = Some(
             std::thread::Builder::new()
                 .name("demo".into())
-                .spawn(move || demo.run(&mut outlet, &stop))
+                .spawn(move || {
+                    let ran = demo.run(&mut outlet, &stop);
+                    // Said when it happens, not only at shutdown.
+                    if let Err(e) = &ran {
+                        tracing::error!(error = %format!("{e:#}"), "the demo stopped");
+                    }
+                    ran
+                })
                 .context("starting the demo")?,
         );
         let facts_path = config.data_dir.join("demo/facts.json");
