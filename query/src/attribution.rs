@@ -287,23 +287,34 @@ impl SeriesQuery {
             clauses.push(format!("{column} = {p}"));
         }
         let where_ = clauses.join("\n  AND ");
+        // One scan: requests per principal per bucket, each principal's
+        // total over its buckets by a window, and the top `limit` by a rank
+        // over those totals (ties broken by principal, as attribution's
+        // ORDER BY does). Ranking first and joining back scanned the table
+        // twice: 1.9x DuckDB's time at 10 M rows.
         let sql = format!(
-            "WITH ranked AS (\n\
-             \x20 SELECT {column} AS principal, count(*) AS total\n\
+            "WITH per_bucket AS (\n\
+             \x20 SELECT {column} AS principal,\n\
+             \x20        date_bin(INTERVAL '{secs} seconds', occurred_at) AS bucket,\n\
+             \x20        count(*) AS requests\n\
              \x20 FROM platform.platform_event_logs\n\
              \x20 WHERE {where_}\n\
-             \x20 GROUP BY {column}\n\
-             \x20 ORDER BY total DESC, principal ASC NULLS LAST\n\
-             \x20 LIMIT {limit}\n\
+             \x20 GROUP BY {column}, date_bin(INTERVAL '{secs} seconds', occurred_at)\n\
+             ),\n\
+             totals AS (\n\
+             \x20 SELECT principal, bucket, requests,\n\
+             \x20        sum(requests) OVER (PARTITION BY principal) AS total\n\
+             \x20 FROM per_bucket\n\
+             ),\n\
+             ranked AS (\n\
+             \x20 SELECT principal, total, bucket, requests,\n\
+             \x20        dense_rank() OVER (ORDER BY total DESC, principal ASC NULLS LAST) AS place\n\
+             \x20 FROM totals\n\
              )\n\
-             SELECT ranked.principal, ranked.total,\n\
-             \x20      date_bin(INTERVAL '{secs} seconds', occurred_at) AS bucket,\n\
-             \x20      count(*) AS requests\n\
-             FROM platform.platform_event_logs\n\
-             JOIN ranked ON {column} IS NOT DISTINCT FROM ranked.principal\n\
-             WHERE {where_}\n\
-             GROUP BY ranked.principal, ranked.total, date_bin(INTERVAL '{secs} seconds', occurred_at)\n\
-             ORDER BY ranked.total DESC, ranked.principal ASC NULLS LAST, bucket",
+             SELECT principal, total, bucket, requests\n\
+             FROM ranked\n\
+             WHERE place <= {limit}\n\
+             ORDER BY total DESC, principal ASC NULLS LAST, bucket",
             limit = q.limit,
             secs = self.step.1,
         );
