@@ -760,19 +760,21 @@ fn indexer_killed_while_building_a_split_resumes_exactly() {
     }
     assert!(kills >= 1, "the indexer was never caught building a split");
     ok(sluice(&data_dir, &["index", "--once"]));
-    // More history of the same days in a later snapshot: a second split per
-    // day, so both days' splits are merged in one round.
+    // As much history again of the same days, from another cluster, in a
+    // later snapshot: a second split per day of the first one's size level
+    // (splits merge only with splits of their own level), so both days'
+    // splits are merged in one round.
     let more = f.tmp.path().join("more");
     generator::generate(
         &GenConfig {
             out: more.clone(),
-            pods: 3,
+            pods: 8,
             events: 100,
             days: DAYS,
             until: until(),
-            seed: 12,
+            seed: 11,
             cluster: "ls2".into(),
-            lines_per_pod_day: 500,
+            lines_per_pod_day: 4_000,
             rotate_bytes: 1 << 30,
             force: false,
         },
