@@ -173,6 +173,11 @@ fn follow(s: &FeedSettings, hub: &LiveHub, running: &AtomicBool) -> anyhow::Resu
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "latest");
+    // As for the writer: librdkafka's 1 s backoff once its queue passes
+    // 100 000 messages would hold a burst's tail back by up to a second.
+    if !s.properties.contains_key("fetch.queue.backoff.ms") {
+        client.set("fetch.queue.backoff.ms", "20");
+    }
     let consumer: BaseConsumer = client.create().context("creating the consumer")?;
     let timeout = Duration::from_secs(10);
     let since_ms = chrono::Utc::now().timestamp_millis() - s.replay.as_millis() as i64;
