@@ -292,12 +292,18 @@ impl Inner {
             max_depth: self.config.max_expr_depth,
         };
         sql_shape::check_length(sql, shape).map_err(QueryError::BadRequest)?;
+        // Where a statement's time goes, phase by phase (debug level): the
+        // fixed costs that dominate small queries show here.
+        let t0 = Instant::now();
         let ctx = self.session(&scope, visible).await?;
+        let session_done = t0.elapsed();
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
         sql_shape::check_depth(&statement, shape).map_err(QueryError::BadRequest)?;
+        // Loads the tables the statement names from the catalog.
         let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        let plan_done = t0.elapsed();
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -313,7 +319,9 @@ impl Inner {
         if !params.is_empty() {
             df = df.with_param_values(params).map_err(df_err)?;
         }
+        // Optimizes and plans the scans (manifests read, files chosen).
         let physical = df.create_physical_plan().await.map_err(df_err)?;
+        let physical_done = t0.elapsed();
         let physical = cancel::cancellable(
             physical,
             &scope.token,
@@ -340,6 +348,14 @@ impl Inner {
                 .map_err(df_err)?;
             batches.push(batch);
         }
+        tracing::debug!(
+            session_ms = session_done.as_secs_f64() * 1e3,
+            logical_plan_ms = (plan_done - session_done).as_secs_f64() * 1e3,
+            physical_plan_ms = (physical_done - plan_done).as_secs_f64() * 1e3,
+            execute_ms = (t0.elapsed() - physical_done).as_secs_f64() * 1e3,
+            rows,
+            "statement phases"
+        );
         Ok(QueryOutput {
             schema,
             batches,
