@@ -350,9 +350,9 @@ impl Inner {
         }
         tracing::debug!(
             session_ms = session_done.as_secs_f64() * 1e3,
-            logical_plan_ms = (plan_done - session_done).as_secs_f64() * 1e3,
-            physical_plan_ms = (physical_done - plan_done).as_secs_f64() * 1e3,
-            execute_ms = (t0.elapsed() - physical_done).as_secs_f64() * 1e3,
+            logical_plan_ms = plan_done.saturating_sub(session_done).as_secs_f64() * 1e3,
+            physical_plan_ms = physical_done.saturating_sub(plan_done).as_secs_f64() * 1e3,
+            execute_ms = t0.elapsed().saturating_sub(physical_done).as_secs_f64() * 1e3,
             rows,
             "statement phases"
         );
