@@ -30,7 +30,7 @@ use sluice_warehouse::append::TableSink;
 use sluice_warehouse::catalog::{self, CatalogConfig, WarehouseConfig};
 
 mod common;
-use common::{env_usize, generated_events};
+use common::{env_usize, generated_events, median};
 
 fn main() -> anyhow::Result<()> {
     let events = env_usize("SLUICE_BENCH_EVENTS", 1_000_000);
@@ -125,11 +125,6 @@ fn main() -> anyhow::Result<()> {
         100.0 * bare_secs / sluice_secs
     );
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Baseline: a bare consumer loop (poll, count bytes), clock from the first

@@ -163,7 +163,7 @@ fn consume(s: &FeedSettings, hub: &LiveHub, running: &AtomicBool) {
 
 fn follow(s: &FeedSettings, hub: &LiveHub, running: &AtomicBool) -> anyhow::Result<()> {
     use anyhow::Context;
-    let mut client = sluice_ingest::kafka_properties::client_config(&s.bootstrap, &s.properties);
+    let mut client = sluice_ingest::kafka_properties::consumer_config(&s.bootstrap, &s.properties);
     // A group of its own that never commits: it only assigns partitions.
     client
         .set(
@@ -173,11 +173,6 @@ fn follow(s: &FeedSettings, hub: &LiveHub, running: &AtomicBool) -> anyhow::Resu
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "latest");
-    // As for the writer: librdkafka's 1 s backoff once its queue passes
-    // 100 000 messages would hold a burst's tail back by up to a second.
-    if !s.properties.contains_key("fetch.queue.backoff.ms") {
-        client.set("fetch.queue.backoff.ms", "20");
-    }
     let consumer: BaseConsumer = client.create().context("creating the consumer")?;
     let timeout = Duration::from_secs(10);
     let since_ms = chrono::Utc::now().timestamp_millis() - s.replay.as_millis() as i64;

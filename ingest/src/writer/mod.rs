@@ -121,19 +121,11 @@ impl WriterSettings {
         crate::kafka_properties::client_config(&self.bootstrap, &self.extra)
     }
 
-    /// The consumer's librdkafka configuration: `extra`, then what the
-    /// writer relies on.
+    /// The consumer's librdkafka configuration: `extra` (with sluice's
+    /// consumer tuning where `extra` is silent), then what the writer relies
+    /// on.
     pub fn consumer_config(&self) -> ClientConfig {
-        let mut config = self.with_extra();
-        // Once its local queue passes queued.min.messages (100 000),
-        // librdkafka postpones a partition's next fetch by this much (default
-        // 1 s). The writer drains the queue in well under that, then sat
-        // idle: with 1 s, the broker benchmark's machine was idle half the
-        // time and the Kafka path ran at 0.65x the import path. Unless the
-        // operator set it.
-        if !self.extra.contains_key("fetch.queue.backoff.ms") {
-            config.set("fetch.queue.backoff.ms", "20");
-        }
+        let mut config = crate::kafka_properties::consumer_config(&self.bootstrap, &self.extra);
         config
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
