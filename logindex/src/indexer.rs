@@ -26,7 +26,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::tables::POD_LOGS;
 use sluice_warehouse::maintain::snapshot::RETAINED_FROM_PROPERTY;
 
-use crate::split::{SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter};
+use crate::split::{
+    OLDEST_SEARCHABLE_SCHEMA_VERSION, SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter,
+};
 use crate::store::{IndexState, IndexStore, StoreError};
 
 /// Splits hold one day of log time, so a search over a time range opens
@@ -409,7 +411,7 @@ impl Indexer {
         if let Some(old) = state
             .splits
             .iter()
-            .find(|s| s.schema_version < SPLIT_SCHEMA_VERSION)
+            .find(|s| s.schema_version < OLDEST_SEARCHABLE_SCHEMA_VERSION)
         {
             tracing::warn!(
                 split = %old.id,

@@ -422,19 +422,36 @@ impl SegmentLines {
                 .unwrap_or_default()
         };
         let d = addr.doc_id;
+        let pod_uid = str_value(&self.pod_uid, d)?.unwrap_or_default();
+        let container = str_value(&self.container, d)?.unwrap_or_default();
+        let restart = self.restart.first(d).unwrap_or_default();
+        let byte_offset = self.byte_offset.as_ref().and_then(|c| c.first(d));
+        // Format 4 stores the file fingerprint instead of an id that
+        // derives from it (the split checked that it does when built).
+        let fingerprint = doc
+            .get_first(fields.file_fingerprint)
+            .and_then(|v| v.as_u64());
+        let line_id = match (fingerprint, byte_offset, i32::try_from(restart)) {
+            (Some(fp), Some(offset), Ok(restart)) => {
+                let id =
+                    crate::split::derived_line_id(&pod_uid, &container, restart, fp as i64, offset);
+                String::from_utf8_lossy(&id).into_owned()
+            }
+            _ => stored(fields.line_id),
+        };
         Ok(LogLine {
             ts: self.ts.first(d).unwrap_or_default(),
             namespace: str_value(&self.namespace, d)?.unwrap_or_default(),
             pod: str_value(&self.pod, d)?.unwrap_or_default(),
-            pod_uid: str_value(&self.pod_uid, d)?.unwrap_or_default(),
-            container: str_value(&self.container, d)?.unwrap_or_default(),
-            restart: self.restart.first(d).unwrap_or_default(),
+            pod_uid,
+            container,
+            restart,
             stream: str_value(&self.stream, d)?.unwrap_or_default(),
             level: str_value(&self.level, d)?,
             node: str_value(&self.node, d)?,
             message: stored(fields.message),
-            line_id: stored(fields.line_id),
-            byte_offset: self.byte_offset.as_ref().and_then(|c| c.first(d)),
+            line_id,
+            byte_offset,
         })
     }
 }

@@ -13,7 +13,8 @@ use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use tantivy::indexer::SingleSegmentIndexWriter;
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions,
 };
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::{Index, TantivyDocument};
@@ -41,6 +42,11 @@ pub struct LogFields {
     pub byte_offset: Field,
     /// Bytes of the message (what Loki's volume and `bytes_*` count).
     pub bytes: Field,
+    /// The source file's fingerprint, stored instead of `line_id` when the
+    /// id derives from it (split format 4): consecutive lines share it, so
+    /// the store compresses it to almost nothing, where the 32 hex digits of
+    /// a hash cost 16 bytes a line.
+    pub file_fingerprint: Field,
 }
 
 impl Default for LogFields {
@@ -54,12 +60,21 @@ impl LogFields {
         let mut b = Schema::builder();
         // Only what the hit needs and no fast field holds is stored: the
         // store is written and compressed line by line.
-        let exact = STRING | FAST;
+        // No field norms anywhere (split format 4): hits are ordered by time
+        // and counted, never scored, and the norms cost a byte per line per
+        // indexed field, 4 % of the raw logs.
+        let exact = (STRING | FAST).set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("raw")
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
+        );
         let message = TextOptions::default()
             .set_indexing_options(
                 TextFieldIndexing::default()
                     .set_tokenizer(MESSAGE_TOKENIZER)
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                    .set_fieldnorms(false),
             )
             .set_stored();
         // Not indexed: time ranges are answered from the fast field, and
@@ -69,7 +84,10 @@ impl LogFields {
         let pod = b.add_text_field("pod", exact.clone());
         let pod_uid = b.add_text_field("pod_uid", exact.clone());
         let container = b.add_text_field("container", exact.clone());
-        let restart = b.add_i64_field("restart", INDEXED | FAST);
+        let restart = b.add_i64_field(
+            "restart",
+            NumericOptions::default().set_indexed().set_fast(),
+        );
         let stream = b.add_text_field("stream", exact.clone());
         let level = b.add_text_field("level", exact.clone());
         let node = b.add_text_field("node", exact);
@@ -79,6 +97,8 @@ impl LogFields {
         let line_id = b.add_text_field("line_id", STORED);
         let byte_offset = b.add_i64_field("byte_offset", FAST);
         let bytes = b.add_u64_field("bytes", FAST);
+        // Last: the fields before keep the numbers older splits have.
+        let file_fingerprint = b.add_u64_field("file_fingerprint", STORED);
         Self {
             schema: b.build(),
             ts,
@@ -94,6 +114,7 @@ impl LogFields {
             line_id,
             byte_offset,
             bytes,
+            file_fingerprint,
         }
     }
 
@@ -219,10 +240,17 @@ pub struct SplitMeta {
 /// The version of the split schema [`LogFields::new`] builds: 2 stores
 /// only the message and line id and does not index `ts`; 3 has sstable term
 /// dictionaries (read by block, in place), a zstd doc store, and is packed
-/// with a hotcache (`split_file`). Splits before 3 cannot be read in place
-/// (their term dictionaries are FSTs, read whole): the indexer rebuilds an
-/// index that has them.
-pub const SPLIT_SCHEMA_VERSION: u32 = 3;
+/// with a hotcache (`split_file`); 4 has no field norms and stores the file
+/// fingerprint instead of a line id that derives from it. Splits before
+/// [`OLDEST_SEARCHABLE_SCHEMA_VERSION`] cannot be read in place (their term
+/// dictionaries are FSTs, read whole): the indexer rebuilds an index that
+/// has them.
+pub const SPLIT_SCHEMA_VERSION: u32 = 4;
+
+/// The oldest split format search reads. Format 3 splits are searched as
+/// they are (a stored line id is read as stored) and merged only with each
+/// other, until retention drops their days.
+pub const OLDEST_SEARCHABLE_SCHEMA_VERSION: u32 = 3;
 
 fn first_schema_version() -> u32 {
     1
@@ -288,6 +316,7 @@ struct Columns<'a> {
     node: &'a arrow_array::StringArray,
     message: &'a arrow_array::StringArray,
     line_id: &'a arrow_array::StringArray,
+    file_fingerprint: Option<&'a arrow_array::Int64Array>,
 }
 
 impl<'a> Columns<'a> {
@@ -313,6 +342,10 @@ impl<'a> Columns<'a> {
             node: strings(batch, "node")?,
             message: strings(batch, "message")?,
             line_id: strings(batch, "line_id")?,
+            // Absent from tables written before the column was added.
+            file_fingerprint: batch
+                .column_by_name("file_fingerprint")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
         })
     }
 }
@@ -347,9 +380,33 @@ impl SegmentBuilder {
             }
             doc.add_text(f.message, message);
             doc.add_u64(f.bytes, message.len() as u64);
-            doc.add_text(f.line_id, c.line_id.value(i));
-            if let Some(o) = c.byte_offset.filter(|o| o.is_valid(i)) {
-                doc.add_i64(f.byte_offset, o.value(i));
+            let line_id = c.line_id.value(i);
+            let offset = c.byte_offset.filter(|o| o.is_valid(i)).map(|o| o.value(i));
+            if let Some(o) = offset {
+                doc.add_i64(f.byte_offset, o);
+            }
+            let fingerprint = c
+                .file_fingerprint
+                .filter(|fp| fp.is_valid(i))
+                .map(|fp| fp.value(i));
+            // The id is stored only when it does not derive from what the
+            // split keeps anyway (a line not read from a file, or an id made
+            // some other way): the line reads back with the id it has.
+            match (fingerprint, offset) {
+                (Some(fp), Some(o))
+                    if derived_line_id(
+                        c.pod_uid.value(i),
+                        c.container.value(i),
+                        c.restart.value(i),
+                        fp,
+                        o,
+                    )
+                    .as_slice()
+                        == line_id.as_bytes() =>
+                {
+                    doc.add_u64(f.file_fingerprint, fp as u64);
+                }
+                _ => doc.add_text(f.line_id, line_id),
             }
             self.writer.add_document(doc)?;
             let m = &mut self.meta;
@@ -475,5 +532,153 @@ impl SplitWriter {
     /// Writes the split's segment; returns what the split holds.
     pub fn finish(mut self) -> Result<SplitMeta, SplitError> {
         self.join()
+    }
+}
+
+/// A line's id from the fields it derives from (the table contract's
+/// derivation); `fingerprint` and `offset` as the table's signed longs.
+pub fn derived_line_id(
+    pod_uid: &str,
+    container: &str,
+    restart: i32,
+    fingerprint: i64,
+    offset: i64,
+) -> [u8; 32] {
+    sluice_schema::tables::pod_log_line_id(
+        pod_uid,
+        container,
+        restart,
+        fingerprint as u64,
+        offset as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{
+        Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema, TimeUnit};
+    use tantivy::schema::Value;
+
+    use super::*;
+    use crate::search::{OpenSplit, SearchRequest, SortOrder, search};
+
+    /// Lines read from files (id derived from the fingerprint), a line whose
+    /// id was made some other way, and lines without a fingerprint: every
+    /// line reads back with the id the table holds, and only the ids that
+    /// do not derive are stored.
+    #[test]
+    fn line_ids_derive_from_the_fingerprint_or_are_stored() {
+        let n = 40usize;
+        let fp = |i: usize| -> Option<i64> {
+            match i % 4 {
+                3 => None,
+                // A negative long: the fingerprint's high bit set.
+                1 => Some(-0x5eed_0000_0000_0001),
+                _ => Some(0x1234_5678_9abc_def0),
+            }
+        };
+        let ids: Vec<String> = (0..n)
+            .map(|i| match (fp(i), i) {
+                (_, 10) => "otel-7f3a".to_string(),
+                (Some(f), _) => String::from_utf8(
+                    derived_line_id("uid-1", "app", 2, f, i as i64 * 100).to_vec(),
+                )
+                .unwrap(),
+                (None, _) => format!("other-{i}"),
+            })
+            .collect();
+        let s = |name: &str| ArrowField::new(name, DataType::Utf8, true);
+        let schema = Arc::new(ArrowSchema::new(vec![
+            ArrowField::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                false,
+            ),
+            s("namespace"),
+            s("pod"),
+            s("pod_uid"),
+            s("container"),
+            ArrowField::new("restart", DataType::Int32, false),
+            s("stream"),
+            s("level"),
+            s("node"),
+            s("message"),
+            s("line_id"),
+            ArrowField::new("byte_offset", DataType::Int64, true),
+            ArrowField::new("file_fingerprint", DataType::Int64, true),
+        ]));
+        let col = |v: &str| Arc::new(StringArray::from(vec![v; n])) as _;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(
+                    TimestampMicrosecondArray::from((0..n as i64).collect::<Vec<_>>())
+                        .with_timezone("+00:00"),
+                ),
+                col("shop"),
+                col("api-0"),
+                col("uid-1"),
+                col("app"),
+                Arc::new(Int32Array::from(vec![2; n])),
+                col("stdout"),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                col("handled request"),
+                Arc::new(StringArray::from(ids.clone())),
+                Arc::new(Int64Array::from(
+                    (0..n as i64).map(|i| i * 100).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from((0..n).map(fp).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SplitWriter::create(dir.path(), "s1").unwrap();
+        w.add_batch(&batch).unwrap();
+        let meta = w.finish().unwrap();
+        assert_eq!(meta.schema_version, SPLIT_SCHEMA_VERSION);
+        let split = OpenSplit::open(meta, dir.path()).unwrap();
+        let result = search(
+            &[&split],
+            &SearchRequest {
+                q: crate::query_lang::parse("*").unwrap(),
+                filters: Default::default(),
+                limit: n,
+                order: SortOrder::Asc,
+                cursor: None,
+                context: 0,
+                cancelled: crate::search::never_cancelled,
+            },
+        )
+        .unwrap();
+        let read: Vec<&str> = result
+            .hits
+            .iter()
+            .map(|h| h.line.line_id.as_str())
+            .collect();
+        assert_eq!(read, ids.iter().map(String::as_str).collect::<Vec<_>>());
+        // What the store holds: a fingerprint, or the id, never both.
+        let fields = LogFields::new();
+        let searcher = split.searcher();
+        let mut stored_ids = 0;
+        for doc_id in 0..n as u32 {
+            let doc: TantivyDocument = searcher.doc(tantivy::DocAddress::new(0, doc_id)).unwrap();
+            let id = doc.get_first(fields.line_id).and_then(|v| v.as_str());
+            let fp = doc
+                .get_first(fields.file_fingerprint)
+                .and_then(|v| v.as_u64());
+            assert!(id.is_some() != fp.is_some(), "doc {doc_id}: {id:?} {fp:?}");
+            stored_ids += usize::from(id.is_some());
+        }
+        // 10 without a fingerprint, and line 10's own id.
+        assert_eq!(stored_ids, 11);
+        // Nothing is scored: no field keeps norms.
+        for (field, entry) in fields.schema.fields() {
+            assert!(!entry.has_fieldnorms(), "{field:?} {}", entry.name());
+        }
     }
 }

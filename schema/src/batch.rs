@@ -283,6 +283,7 @@ pub fn pod_logs_batch(
         strings(r().map(|l| l.node.as_deref())),
         required_strings(r().map(|l| l.line_id.as_str())),
         longs(r().map(|l| l.byte_offset)),
+        longs(r().map(|l| l.file_fingerprint)),
     ];
     RecordBatch::try_new(schema.clone(), columns)
 }

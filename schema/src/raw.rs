@@ -239,6 +239,8 @@ pub struct PodLogLine<'a> {
     pub node: Option<&'a str>,
     pub line_id: &'a str,
     pub byte_offset: Option<i64>,
+    /// The source file's fingerprint (see the `file_fingerprint` column).
+    pub file_fingerprint: Option<i64>,
 }
 
 impl PodLogLine<'_> {
@@ -279,6 +281,10 @@ impl PodLogLine<'_> {
             out.extend_from_slice(b",\"byte_offset\":");
             out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
         }
+        if let Some(fingerprint) = self.file_fingerprint {
+            out.extend_from_slice(b",\"file_fingerprint\":");
+            out.extend_from_slice(itoa::Buffer::new().format(fingerprint).as_bytes());
+        }
         out.push(b'}');
     }
 
@@ -297,6 +303,7 @@ impl PodLogLine<'_> {
             node: self.node.map(str::to_string),
             line_id: self.line_id.to_string(),
             byte_offset: self.byte_offset,
+            file_fingerprint: self.file_fingerprint,
         }
     }
 }
@@ -319,6 +326,8 @@ pub struct PodLogRecord {
     pub node: Option<String>,
     pub line_id: String,
     pub byte_offset: Option<i64>,
+    /// The source file's fingerprint (see the `file_fingerprint` column).
+    pub file_fingerprint: Option<i64>,
 }
 
 impl PodLogRecord {
@@ -337,6 +346,7 @@ impl PodLogRecord {
         let node = r.optional_name("node");
         let line_id = r.required_name("line_id");
         let byte_offset = r.optional_integer("byte_offset", 0, i64::MAX);
+        let file_fingerprint = r.optional_integer("file_fingerprint", i64::MIN, i64::MAX);
         r.finish()?;
         match (
             ts, cluster, namespace, pod, pod_uid, container, restart, stream, message, line_id,
@@ -366,6 +376,7 @@ impl PodLogRecord {
                 node,
                 line_id,
                 byte_offset,
+                file_fingerprint,
             }),
             _ => Err(ValidationErrors::single("$", "required fields missing")),
         }
@@ -398,6 +409,7 @@ impl PodLogRecord {
             node: self.node.as_deref(),
             line_id: &self.line_id,
             byte_offset: self.byte_offset,
+            file_fingerprint: self.file_fingerprint,
         }
     }
 
@@ -423,6 +435,9 @@ impl PodLogRecord {
             }
             if let Some(off) = self.byte_offset {
                 m.insert("byte_offset".into(), json!(off));
+            }
+            if let Some(fingerprint) = self.file_fingerprint {
+                m.insert("file_fingerprint".into(), json!(fingerprint));
             }
         }
         v
@@ -617,6 +632,7 @@ mod tests {
             node: None,
             line_id: "id".into(),
             byte_offset: Some(42),
+            file_fingerprint: Some(-7),
         };
         for _ in 0..2 {
             let mut out = Vec::new();
@@ -626,6 +642,7 @@ mod tests {
             assert_eq!(PodLogRecord::from_json(&back).unwrap(), r);
             r.level = None;
             r.byte_offset = None;
+            r.file_fingerprint = None;
             r.node = Some("n1".into());
         }
     }
@@ -650,6 +667,8 @@ mod tests {
             node: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             byte_offset: Option<i64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            file_fingerprint: Option<i64>,
         }
         serde_json::to_vec(&Doc {
             ts: format_micros(r.ts),
@@ -665,6 +684,7 @@ mod tests {
             level: r.level.as_deref(),
             node: r.node.as_deref(),
             byte_offset: r.byte_offset,
+            file_fingerprint: r.file_fingerprint,
         })
         .unwrap()
     }
@@ -679,6 +699,7 @@ mod tests {
             node in proptest::option::of("\\PC{0,8}"),
             restart in proptest::num::i32::ANY,
             byte_offset in proptest::option::of(proptest::num::i64::ANY),
+            file_fingerprint in proptest::option::of(proptest::num::i64::ANY),
         ) {
             let r = PodLogRecord {
                 ts,
@@ -694,6 +715,7 @@ mod tests {
                 node,
                 line_id: names[5].clone(),
                 byte_offset,
+                file_fingerprint,
             };
             let mut out = Vec::new();
             r.write_json(&mut out).unwrap();

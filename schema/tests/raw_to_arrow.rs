@@ -67,10 +67,11 @@ prop_compose! {
         container in name(), restart in 0i32..1000, stream in prop_oneof![Just("stdout"), Just("stderr")],
         level in proptest::option::of(prop_oneof![Just("info"), Just("error")]), message in text(),
         node in proptest::option::of(name()), line_id in name(), byte_offset in proptest::option::of(0i64..1 << 40),
+        file_fingerprint in proptest::option::of(any::<i64>()),
     ) -> PodLogRecord {
         PodLogRecord {
             ts, cluster, namespace, pod, pod_uid, container, restart, stream: stream.into(),
-            level: level.map(Into::into), message, node, line_id, byte_offset,
+            level: level.map(Into::into), message, node, line_id, byte_offset, file_fingerprint,
         }
     }
 }
@@ -159,8 +160,10 @@ proptest! {
         let restart = batch::column::<Ints>(&b, "restart").unwrap();
         let level = batch::column::<Strings>(&b, "level").unwrap();
         let ts = batch::column::<Timestamps>(&b, "ts").unwrap();
+        let fingerprint = batch::column::<Longs>(&b, "file_fingerprint").unwrap();
         for (i, r) in rows.iter().enumerate() {
             prop_assert_eq!(msg.value(i), r.message.as_str());
+            prop_assert_eq!(fingerprint.is_valid(i).then(|| fingerprint.value(i)), r.file_fingerprint);
             prop_assert_eq!(restart.value(i), r.restart);
             prop_assert_eq!(opt_str(level, i), r.level.clone());
             prop_assert_eq!(ts.value(i), r.ts);

@@ -8,7 +8,7 @@
 //! the gzipped copy — gives the same id, so the writer drops the replay.
 
 use sluice_schema::raw::{PodLogLine, PodLogRecord};
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::cri::{self, PartialJoiner};
 use super::docker_json;
@@ -29,25 +29,15 @@ pub fn fingerprint(content: &[u8]) -> u64 {
 }
 
 /// The stable id of the logical line starting at `offset`: 32 lowercase hex
-/// digits, on the stack.
+/// digits (the table contract's derivation, which the log index repeats).
 pub fn line_id(path: &PodLogPath, fingerprint: u64, offset: u64) -> [u8; 32] {
-    let mut h = Xxh3::new();
-    for part in [path.pod_uid.as_bytes(), path.container.as_bytes()] {
-        h.update(part);
-        h.update(&[0]);
-    }
-    h.update(&path.restart.to_le_bytes());
-    h.update(&fingerprint.to_le_bytes());
-    h.update(&offset.to_le_bytes());
-    // What `format!("{:032x}")` gives, without the formatting machinery
-    // (one id per line read).
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = h.digest128();
-    let mut hex = [0u8; 32];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        *digit = HEX[((d >> ((31 - i) * 4)) & 0xf) as usize];
-    }
-    hex
+    sluice_schema::tables::pod_log_line_id(
+        &path.pod_uid,
+        &path.container,
+        path.restart,
+        fingerprint,
+        offset,
+    )
 }
 
 /// What reading a file found besides records.
@@ -275,6 +265,8 @@ impl PodLogReader {
             // Hex digits: always UTF-8.
             line_id: std::str::from_utf8(&id).unwrap_or_default(),
             byte_offset: Some(start as i64),
+            // The same bits, as the table's signed long.
+            file_fingerprint: Some(self.fingerprint as i64),
         });
     }
 }
@@ -282,6 +274,8 @@ impl PodLogReader {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use xxhash_rust::xxh3::Xxh3;
 
     use super::*;
 

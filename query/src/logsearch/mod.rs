@@ -22,7 +22,7 @@ use crate::object_stores::ObjectStores;
 use crate::window::parse_instant;
 use range_cache::RangeCache;
 use search::{Cursor, Filters, OpenSplit, SearchRequest, SearchResult, SortOrder};
-use split::{SPLIT_SCHEMA_VERSION, SplitMeta};
+use split::{OLDEST_SEARCHABLE_SCHEMA_VERSION, SplitMeta};
 use store::IndexStore;
 
 /// Splits opened (footer and hotcache fetched) at once for one request.
@@ -105,7 +105,7 @@ impl LogIndex {
         if let Some(old) = state
             .splits
             .iter()
-            .find(|s| s.schema_version < SPLIT_SCHEMA_VERSION)
+            .find(|s| s.schema_version < OLDEST_SEARCHABLE_SCHEMA_VERSION)
         {
             return Err(QueryError::Unavailable(format!(
                 "the log index holds splits of format {} (split {}), which this version cannot \

@@ -26,7 +26,7 @@ use iceberg::{NamespaceIdent, TableCreation, TableIdent};
 pub use alert_history::{ALERT_HISTORY, ALERT_STATES};
 pub use event_logs::{CALLER_TYPES, EVENT_LOGS};
 pub use platform_events::{EVENT_TYPES, PLATFORM_EVENTS};
-pub use pod_logs::{POD_LOGS, STREAMS};
+pub use pod_logs::{POD_LOGS, STREAMS, line_id as pod_log_line_id};
 
 /// The Iceberg namespace all sluice tables live in.
 pub const NAMESPACE: &str = "platform";
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(
             ids(&POD_LOGS),
             "ts=1,cluster=2,namespace=3,pod=4,pod_uid=5,container=6,restart=7,stream=8,level=9,\
-             message=10,node=11,line_id=12,byte_offset=13"
+             message=10,node=11,line_id=12,byte_offset=13,file_fingerprint=14"
         );
         assert_eq!(
             ids(&PLATFORM_EVENTS),
