@@ -333,7 +333,12 @@ fn main() -> anyhow::Result<()> {
                 sluice_query::config::SearchConfig::default()
                     .cache(Some(dir.clone()), Default::default())?,
             );
-            let logs = LogIndex::new(catalog.clone(), stores.clone(), cache.clone());
+            let logs = LogIndex::new(
+                catalog.clone(),
+                stores.clone(),
+                cache.clone(),
+                sluice_query::config::SearchConfig::default().columns_mib << 20,
+            );
             let req = SearchParams {
                 q: Some("OOMKilled".into()),
                 from: from.clone(),
@@ -356,7 +361,12 @@ fn main() -> anyhow::Result<()> {
 
     let cache = sluice_query::config::SearchConfig::default()
         .cache(Some(data_dir.join("index-cache")), Default::default())?;
-    let logs = LogIndex::new(catalog, stores, Arc::new(cache));
+    let logs = LogIndex::new(
+        catalog,
+        stores,
+        Arc::new(cache),
+        sluice_query::config::SearchConfig::default().columns_mib << 20,
+    );
     let search = |q: &str, pod: Option<&str>| -> anyhow::Result<(f64, u64)> {
         let params = SearchParams {
             q: Some(q.to_string()),

@@ -12,8 +12,10 @@
 //! - [`split_directory`], [`range_cache`]: a split read in place, by
 //!   ranges, through a bounded cache;
 //! - [`indexer`]: follows the table's snapshots into splits;
-//! - [`search`]: a search over the splits a request can match.
+//! - [`search`]: a search over the splits a request can match;
+//!   [`hit_columns`]: the columns hits are read from, kept open.
 
+pub mod hit_columns;
 pub mod indexer;
 pub mod line_match;
 pub mod query_lang;

@@ -4,17 +4,16 @@
 
 use std::cmp::Ordering;
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery};
-use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{
-    DocAddress, DocId, Index, IndexReader, Order, ReloadPolicy, Searcher, SegmentReader,
-    TantivyDocument,
-};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, Searcher, SegmentReader};
 
+use crate::hit_columns::{ByTime, ColumnCache, SegmentLines};
 use crate::query_lang::Expr;
 use crate::split::{LogFields, SplitMeta, register_tokenizer};
 
@@ -23,24 +22,38 @@ pub struct OpenSplit {
     pub meta: SplitMeta,
     reader: IndexReader,
     fields: LogFields,
+    /// Where its opened hit columns are kept, under `key`.
+    columns: Arc<ColumnCache>,
+    key: u64,
 }
 
 impl OpenSplit {
-    /// A split unpacked in a local directory.
-    pub fn open(meta: SplitMeta, dir: &std::path::Path) -> tantivy::Result<Self> {
-        Self::open_index(meta, Index::open_in_dir(dir)?)
+    /// A split unpacked in a local directory, its opened columns kept in
+    /// `columns`.
+    pub fn open(
+        meta: SplitMeta,
+        dir: &std::path::Path,
+        columns: Arc<ColumnCache>,
+    ) -> tantivy::Result<Self> {
+        Self::open_index(meta, Index::open_in_dir(dir)?, columns)
     }
 
     /// A split read in place (on a thread that may block: what the hotcache
-    /// does not hold is fetched).
+    /// does not hold is fetched), its opened columns kept in `columns`.
     pub fn open_in_place(
         meta: SplitMeta,
         directory: crate::split_directory::SplitDirectory,
+        columns: Arc<ColumnCache>,
     ) -> tantivy::Result<Self> {
-        Self::open_index(meta, Index::open(directory)?)
+        Self::open_index(meta, Index::open(directory)?, columns)
     }
 
-    fn open_index(meta: SplitMeta, index: Index) -> tantivy::Result<Self> {
+    fn open_index(
+        meta: SplitMeta,
+        index: Index,
+        columns: Arc<ColumnCache>,
+    ) -> tantivy::Result<Self> {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
         register_tokenizer(&index);
         let reader = index
             .reader_builder()
@@ -50,7 +63,14 @@ impl OpenSplit {
             meta,
             reader,
             fields: LogFields::new(),
+            columns,
+            key: NEXT_KEY.fetch_add(1, AtomicOrdering::Relaxed),
         })
+    }
+
+    /// The hit columns of one of its segments, opened once.
+    fn segment_lines(&self, reader: &SegmentReader) -> tantivy::Result<Arc<SegmentLines>> {
+        self.columns.get_or_open(self.key, reader)
     }
 
     pub fn searcher(&self) -> Searcher {
@@ -59,6 +79,12 @@ impl OpenSplit {
 
     pub fn fields(&self) -> &LogFields {
         &self.fields
+    }
+}
+
+impl Drop for OpenSplit {
+    fn drop(&mut self) {
+        self.columns.forget(self.key);
     }
 }
 
@@ -363,99 +389,6 @@ fn tighter_lo(lo: Bound<i64>, bound: Bound<i64>) -> Bound<i64> {
     if key(&bound) > key(&lo) { bound } else { lo }
 }
 
-/// Reads hits of one segment: message and line id from the store, the rest
-/// from fast fields (which the split does not store twice).
-struct SegmentLines {
-    ts: Column<i64>,
-    restart: Column<i64>,
-    byte_offset: Option<Column<i64>>,
-    namespace: Option<StrColumn>,
-    pod: Option<StrColumn>,
-    pod_uid: Option<StrColumn>,
-    container: Option<StrColumn>,
-    stream: Option<StrColumn>,
-    level: Option<StrColumn>,
-    node: Option<StrColumn>,
-}
-
-/// The value of a string fast field for `doc` (`None` when it has none).
-fn str_value(col: &Option<StrColumn>, doc: DocId) -> tantivy::Result<Option<String>> {
-    let Some(col) = col else {
-        return Ok(None);
-    };
-    let Some(ord) = col.term_ords(doc).next() else {
-        return Ok(None);
-    };
-    let mut out = String::new();
-    col.ord_to_str(ord, &mut out)?;
-    Ok(Some(out))
-}
-
-impl SegmentLines {
-    fn open(reader: &SegmentReader) -> tantivy::Result<Self> {
-        let ff = reader.fast_fields();
-        Ok(Self {
-            ts: ff.i64("ts")?,
-            restart: ff.i64("restart")?,
-            byte_offset: ff.column_opt::<i64>("byte_offset")?,
-            namespace: ff.str("namespace")?,
-            pod: ff.str("pod")?,
-            pod_uid: ff.str("pod_uid")?,
-            container: ff.str("container")?,
-            stream: ff.str("stream")?,
-            level: ff.str("level")?,
-            node: ff.str("node")?,
-        })
-    }
-
-    fn load(
-        &self,
-        fields: &LogFields,
-        searcher: &Searcher,
-        addr: DocAddress,
-    ) -> tantivy::Result<LogLine> {
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        let stored = |f| {
-            doc.get_first(f)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .unwrap_or_default()
-        };
-        let d = addr.doc_id;
-        let pod_uid = str_value(&self.pod_uid, d)?.unwrap_or_default();
-        let container = str_value(&self.container, d)?.unwrap_or_default();
-        let restart = self.restart.first(d).unwrap_or_default();
-        let byte_offset = self.byte_offset.as_ref().and_then(|c| c.first(d));
-        // Format 4 stores the file fingerprint instead of an id that
-        // derives from it (the split checked that it does when built).
-        let fingerprint = doc
-            .get_first(fields.file_fingerprint)
-            .and_then(|v| v.as_u64());
-        let line_id = match (fingerprint, byte_offset, i32::try_from(restart)) {
-            (Some(fp), Some(offset), Ok(restart)) => {
-                let id =
-                    crate::split::derived_line_id(&pod_uid, &container, restart, fp as i64, offset);
-                String::from_utf8_lossy(&id).into_owned()
-            }
-            _ => stored(fields.line_id),
-        };
-        Ok(LogLine {
-            ts: self.ts.first(d).unwrap_or_default(),
-            namespace: str_value(&self.namespace, d)?.unwrap_or_default(),
-            pod: str_value(&self.pod, d)?.unwrap_or_default(),
-            pod_uid,
-            container,
-            restart,
-            stream: str_value(&self.stream, d)?.unwrap_or_default(),
-            level: str_value(&self.level, d)?,
-            node: str_value(&self.node, d)?,
-            message: stored(fields.message),
-            line_id,
-            byte_offset,
-        })
-    }
-}
-
 /// The order of hits, the same the cursor pages by: time, then line id.
 fn compare(order: SortOrder, a: &LogLine, b: &LogLine) -> Ordering {
     fn key(l: &LogLine) -> (i64, &str) {
@@ -539,21 +472,28 @@ fn top_lines(
     limit: usize,
     cancelled: CancelCheck,
 ) -> tantivy::Result<Vec<LogLine>> {
-    let tantivy_order = match order {
-        SortOrder::Desc => Order::Desc,
-        SortOrder::Asc => Order::Asc,
-    };
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let mut found: Vec<(i64, usize, DocAddress)> = Vec::new();
     for (i, split) in splits.iter().enumerate() {
         stop_if(cancelled)?;
-        let top = split.searcher().search(
-            query,
-            &TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>("ts", tantivy_order),
-        )?;
-        found.extend(
-            top.into_iter()
-                .map(|(ts, addr)| (ts.unwrap_or_default(), i, addr)),
-        );
+        let searcher = split.searcher();
+        // By time, from the split's opened `ts` columns.
+        let mut columns = Vec::new();
+        for reader in searcher.segment_readers() {
+            columns.push((
+                reader.segment_id(),
+                split.segment_lines(reader)?.ts().clone(),
+            ));
+        }
+        let by_time = ByTime {
+            columns,
+            oldest_first: order == SortOrder::Asc,
+        };
+        let time_of = |key| ByTime::time_of(order == SortOrder::Asc, key);
+        let top = searcher.search(query, &TopDocs::with_limit(limit).order_by(by_time))?;
+        found.extend(top.into_iter().map(|(key, addr)| (time_of(key), i, addr)));
     }
     match order {
         SortOrder::Desc => found.sort_by_key(|f| std::cmp::Reverse(f.0)),
@@ -582,15 +522,13 @@ fn load_lines(
     cancelled: CancelCheck,
 ) -> tantivy::Result<Vec<LogLine>> {
     let searchers: Vec<Searcher> = splits.iter().map(|s| s.searcher()).collect();
-    let mut columns: std::collections::HashMap<(usize, u32), SegmentLines> =
+    let mut columns: std::collections::HashMap<(usize, u32), Arc<SegmentLines>> =
         std::collections::HashMap::new();
     for (_, i, addr) in found {
         if let std::collections::hash_map::Entry::Vacant(v) = columns.entry((*i, addr.segment_ord))
         {
             stop_if(cancelled)?;
-            v.insert(SegmentLines::open(
-                searchers[*i].segment_reader(addr.segment_ord),
-            )?);
+            v.insert(splits[*i].segment_lines(searchers[*i].segment_reader(addr.segment_ord))?);
         }
     }
     let fields = LogFields::new();
@@ -769,7 +707,7 @@ pub fn context_of(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use arrow_array::{
@@ -781,7 +719,7 @@ mod tests {
     use crate::query_lang::parse;
     use crate::split::SplitWriter;
 
-    fn batch(lines: &[(i64, i32, &str)]) -> RecordBatch {
+    pub(crate) fn batch(lines: &[(i64, i32, &str)]) -> RecordBatch {
         let s = |n: &str| Field::new(n, DataType::Utf8, true);
         let schema = Arc::new(Schema::new(vec![
             Field::new(
@@ -867,7 +805,8 @@ mod tests {
             !filters_match(&meta, &filters(1_000, Some(2), "app")),
             "restart"
         );
-        let split = OpenSplit::open(meta, dir.path()).unwrap();
+        let split =
+            OpenSplit::open(meta, dir.path(), Arc::new(ColumnCache::new(64 << 20))).unwrap();
         let run = |q: &str,
                    restart: Option<i64>,
                    limit: usize,
@@ -958,7 +897,12 @@ mod tests {
         let mut w = SplitWriter::create(&split_dir, "s1").unwrap();
         w.add_batch(&batch(&borrowed)).unwrap();
         let mut meta = w.finish().unwrap();
-        let local = OpenSplit::open(meta.clone(), &split_dir).unwrap();
+        let local = OpenSplit::open(
+            meta.clone(),
+            &split_dir,
+            Arc::new(ColumnCache::new(64 << 20)),
+        )
+        .unwrap();
         let store = IndexStore::new(
             Arc::new(
                 object_store::local::LocalFileSystem::new_with_prefix(warehouse.path()).unwrap(),
@@ -1015,8 +959,11 @@ mod tests {
             let split = rt
                 .block_on(async {
                     let meta = meta.clone();
-                    tokio::task::spawn_blocking(move || OpenSplit::open_in_place(meta, directory))
-                        .await
+                    let columns = Arc::new(ColumnCache::new(64 << 20));
+                    tokio::task::spawn_blocking(move || {
+                        OpenSplit::open_in_place(meta, directory, columns)
+                    })
+                    .await
                 })
                 .unwrap()
                 .unwrap();

@@ -641,7 +641,12 @@ mod tests {
         w.add_batch(&batch).unwrap();
         let meta = w.finish().unwrap();
         assert_eq!(meta.schema_version, SPLIT_SCHEMA_VERSION);
-        let split = OpenSplit::open(meta, dir.path()).unwrap();
+        let split = OpenSplit::open(
+            meta,
+            dir.path(),
+            Arc::new(crate::hit_columns::ColumnCache::new(1 << 20)),
+        )
+        .unwrap();
         let result = search(
             &[&split],
             &SearchRequest {

@@ -152,6 +152,10 @@ pub struct SearchConfig {
     pub cache_mib: u64,
     /// Memory the same cache may use.
     pub memory_cache_mib: u64,
+    /// Memory the fast-field columns of recently searched splits may hold
+    /// open (opening one decodes its block index, which is most of a warm
+    /// search's work when done for every search).
+    pub columns_mib: u64,
 }
 
 impl Default for SearchConfig {
@@ -159,6 +163,7 @@ impl Default for SearchConfig {
         Self {
             cache_mib: 1024,
             memory_cache_mib: 256,
+            columns_mib: 128,
         }
     }
 }

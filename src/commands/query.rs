@@ -164,6 +164,7 @@ impl Backend {
                     engine.catalog().clone(),
                     engine.stores().clone(),
                     Arc::new(cache),
+                    config.search.columns_mib << 20,
                 ));
                 Ok(Backend::Local {
                     engine,

@@ -68,6 +68,7 @@ impl QueryRole {
             engine.catalog().clone(),
             engine.stores().clone(),
             Arc::new(cache),
+            config.search.columns_mib << 20,
         ));
         let alerts = Alerts::new(
             &config.alerts,

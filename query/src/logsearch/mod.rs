@@ -8,7 +8,7 @@
 //! parameters, and restarts (SQL over `platform_events`).
 
 pub mod restarts;
-pub use sluice_logindex::{query_lang, range_cache, search, split, store, terms};
+pub use sluice_logindex::{hit_columns, query_lang, range_cache, search, split, store, terms};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ use iceberg::Catalog;
 use crate::error::QueryError;
 use crate::object_stores::ObjectStores;
 use crate::window::parse_instant;
+use hit_columns::ColumnCache;
 use range_cache::RangeCache;
 use search::{Cursor, Filters, OpenSplit, SearchRequest, SearchResult, SortOrder};
 use split::{OLDEST_SEARCHABLE_SCHEMA_VERSION, SplitMeta};
@@ -40,6 +41,8 @@ pub struct LogIndex {
     catalog: Arc<dyn Catalog>,
     stores: Arc<ObjectStores>,
     cache: Arc<RangeCache>,
+    /// The open splits' opened columns, bounded in bytes.
+    columns: Arc<ColumnCache>,
     store: tokio::sync::OnceCell<IndexStore>,
     open: Mutex<lru::LruCache<String, Arc<OpenSplit>>>,
 }
@@ -49,11 +52,13 @@ impl LogIndex {
         catalog: Arc<dyn Catalog>,
         stores: Arc<ObjectStores>,
         cache: Arc<RangeCache>,
+        columns_bytes: u64,
     ) -> Self {
         Self {
             catalog,
             stores,
             cache,
+            columns: Arc::new(ColumnCache::new(columns_bytes)),
             store: tokio::sync::OnceCell::new(),
             open: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(MAX_OPEN_SPLITS).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -169,14 +174,16 @@ impl LogIndex {
             return Ok(s.clone());
         }
         let id = meta.id.clone();
+        let columns = self.columns.clone();
         let directory = store
             .open_split(&meta, self.cache.clone())
             .await
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let opened = tokio::task::spawn_blocking(move || OpenSplit::open_in_place(meta, directory))
-            .await
-            .map_err(|e| QueryError::Internal(e.to_string()))?
-            .map_err(|e| QueryError::Internal(format!("opening split {id}: {e}")))?;
+        let opened =
+            tokio::task::spawn_blocking(move || OpenSplit::open_in_place(meta, directory, columns))
+                .await
+                .map_err(|e| QueryError::Internal(e.to_string()))?
+                .map_err(|e| QueryError::Internal(format!("opening split {id}: {e}")))?;
         let opened = Arc::new(opened);
         self.open
             .lock()
