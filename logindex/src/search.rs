@@ -472,8 +472,27 @@ fn top_lines(
     limit: usize,
     cancelled: CancelCheck,
 ) -> tantivy::Result<Vec<LogLine>> {
+    Ok(counted_top_lines(splits, query, order, limit, cancelled)?.1)
+}
+
+/// How many lines match `query` across `splits`, and the `limit` first
+/// (as [`top_lines`]): one pass over each split's matches for both (each
+/// pass looks its terms up in the dictionaries and opens its time range's
+/// column again).
+fn counted_top_lines(
+    splits: &[&OpenSplit],
+    query: &dyn Query,
+    order: SortOrder,
+    limit: usize,
+    cancelled: CancelCheck,
+) -> tantivy::Result<(u64, Vec<LogLine>)> {
+    let mut total = 0u64;
     if limit == 0 {
-        return Ok(Vec::new());
+        for split in splits {
+            stop_if(cancelled)?;
+            total += split.searcher().search(query, &Count)? as u64;
+        }
+        return Ok((total, Vec::new()));
     }
     let mut found: Vec<(i64, usize, DocAddress)> = Vec::new();
     for (i, split) in splits.iter().enumerate() {
@@ -492,16 +511,18 @@ fn top_lines(
             oldest_first: order == SortOrder::Asc,
         };
         let time_of = |key| ByTime::time_of(order == SortOrder::Asc, key);
-        let top = searcher.search(query, &TopDocs::with_limit(limit).order_by(by_time))?;
+        let (count, top) = searcher.search(
+            query,
+            &(Count, TopDocs::with_limit(limit).order_by(by_time)),
+        )?;
+        total += count as u64;
         found.extend(top.into_iter().map(|(key, addr)| (time_of(key), i, addr)));
     }
     match order {
         SortOrder::Desc => found.sort_by_key(|f| std::cmp::Reverse(f.0)),
         SortOrder::Asc => found.sort_by_key(|f| f.0),
     }
-    if limit == 0 {
-        found.clear();
-    } else if found.len() > limit {
+    if found.len() > limit {
         let cut = found[limit - 1].0;
         let mut end = limit;
         while end < found.len() && found[end].0 == cut {
@@ -511,7 +532,7 @@ fn top_lines(
     }
     let mut out = load_lines(splits, &found, cancelled)?;
     out.sort_by(|a, b| compare(order, a, b));
-    Ok(out)
+    Ok((total, out))
 }
 
 /// Reads the lines at `found`; on several threads when there are many, so
@@ -588,13 +609,8 @@ fn stop_if(cancelled: CancelCheck) -> tantivy::Result<()> {
 pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<SearchResult> {
     let fields = LogFields::new();
     let counted = full_query(&fields, req, AtCursor::Ignore);
-    let mut total = 0u64;
-    for split in splits {
-        stop_if(req.cancelled)?;
-        total += split.searcher().search(counted.as_ref(), &Count)? as u64;
-    }
-    let mut lines = match &req.cursor {
-        None => top_lines(
+    let (total, mut lines) = match &req.cursor {
+        None => counted_top_lines(
             splits,
             counted.as_ref(),
             req.order,
@@ -602,6 +618,11 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
             req.cancelled,
         )?,
         Some(c) => {
+            let mut total = 0u64;
+            for split in splits {
+                stop_if(req.cancelled)?;
+                total += split.searcher().search(counted.as_ref(), &Count)? as u64;
+            }
             // Every line sharing the cursor's time (however many), then the
             // first `limit` past it.
             let same = full_query(&fields, req, AtCursor::Same);
@@ -620,7 +641,7 @@ pub fn search(splits: &[&OpenSplit], req: &SearchRequest) -> tantivy::Result<Sea
                 req.cancelled,
             )?);
             lines.sort_by(|a, b| compare(req.order, a, b));
-            lines
+            (total, lines)
         }
     };
     lines.truncate(req.limit);
