@@ -422,30 +422,50 @@ const HIT_COLUMNS: [&str; 9] = [
 ];
 
 /// Fetches what a search of `req` will read in `split`, concurrently: the
-/// postings of its terms (with positions for phrases), the `ts` column
-/// (time ranges and the order of hits) and, when hits are read, the
-/// columns they come from. A split read in place then answers the search
-/// from the cache; without the warm-up each read would be a round trip of
-/// its own, one after the other.
-pub async fn warm_up(split: &OpenSplit, req: &SearchRequest) -> tantivy::Result<()> {
+/// postings of its terms (with positions for phrases), then — if the split
+/// may match — the `ts` column (time ranges and the order of hits) and,
+/// when hits are read, the columns they come from. A split read in place
+/// then answers the search from the cache; without the warm-up each read
+/// would be a round trip of its own, one after the other.
+///
+/// Whether the split may match: `false` when its dictionaries lack terms
+/// the query needs, and then nothing more is fetched and the search can
+/// leave the split out (over 7 days most splits hold no line with a rare
+/// term, and their columns were most of what a cold search fetched).
+/// Always `true` when context lines are asked for: they may come from a
+/// split that does not match.
+pub async fn warm_up(split: &OpenSplit, req: &SearchRequest) -> tantivy::Result<bool> {
     let fields = LogFields::new();
     let query = full_query(&fields, req, AtCursor::Ignore);
     let mut terms: Vec<(tantivy::Term, bool)> = Vec::new();
     query.query_terms(&mut |t, positions| terms.push((t.clone(), positions)));
     let searcher = split.searcher();
+    let mut found: std::collections::HashSet<tantivy::Term> = std::collections::HashSet::new();
+    for segment in searcher.segment_readers() {
+        let mut lookups = Vec::new();
+        for (term, positions) in &terms {
+            let inverted = segment.inverted_index(term.field())?;
+            let positions = *positions;
+            lookups.push(async move {
+                let present = inverted.warm_postings(term, positions).await?;
+                Ok::<_, std::io::Error>((term, present))
+            });
+        }
+        for (term, present) in futures::future::try_join_all(lookups).await? {
+            if present {
+                found.insert(term.clone());
+            }
+        }
+    }
+    if req.context == 0 && !may_match(&fields, req, &|t| found.contains(t)) {
+        return Ok(false);
+    }
     let mut columns = vec!["ts"];
     if req.limit > 0 || req.context > 0 {
         columns.extend(HIT_COLUMNS);
     }
     let mut reads: Vec<futures::future::BoxFuture<'_, std::io::Result<()>>> = Vec::new();
     for segment in searcher.segment_readers() {
-        for (term, positions) in &terms {
-            let inverted = segment.inverted_index(term.field())?;
-            let positions = *positions;
-            reads.push(Box::pin(async move {
-                inverted.warm_postings(term, positions).await.map(|_| ())
-            }));
-        }
         for name in &columns {
             for handle in segment
                 .fast_fields()
@@ -459,7 +479,59 @@ pub async fn warm_up(split: &OpenSplit, req: &SearchRequest) -> tantivy::Result<
         }
     }
     futures::future::try_join_all(reads).await?;
-    Ok(())
+    Ok(true)
+}
+
+/// Whether a split whose dictionaries hold the terms `present` says may
+/// have lines matching `req` (what [`full_query`] asks, the time left out):
+/// a term query needs its term, a phrase all of its words, `AND` all of its
+/// positive parts, `OR` one of its parts; `NOT` rules nothing out.
+fn may_match(
+    fields: &LogFields,
+    req: &SearchRequest,
+    present: &dyn Fn(&tantivy::Term) -> bool,
+) -> bool {
+    use tantivy::Term;
+    fn expr(fields: &LogFields, e: &Expr, present: &dyn Fn(&Term) -> bool) -> bool {
+        match e {
+            Expr::All | Expr::Not(_) => true,
+            Expr::Word(w) => present(&Term::from_field_text(fields.message, w)),
+            Expr::Phrase(words) => words
+                .iter()
+                .all(|w| present(&Term::from_field_text(fields.message, w))),
+            Expr::Field(name, value) if name == "restart" => value
+                .parse::<i64>()
+                .is_ok_and(|v| present(&Term::from_field_i64(fields.restart, v))),
+            Expr::Field(name, value) => fields
+                .exact(name)
+                .is_some_and(|f| present(&Term::from_field_text(f, value))),
+            Expr::And(parts) => parts.iter().all(|p| expr(fields, p, present)),
+            Expr::Or(parts) => parts.iter().any(|p| expr(fields, p, present)),
+        }
+    }
+    let f = &req.filters;
+    let labels = [
+        (fields.namespace, &f.namespace),
+        (fields.pod, &f.pod),
+        (fields.pod_uid, &f.pod_uid),
+        (fields.container, &f.container),
+        (fields.stream, &f.stream),
+        (fields.level, &f.level),
+        (fields.node, &f.node),
+    ];
+    expr(fields, &req.q, present)
+        && labels.iter().all(|(field, value)| {
+            value
+                .as_ref()
+                .is_none_or(|v| present(&Term::from_field_text(*field, v)))
+        })
+        && f.restart
+            .is_none_or(|r| present(&Term::from_field_i64(fields.restart, r)))
+        && f.namespace_in.as_ref().is_none_or(|allowed| {
+            allowed
+                .iter()
+                .any(|ns| present(&Term::from_field_text(fields.namespace, ns)))
+        })
 }
 
 /// The `limit` first lines matching `query` across `splits` in `order`
@@ -889,6 +961,62 @@ pub(crate) mod tests {
         );
     }
 
+    /// A split whose dictionaries lack what a query needs is ruled out
+    /// before its columns are fetched; one that may match, or any when
+    /// context lines are asked for, is not.
+    #[test]
+    fn splits_without_the_terms_are_ruled_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SplitWriter::create(dir.path(), "s1").unwrap();
+        w.add_batch(&batch(&[
+            (1_000, 0, "Container app OOMKilled"),
+            (1_001, 1, "GET /v1/orders"),
+        ]))
+        .unwrap();
+        let split = OpenSplit::open(
+            w.finish().unwrap(),
+            dir.path(),
+            Arc::new(ColumnCache::new(1 << 20)),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let may = |q: &str, restart: Option<i64>, context: usize| {
+            let req = SearchRequest {
+                q: parse(q).unwrap(),
+                filters: Filters {
+                    restart,
+                    ..Default::default()
+                },
+                limit: 10,
+                order: SortOrder::Desc,
+                cursor: None,
+                context,
+                cancelled: never_cancelled,
+            };
+            rt.block_on(warm_up(&split, &req)).unwrap()
+        };
+        for (q, restart, expected) in [
+            ("oomkilled", None, true),
+            ("segfault", None, false),
+            ("segfault OR orders", None, true),
+            ("segfault AND orders", None, false),
+            ("NOT segfault", None, true),
+            ("*", None, true),
+            ("\"app oomkilled\"", None, true),
+            ("\"app segfault\"", None, false),
+            ("pod:api-0 orders", None, true),
+            ("pod:api-9 orders", None, false),
+            ("restart:7", None, false),
+            ("orders", Some(1), true),
+            ("orders", Some(5), false),
+        ] {
+            assert_eq!(may(q, restart, 0), expected, "{q} restart {restart:?}");
+        }
+        assert!(may("segfault", None, 3), "context may come from any split");
+    }
+
     /// The same searches answer alike from a local split, in place with a
     /// cold cache, with a warm one, and from the disk tier after a restart;
     /// a warm search fetches nothing.
@@ -993,7 +1121,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|r| {
                     if warm {
-                        rt.block_on(warm_up(&split, r)).unwrap();
+                        assert!(rt.block_on(warm_up(&split, r)).unwrap());
                     }
                     let (split, r) = (split.clone(), r.clone());
                     rt.block_on(rt.spawn_blocking(move || search(&[&split], &r)))

@@ -199,13 +199,24 @@ impl LogIndex {
         let mut req = req;
         let (splits, filters) = self.open_scoped(&req.filters).await?;
         req.filters = filters;
+        let opened = splits.len();
+        // Splits whose dictionaries rule the query out are left out (and
+        // nothing more of them fetched).
+        let mut matching = Vec::with_capacity(splits.len());
         for chunk in splits.chunks(OPEN_CONCURRENCY) {
-            futures::future::try_join_all(chunk.iter().map(|s| search::warm_up(s, &req)))
+            let may = futures::future::try_join_all(chunk.iter().map(|s| search::warm_up(s, &req)))
                 .await
                 .map_err(|e| QueryError::Internal(format!("search: fetching split ranges: {e}")))?;
+            matching.extend(
+                chunk
+                    .iter()
+                    .zip(may)
+                    .filter(|(_, m)| *m)
+                    .map(|(s, _)| s.clone()),
+            );
         }
-        crate::isolation::blocking(move || {
-            let refs: Vec<&OpenSplit> = splits.iter().map(|s| s.as_ref()).collect();
+        let mut result = crate::isolation::blocking(move || {
+            let refs: Vec<&OpenSplit> = matching.iter().map(|s| s.as_ref()).collect();
             search::search(&refs, &req)
         })
         .await?
@@ -215,7 +226,9 @@ impl LogIndex {
             } else {
                 QueryError::Internal(format!("search: {e}"))
             }
-        })
+        })?;
+        result.splits_searched = opened;
+        Ok(result)
     }
 }
 
