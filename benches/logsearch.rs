@@ -208,12 +208,17 @@ fn ripgrep(args: &[&str], path: &Path) -> anyhow::Result<(f64, u64)> {
 
 /// Bytes of each kind of tantivy file across the splits in `splits_dir`
 /// (from each split object's footer), by extension.
-fn split_parts(splits_dir: &Path) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+/// What the listed splits (not those a merge retired, kept a while for
+/// readers) are made of.
+fn split_parts(
+    splits_dir: &Path,
+    listed: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     use sluice_logindex::split_file::{Footer, TRAILER_BYTES, footer_len};
     use std::io::{Read, Seek, SeekFrom};
     let mut parts = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(splits_dir)? {
-        let path = e?.path();
+    for id in listed {
+        let path = splits_dir.join(format!("{id}.split"));
         let mut f = std::fs::File::open(&path)?;
         let len = f.metadata()?.len();
         let mut trailer = [0u8; TRAILER_BYTES];
@@ -314,7 +319,11 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(tmp.path().join("bare"));
     eprintln!("bare tantivy (required fields) indexed the files in {required_cpu:.1} CPU s");
 
-    let parts = split_parts(&data_dir.join("warehouse/sluice-index/pod_logs/splits"))?;
+    let listed: Vec<String> = state.splits.iter().map(|s| s.id.clone()).collect();
+    let parts = split_parts(
+        &data_dir.join("warehouse/sluice-index/pod_logs/splits"),
+        &listed,
+    )?;
 
     // Cold: a new query service each time, its cache empty.
     let cold_runs = env_usize("SLUICE_BENCH_COLD_RUNS", 5).max(1);

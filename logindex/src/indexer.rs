@@ -125,25 +125,14 @@ struct SplitInProgress {
     id: String,
     dir: PathBuf,
     writer: SplitWriter,
-    /// The number of the last batch slice it was given.
-    fed_at: u64,
 }
-
-/// A split given rows within this many batch slices counts as busy when
-/// the indexer decides whether another may start beside the others.
-const BUSY_WITHIN_SLICES: u64 = 8;
 
 impl SplitInProgress {
     fn create(work_dir: &std::path::Path) -> Result<Self, SplitError> {
         let id = new_split_id();
         let dir = work_dir.join(&id);
         let writer = SplitWriter::create(&dir, &id)?;
-        Ok(Self {
-            id,
-            dir,
-            writer,
-            fed_at: 0,
-        })
+        Ok(Self { id, dir, writer })
     }
 }
 
@@ -290,7 +279,6 @@ impl Indexer {
         let mut writers: BTreeMap<i64, Vec<SplitInProgress>> = BTreeMap::new();
         let mut metas = Vec::new();
         let mut finishing = tokio::task::JoinSet::new();
-        let mut slice = 0u64;
         for file in files {
             let path = &file.path;
             let bytes = table.file_io().new_input(path)?.read().await?;
@@ -302,25 +290,26 @@ impl Indexer {
             for batch in reader {
                 let batch = batch.map_err(|e| IndexError::Parquet(path.clone(), e.into()))?;
                 for (bucket, rows) in bucket_slices(&batch, from)? {
-                    slice += 1;
-                    let busy = busy_splits(
-                        writers
-                            .iter()
-                            .filter(|(b, _)| **b != bucket)
-                            .flat_map(|(_, day)| day.iter().map(|w| w.fed_at)),
-                        slice,
-                    );
+                    let open: usize = writers.values().map(Vec::len).sum();
                     let day = writers.entry(bucket).or_default();
-                    let lines = day.iter().map(|w| w.writer.lines());
-                    let at = match split_for_rows(lines, busy, threads) {
-                        Some(i) => i,
-                        None => {
+                    // The least loaded split of the day takes the rows; once
+                    // it has lines enough, another is begun beside it — if
+                    // fewer splits are open than cores (several days' splits
+                    // already keep the cores busy, and more splits in the
+                    // same memory would only be smaller).
+                    let least = day
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, w)| w.writer.lines())
+                        .map(|(i, w)| (i, w.writer.lines()));
+                    let at = match least {
+                        Some((i, lines)) if lines < PARALLEL_FROM_LINES || open >= threads => i,
+                        _ => {
                             day.push(SplitInProgress::create(&self.settings.work_dir)?);
                             day.len() - 1
                         }
                     };
                     day[at].writer.add_batch(&rows)?;
-                    day[at].fed_at = slice;
                     if day[at].writer.lines() >= MAX_SPLIT_LINES {
                         let full = day.swap_remove(at);
                         self.finish_split(full, &mut finishing, threads, &mut metas, report)
@@ -368,9 +357,7 @@ impl Indexer {
     /// by [`Indexer::collect_garbage`].
     async fn finish_split(
         &self,
-        SplitInProgress {
-            id, dir, writer, ..
-        }: SplitInProgress,
+        SplitInProgress { id, dir, writer }: SplitInProgress,
         finishing: &mut tokio::task::JoinSet<Result<SplitMeta, IndexError>>,
         threads: usize,
         metas: &mut Vec<SplitMeta>,
@@ -625,32 +612,6 @@ impl Indexer {
     }
 }
 
-/// How many of other days' open splits were given rows lately (the last
-/// [`BUSY_WITHIN_SLICES`] slices before `slice`): days whose rows come
-/// interleaved with the one being read. A day's splits that get no more
-/// rows (a backlog read day after day) are idle and do not count: counting
-/// them kept every day after the first on one split, one core (1.49 cores
-/// busy over a 5 GB backlog on 2).
-fn busy_splits(fed_at: impl Iterator<Item = u64>, slice: u64) -> usize {
-    fed_at.filter(|at| at + BUSY_WITHIN_SLICES >= slice).count()
-}
-
-/// Which of a day's open splits (their line counts) takes its next rows:
-/// the least loaded; `None` when a split should begin beside them: there
-/// is none, or the least loaded has [`PARALLEL_FROM_LINES`] and the day's
-/// splits with the `busy` ones of other days are fewer than `threads`
-/// (several days' splits fed together already keep the cores busy, and
-/// more splits in the same memory would only be smaller).
-fn split_for_rows(
-    lines: impl ExactSizeIterator<Item = u64>,
-    busy: usize,
-    threads: usize,
-) -> Option<usize> {
-    let open = lines.len();
-    let (i, least) = lines.enumerate().min_by_key(|(_, l)| *l)?;
-    (least < PARALLEL_FROM_LINES || open + busy >= threads).then_some(i)
-}
-
 /// Ids of the splits to merge: within one day and schema version (tantivy
 /// merges only equal schemas; splits that straddle days are left), the
 /// splits of one size level, once `merge_at` of them are there.
@@ -732,50 +693,6 @@ fn bucket_slices(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A backlog read day after day, on 2 threads: every day is built on
-    /// two splits once it passes PARALLEL_FROM_LINES (each day after the
-    /// first had one, with the first day's idle splits counted as busy);
-    /// two days whose rows come interleaved take one split each; a small
-    /// round stays one split per day.
-    #[test]
-    fn each_day_of_a_backlog_is_built_on_every_thread() {
-        // (day, rows) slices in the order a round reads them; the splits'
-        // line counts per day, as the round builds them.
-        let simulate = |slices: &[(usize, u64)]| -> Vec<Vec<u64>> {
-            let mut days: Vec<Vec<(u64, u64)>> = vec![Vec::new(); 3];
-            for (n, (d, rows)) in slices.iter().enumerate() {
-                let slice = n as u64 + 1;
-                let others = days.iter().enumerate().filter(|(o, _)| o != d);
-                let busy =
-                    busy_splits(others.flat_map(|(_, s)| s.iter().map(|(_, at)| *at)), slice);
-                let day = &mut days[*d];
-                let at = match split_for_rows(day.iter().map(|(l, _)| *l), busy, 2) {
-                    Some(i) => i,
-                    None => {
-                        day.push((0, 0));
-                        day.len() - 1
-                    }
-                };
-                day[at] = (day[at].0 + rows, slice);
-            }
-            days.into_iter()
-                .map(|d| d.into_iter().map(|(l, _)| l).collect())
-                .collect()
-        };
-        let backlog: Vec<(usize, u64)> = (0..3)
-            .flat_map(|d| std::iter::repeat_n((d, 8192), 100))
-            .collect();
-        for (d, splits) in simulate(&backlog).iter().enumerate() {
-            assert_eq!(splits.len(), 2, "day {d}: {splits:?}");
-            assert_eq!(splits.iter().sum::<u64>(), 819_200);
-        }
-        let interleaved: Vec<(usize, u64)> = (0..200).map(|n| (n % 2, 8192)).collect();
-        let built = simulate(&interleaved);
-        assert_eq!((built[0].len(), built[1].len()), (1, 1), "{built:?}");
-        let small: Vec<(usize, u64)> = (0..3).flat_map(|d| [(d, 8192); 20]).collect();
-        assert!(simulate(&small).iter().all(|d| d.len() == 1));
-    }
 
     fn split(id: &str, day: i64, lines: u64, schema_version: u32) -> SplitMeta {
         SplitMeta {
