@@ -11,6 +11,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
+
 use tantivy::collector::sort_key::NaturalComparator;
 use tantivy::collector::{SegmentSortKeyComputer, SortKeyComputer};
 use tantivy::columnar::{Column, StrColumn};
@@ -18,8 +20,26 @@ use tantivy::index::SegmentId;
 use tantivy::schema::Value;
 use tantivy::{DocAddress, DocId, Score, Searcher, SegmentReader, TantivyDocument};
 
-use crate::search::LogLine;
 use crate::split::LogFields;
+
+/// One log line as search returns it (read from a split by
+/// [`SegmentLines`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Epoch microseconds.
+    pub ts: i64,
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    pub restart: i64,
+    pub stream: String,
+    pub level: Option<String>,
+    pub node: Option<String>,
+    pub message: String,
+    pub line_id: String,
+    pub byte_offset: Option<i64>,
+}
 
 /// Reads hits of one segment: message and line id from the store, the rest
 /// from fast fields (which the split does not store twice).
@@ -285,101 +305,5 @@ impl SegmentSortKeyComputer for ByTimeSegment {
 impl SegmentLines {
     pub(crate) fn ts(&self) -> &Column<i64> {
         &self.ts
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::query_lang::parse;
-    use crate::search::{OpenSplit, SearchRequest, SortOrder, never_cancelled, search};
-    use crate::split::SplitWriter;
-
-    /// The same searches answer alike whether the columns are kept or
-    /// opened each time; kept columns stay within the bound, and a closed
-    /// split lets go of them.
-    #[test]
-    fn columns_kept_within_their_bound_answer_alike() {
-        let lines: Vec<(i64, i32, String)> = (0..3_000i32)
-            .map(|i| {
-                let text = if i % 9 == 0 {
-                    "OOMKilled out of memory"
-                } else {
-                    "GET /v1/orders"
-                };
-                (1_000 + i64::from(i), i / 1_000, text.to_string())
-            })
-            .collect();
-        let borrowed: Vec<(i64, i32, &str)> =
-            lines.iter().map(|(t, r, m)| (*t, *r, m.as_str())).collect();
-        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut metas = Vec::new();
-        for (n, dir) in dirs.iter().enumerate() {
-            let mut w = SplitWriter::create(dir.path(), &format!("s{n}")).unwrap();
-            let half = &borrowed[n * 1_500..(n + 1) * 1_500];
-            w.add_batch(&crate::search::tests::batch(half)).unwrap();
-            metas.push(w.finish().unwrap());
-        }
-        let run = |splits: &[&OpenSplit]| {
-            let mut out = Vec::new();
-            for (q, order, limit) in [
-                ("oomkilled", SortOrder::Desc, 7),
-                ("oomkilled", SortOrder::Asc, 7),
-                ("*", SortOrder::Asc, 2_000),
-                ("orders", SortOrder::Desc, 0),
-            ] {
-                let r = search(
-                    splits,
-                    &SearchRequest {
-                        q: parse(q).unwrap(),
-                        filters: Default::default(),
-                        limit,
-                        order,
-                        cursor: None,
-                        context: 1,
-                        cancelled: never_cancelled,
-                    },
-                )
-                .unwrap();
-                out.push(format!("{} {:?}", r.total, r.hits));
-            }
-            out
-        };
-        let open_all = |columns: &Arc<ColumnCache>| -> Vec<OpenSplit> {
-            metas
-                .iter()
-                .zip(&dirs)
-                .map(|(m, d)| OpenSplit::open(m.clone(), d.path(), columns.clone()).unwrap())
-                .collect()
-        };
-        // Nothing kept: every search opens its columns.
-        let none = Arc::new(ColumnCache::new(0));
-        let opened = open_all(&none);
-        let refs: Vec<&OpenSplit> = opened.iter().collect();
-        let expected = run(&refs);
-        assert_eq!(none.bytes(), 0);
-        // The first answer: oldest first starts at the first line.
-        assert!(expected[1].contains("ts: 1000,"), "{}", expected[1]);
-        // Room for both splits' columns: kept, and the answers the same.
-        let all = Arc::new(ColumnCache::new(64 << 20));
-        let opened = open_all(&all);
-        let refs: Vec<&OpenSplit> = opened.iter().collect();
-        assert_eq!(run(&refs), expected);
-        let both = all.bytes();
-        assert!(both > 0);
-        assert_eq!(run(&refs), expected, "from the kept columns");
-        assert_eq!(all.bytes(), both, "opened once");
-        // Room for one: the other is opened each time, within the bound.
-        let one = Arc::new(ColumnCache::new(both / 2 + 1));
-        let opened = open_all(&one);
-        let refs: Vec<&OpenSplit> = opened.iter().collect();
-        assert_eq!(run(&refs), expected);
-        assert!(
-            one.bytes() > 0 && one.bytes() <= both / 2 + 1,
-            "{}",
-            one.bytes()
-        );
-        drop(opened);
-        assert_eq!(one.bytes(), 0, "closed splits let go of their columns");
     }
 }

@@ -13,6 +13,7 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, PhraseQuery, Query, RangeQue
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, Searcher, SegmentReader};
 
+pub use crate::hit_columns::LogLine;
 use crate::hit_columns::{ByTime, ColumnCache, SegmentLines};
 use crate::query_lang::Expr;
 use crate::split::{LogFields, SplitMeta, register_tokenizer};
@@ -194,24 +195,6 @@ pub struct SearchRequest {
     /// Asked between splits and lines; [`never_cancelled`] when nothing
     /// cancels.
     pub cancelled: CancelCheck,
-}
-
-/// One log line as search returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Epoch microseconds.
-    pub ts: i64,
-    pub namespace: String,
-    pub pod: String,
-    pub pod_uid: String,
-    pub container: String,
-    pub restart: i64,
-    pub stream: String,
-    pub level: Option<String>,
-    pub node: Option<String>,
-    pub message: String,
-    pub line_id: String,
-    pub byte_offset: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -801,4 +784,4 @@ pub fn context_of(
 
 #[cfg(test)]
 #[path = "search_tests.rs"]
-pub(crate) mod tests;
+mod tests;

@@ -9,7 +9,7 @@ use super::*;
 use crate::query_lang::parse;
 use crate::split::SplitWriter;
 
-pub(crate) fn batch(lines: &[(i64, i32, &str)]) -> RecordBatch {
+fn batch(lines: &[(i64, i32, &str)]) -> RecordBatch {
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
     let schema = Arc::new(Schema::new(vec![
         Field::new(
@@ -347,4 +347,92 @@ fn in_place_cold_and_warm_answer_alike() {
         "through a cache of two blocks"
     );
     assert!(crate::range_cache::dir_bytes(&cache_dir) <= 2 * crate::range_cache::BLOCK_BYTES);
+}
+
+/// The same searches answer alike whether the columns are kept or
+/// opened each time; kept columns stay within the bound, and a closed
+/// split lets go of them.
+#[test]
+fn columns_kept_within_their_bound_answer_alike() {
+    let lines: Vec<(i64, i32, String)> = (0..3_000i32)
+        .map(|i| {
+            let text = if i % 9 == 0 {
+                "OOMKilled out of memory"
+            } else {
+                "GET /v1/orders"
+            };
+            (1_000 + i64::from(i), i / 1_000, text.to_string())
+        })
+        .collect();
+    let borrowed: Vec<(i64, i32, &str)> =
+        lines.iter().map(|(t, r, m)| (*t, *r, m.as_str())).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut metas = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        let mut w = SplitWriter::create(dir.path(), &format!("s{n}")).unwrap();
+        let half = &borrowed[n * 1_500..(n + 1) * 1_500];
+        w.add_batch(&batch(half)).unwrap();
+        metas.push(w.finish().unwrap());
+    }
+    let run = |splits: &[&OpenSplit]| {
+        let mut out = Vec::new();
+        for (q, order, limit) in [
+            ("oomkilled", SortOrder::Desc, 7),
+            ("oomkilled", SortOrder::Asc, 7),
+            ("*", SortOrder::Asc, 2_000),
+            ("orders", SortOrder::Desc, 0),
+        ] {
+            let r = search(
+                splits,
+                &SearchRequest {
+                    q: parse(q).unwrap(),
+                    filters: Default::default(),
+                    limit,
+                    order,
+                    cursor: None,
+                    context: 1,
+                    cancelled: never_cancelled,
+                },
+            )
+            .unwrap();
+            out.push(format!("{} {:?}", r.total, r.hits));
+        }
+        out
+    };
+    let open_all = |columns: &Arc<ColumnCache>| -> Vec<OpenSplit> {
+        metas
+            .iter()
+            .zip(&dirs)
+            .map(|(m, d)| OpenSplit::open(m.clone(), d.path(), columns.clone()).unwrap())
+            .collect()
+    };
+    // Nothing kept: every search opens its columns.
+    let none = Arc::new(ColumnCache::new(0));
+    let opened = open_all(&none);
+    let refs: Vec<&OpenSplit> = opened.iter().collect();
+    let expected = run(&refs);
+    assert_eq!(none.bytes(), 0);
+    // The first answer: oldest first starts at the first line.
+    assert!(expected[1].contains("ts: 1000,"), "{}", expected[1]);
+    // Room for both splits' columns: kept, and the answers the same.
+    let all = Arc::new(ColumnCache::new(64 << 20));
+    let opened = open_all(&all);
+    let refs: Vec<&OpenSplit> = opened.iter().collect();
+    assert_eq!(run(&refs), expected);
+    let both = all.bytes();
+    assert!(both > 0);
+    assert_eq!(run(&refs), expected, "from the kept columns");
+    assert_eq!(all.bytes(), both, "opened once");
+    // Room for one: the other is opened each time, within the bound.
+    let one = Arc::new(ColumnCache::new(both / 2 + 1));
+    let opened = open_all(&one);
+    let refs: Vec<&OpenSplit> = opened.iter().collect();
+    assert_eq!(run(&refs), expected);
+    assert!(
+        one.bytes() > 0 && one.bytes() <= both / 2 + 1,
+        "{}",
+        one.bytes()
+    );
+    drop(opened);
+    assert_eq!(one.bytes(), 0, "closed splits let go of their columns");
 }
