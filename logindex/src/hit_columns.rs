@@ -56,8 +56,9 @@ pub(crate) struct SegmentLines {
     node: Option<StrColumn>,
 }
 
-/// The columns [`SegmentLines`] opens.
-const COLUMNS: [&str; 10] = [
+/// The columns [`SegmentLines`] opens: those a hit is read from besides
+/// the stored message and id, and `ts` (also the order of hits).
+pub(crate) const COLUMNS: [&str; 10] = [
     "ts",
     "restart",
     "byte_offset",

@@ -138,6 +138,22 @@ pub struct Filters {
 }
 
 impl Filters {
+    /// The exact-match label filters, each with the field it matches.
+    fn labels<'a>(
+        &'a self,
+        fields: &LogFields,
+    ) -> [(tantivy::schema::Field, &'a Option<String>); 7] {
+        [
+            (fields.namespace, &self.namespace),
+            (fields.pod, &self.pod),
+            (fields.pod_uid, &self.pod_uid),
+            (fields.container, &self.container),
+            (fields.stream, &self.stream),
+            (fields.level, &self.level),
+            (fields.node, &self.node),
+        ]
+    }
+
     /// Whether a split with this metadata can hold a line these filters match
     /// (from the metadata alone: nothing is fetched).
     pub fn may_match(&self, meta: &SplitMeta) -> bool {
@@ -309,15 +325,7 @@ enum AtCursor {
 fn full_query(fields: &LogFields, req: &SearchRequest, at: AtCursor) -> Box<dyn Query> {
     let f = &req.filters;
     let mut parts: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, expr_query(fields, &req.q))];
-    for (field, value) in [
-        (fields.namespace, &f.namespace),
-        (fields.pod, &f.pod),
-        (fields.pod_uid, &f.pod_uid),
-        (fields.container, &f.container),
-        (fields.stream, &f.stream),
-        (fields.level, &f.level),
-        (fields.node, &f.node),
-    ] {
+    for (field, value) in f.labels(fields) {
         if let Some(v) = value {
             parts.push((Occur::Must, term_text(field, v)));
         }
@@ -391,19 +399,6 @@ fn past_cursor(order: SortOrder, cursor: &Cursor, line: &LogLine) -> bool {
     }
 }
 
-/// The fast fields a hit is read from (besides the stored message and id).
-const HIT_COLUMNS: [&str; 9] = [
-    "restart",
-    "byte_offset",
-    "namespace",
-    "pod",
-    "pod_uid",
-    "container",
-    "stream",
-    "level",
-    "node",
-];
-
 /// Fetches what a search of `req` will read in `split`, concurrently: the
 /// postings of its terms (with positions for phrases), then — if the split
 /// may match — the `ts` column (time ranges and the order of hits) and,
@@ -443,13 +438,15 @@ pub async fn warm_up(split: &OpenSplit, req: &SearchRequest) -> tantivy::Result<
     if req.context == 0 && !may_match(&fields, req, &|t| found.contains(t)) {
         return Ok(false);
     }
-    let mut columns = vec!["ts"];
-    if req.limit > 0 || req.context > 0 {
-        columns.extend(HIT_COLUMNS);
-    }
+    // The columns hits are read from, or only the time's.
+    let columns: &[&str] = if req.limit > 0 || req.context > 0 {
+        &crate::hit_columns::COLUMNS
+    } else {
+        &["ts"]
+    };
     let mut reads: Vec<futures::future::BoxFuture<'_, std::io::Result<()>>> = Vec::new();
     for segment in searcher.segment_readers() {
-        for name in &columns {
+        for name in columns {
             for handle in segment
                 .fast_fields()
                 .list_dynamic_column_handles(name)
@@ -493,17 +490,8 @@ fn may_match(
         }
     }
     let f = &req.filters;
-    let labels = [
-        (fields.namespace, &f.namespace),
-        (fields.pod, &f.pod),
-        (fields.pod_uid, &f.pod_uid),
-        (fields.container, &f.container),
-        (fields.stream, &f.stream),
-        (fields.level, &f.level),
-        (fields.node, &f.node),
-    ];
     expr(fields, &req.q, present)
-        && labels.iter().all(|(field, value)| {
+        && f.labels(fields).iter().all(|(field, value)| {
             value
                 .as_ref()
                 .is_none_or(|v| present(&Term::from_field_text(*field, v)))
