@@ -85,6 +85,11 @@ fn str_value(col: &Option<StrColumn>, doc: DocId) -> tantivy::Result<Option<Stri
 }
 
 impl SegmentLines {
+    /// The segment's `ts` column (the order of hits).
+    pub(crate) fn ts(&self) -> &Column<i64> {
+        &self.ts
+    }
+
     fn open(reader: &SegmentReader) -> tantivy::Result<Self> {
         let ff = reader.fast_fields();
         Ok(Self {
@@ -300,11 +305,5 @@ impl SegmentSortKeyComputer for ByTimeSegment {
 
     fn convert_segment_sort_key(&self, key: i64) -> i64 {
         key
-    }
-}
-
-impl SegmentLines {
-    pub(crate) fn ts(&self) -> &Column<i64> {
-        &self.ts
     }
 }

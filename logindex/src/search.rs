@@ -252,6 +252,16 @@ fn term_i64(f: tantivy::schema::Field, v: i64) -> Box<dyn Query> {
     ))
 }
 
+/// The term a `field:value` asks for; `None` matches nothing (an unknown
+/// field, or a restart that is not a number).
+fn field_term(fields: &LogFields, name: &str, value: &str) -> Option<tantivy::Term> {
+    if name == "restart" {
+        let v = value.parse::<i64>().ok()?;
+        return Some(tantivy::Term::from_field_i64(fields.restart, v));
+    }
+    Some(tantivy::Term::from_field_text(fields.exact(name)?, value))
+}
+
 /// The tantivy query of an expression.
 pub fn expr_query(fields: &LogFields, e: &Expr) -> Box<dyn Query> {
     match e {
@@ -266,19 +276,10 @@ pub fn expr_query(fields: &LogFields, e: &Expr) -> Box<dyn Query> {
                 .map(|w| tantivy::Term::from_field_text(fields.message, w))
                 .collect(),
         )),
-        Expr::Field(name, value) => {
-            if name == "restart" {
-                return match value.parse::<i64>() {
-                    Ok(v) => term_i64(fields.restart, v),
-                    // A restart that is not a number matches nothing.
-                    Err(_) => Box::new(BooleanQuery::new(vec![])),
-                };
-            }
-            match fields.exact(name) {
-                Some(f) => term_text(f, value),
-                None => Box::new(BooleanQuery::new(vec![])),
-            }
-        }
+        Expr::Field(name, value) => match field_term(fields, name, value) {
+            Some(t) => Box::new(TermQuery::new(t, IndexRecordOption::Basic)),
+            None => Box::new(BooleanQuery::new(vec![])),
+        },
         Expr::And(parts) => Box::new(BooleanQuery::new(
             parts
                 .iter()
@@ -479,12 +480,9 @@ fn may_match(
             Expr::Phrase(words) => words
                 .iter()
                 .all(|w| present(&Term::from_field_text(fields.message, w))),
-            Expr::Field(name, value) if name == "restart" => value
-                .parse::<i64>()
-                .is_ok_and(|v| present(&Term::from_field_i64(fields.restart, v))),
-            Expr::Field(name, value) => fields
-                .exact(name)
-                .is_some_and(|f| present(&Term::from_field_text(f, value))),
+            Expr::Field(name, value) => {
+                field_term(fields, name, value).is_some_and(|t| present(&t))
+            }
             Expr::And(parts) => parts.iter().all(|p| expr(fields, p, present)),
             Expr::Or(parts) => parts.iter().any(|p| expr(fields, p, present)),
         }
