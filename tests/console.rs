@@ -248,6 +248,18 @@ fn check_http(demo: &Demo) {
             "the demo's events are attributed: {attribution}"
         );
         assert_eq!(lines.len(), rows.len().min(3));
+        for line in lines {
+            let buckets: Vec<i64> = line["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_i64().unwrap())
+                .collect();
+            assert!(
+                buckets.windows(2).all(|w| w[0] < w[1]),
+                "a line's points in bucket order, once each: {line}"
+            );
+        }
         let sums: Vec<(Value, Value, u64)> = lines
             .iter()
             .map(|line| {
