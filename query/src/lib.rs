@@ -19,6 +19,7 @@ pub mod loki;
 pub mod metrics;
 pub mod object_stores;
 pub mod params;
+pub mod partition_filters;
 pub mod quantiles;
 pub mod scan;
 pub mod service_health;
