@@ -214,11 +214,13 @@ impl TableProvider for SnapshotTable {
         let Some(snapshot) = self.table.metadata().current_snapshot() else {
             return Ok(Arc::new(EmptyExec::new(projected)));
         };
+        // Iceberg only lists the files here (DataFusion reads them, with
+        // its own projection): no columns selected, none looked up.
         let mut scan = self
             .table
             .scan()
             .snapshot_id(snapshot.snapshot_id())
-            .select_all();
+            .select_empty();
         if let Some(predicate) = convert_filters_to_predicate(filters) {
             scan = scan.with_filter(predicate);
         }
