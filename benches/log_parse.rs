@@ -29,6 +29,7 @@ fn cri_input() -> Vec<u8> {
         lines_per_pod_day: 40_000,
         rotate_bytes: 1 << 40,
         force: false,
+        events_part: 0,
     };
     sluice::generator::generate(&cfg, &|_| {}, &|_| {}).expect("generate");
     let mut out = Vec::new();

@@ -270,6 +270,7 @@ fn main() -> anyhow::Result<()> {
             // Plain files only: ripgrep reads them without decompressing.
             rotate_bytes: 1 << 40,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

@@ -228,6 +228,7 @@ fn gen_command(args: GenArgs) -> anyhow::Result<()> {
         lines_per_pod_day: args.lines_per_pod_day,
         rotate_bytes: args.rotate_bytes,
         force: args.force,
+        events_part: 0,
     };
     let progress = Progress::new("lines+events");
     let started = std::time::Instant::now();

@@ -186,6 +186,7 @@ fn random_faults_lose_and_duplicate_nothing() {
             lines_per_pod_day: 2000,
             rotate_bytes: 256 << 10,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

@@ -139,6 +139,7 @@ fn generate(dir: &Path, pods: usize, lines_per_pod_day: u64) -> Manifest {
             lines_per_pod_day,
             rotate_bytes: 64 * 1024,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

@@ -36,6 +36,7 @@ fn config(out: &Path, seed: u64) -> GenConfig {
         lines_per_pod_day: 1500,
         rotate_bytes: 96 * 1024,
         force: false,
+        events_part: 0,
     }
 }
 
@@ -106,6 +107,39 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     let ea = fs::read(a.path().join("events/2026-11-20.ndjson")).unwrap();
     let ec = fs::read(c.path().join("events/2026-11-20.ndjson")).unwrap();
     assert_ne!(ea, ec, "another seed gives other data");
+
+    // An events part of seed 7: the same cluster and principals and the
+    // same events per day, other events (no id shared with part 0).
+    let d = tempfile::tempdir().unwrap();
+    let part = generate(&GenConfig {
+        events_part: 1,
+        ..small(d.path(), 7)
+    });
+    let whole = generate(&GenConfig {
+        force: true,
+        ..small(a.path(), 7)
+    });
+    assert_eq!(
+        fs::read(a.path().join("directory.yaml")).unwrap(),
+        fs::read(d.path().join("directory.yaml")).unwrap(),
+        "the same principals"
+    );
+    let per_file = |m: &Manifest| -> Vec<(String, u64)> {
+        m.event_files
+            .iter()
+            .map(|f| (f.path.clone(), f.events))
+            .collect()
+    };
+    assert_eq!(per_file(&whole), per_file(&part), "the same load shape");
+    let ids = |dir: &Path| -> std::collections::HashSet<String> {
+        let text = fs::read_to_string(dir.join("events/2026-11-20.ndjson")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event_id"].to_string())
+            .collect()
+    };
+    let (ia, id) = (ids(a.path()), ids(d.path()));
+    assert!(!ia.is_empty() && ia.len() == id.len());
+    assert!(ia.is_disjoint(&id), "a part's events are other events");
 }
 
 #[test]

@@ -57,6 +57,7 @@ fn import_is_complete_correct_and_exactly_once() {
             lines_per_pod_day: 1000,
             rotate_bytes: 64 * 1024,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

@@ -50,6 +50,7 @@ fn generate(out: &Path, pods: usize, lines_per_pod_day: u64) -> Manifest {
             // Small, so every container has rotated and gzipped files.
             rotate_bytes: 48 * 1024,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},
@@ -777,6 +778,7 @@ fn indexer_killed_while_building_a_split_resumes_exactly() {
             lines_per_pod_day: 4_000,
             rotate_bytes: 1 << 30,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

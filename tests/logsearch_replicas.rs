@@ -79,6 +79,7 @@ fn replicas_search_splits_in_place_on_s3_alike_cold_or_warm() {
             lines_per_pod_day: 4_000,
             rotate_bytes: 256 * 1024,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

@@ -52,6 +52,7 @@ fn generate(out: &Path, seed: u64, events: u64) -> Manifest {
             lines_per_pod_day: 300,
             rotate_bytes: 256 * 1024,
             force: false,
+            events_part: 0,
         },
         &|_| {},
         &|_| {},

@@ -67,6 +67,18 @@ pub fn generate_events(
     days: u32,
     seed: u64,
 ) -> anyhow::Result<generator::Manifest> {
+    generate_events_part(out, events, days, seed, 0)
+}
+
+/// [`generate_events`]'s part `part` (see `GenConfig::events_part`): the
+/// same principals and load shape, other events.
+pub fn generate_events_part(
+    out: &Path,
+    events: usize,
+    days: u32,
+    seed: u64,
+    part: u64,
+) -> anyhow::Result<generator::Manifest> {
     generator::generate(
         &GenConfig {
             out: out.to_path_buf(),
@@ -79,6 +91,7 @@ pub fn generate_events(
             lines_per_pod_day: 10,
             rotate_bytes: 1 << 30,
             force: false,
+            events_part: part,
         },
         &|_| {},
         &|_| {},

@@ -50,6 +50,12 @@ pub struct GenConfig {
     pub rotate_bytes: u64,
     /// Replace earlier generated output in `out`.
     pub force: bool,
+    /// 0: a whole generation. Part k > 0 keeps the seed's cluster,
+    /// principals and load shape and draws other API events (other ids),
+    /// so parts generated and imported one after another add up to a
+    /// history too large to hold as JSON on disk at once (the query
+    /// benchmark's 100 M events).
+    pub events_part: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,7 +281,10 @@ pub fn generate(
                     chunk,
                 } => {
                     let rel = format!("events/{date}.ndjson");
-                    let mut r = rng::stream(cfg.seed, "events", *chunk);
+                    let mut r = match cfg.events_part {
+                        0 => rng::stream(cfg.seed, "events", *chunk),
+                        part => rng::stream(cfg.seed, &format!("events/part-{part}"), *chunk),
+                    };
                     let n = events::write_minutes(
                         &cfg.out.join(&rel),
                         &plan,
