@@ -153,9 +153,12 @@ pub fn catch_up_exactly(data_dir: &Path, addr: &str) -> Proc {
     let want_lifecycle = wal_lines(&data_dir.join("up"), "lifecycle");
     assert!(want_lines > 500, "the demo wrote only {want_lines} lines");
     assert!(want_events > 100, "the demo sent only {want_events} events");
+    // The demo's crashes are random and a chaos run may give it little
+    // time between kills: one lifecycle record is enough to check exactly
+    // (three failed a chaos run once, seed 1796505918136968, with two).
     assert!(
-        want_lifecycle >= 3,
-        "only {want_lifecycle} lifecycle events"
+        want_lifecycle >= 1,
+        "no lifecycle events: the demo's pods never changed"
     );
     wait_for("the tables to catch up", Duration::from_secs(90), || {
         count(addr, "SELECT count(*) AS n FROM pod_logs") >= want_lines
