@@ -109,6 +109,9 @@ impl TimePartition {
     /// Whether every row of a file with this partition tuple passes all of
     /// `filters` (those [`TimePartition::answers`]); `false` when unsure.
     pub fn file_passes(&self, partition: Option<&Struct>, filters: &[Expr]) -> bool {
+        if filters.is_empty() {
+            return true;
+        }
         let Some(Some(Literal::Primitive(PrimitiveLiteral::Int(n)))) =
             partition.and_then(|p| p.fields().get(self.position))
         else {
@@ -185,6 +188,8 @@ mod tests {
         assert!(!p.file_passes(Some(&partition(10)), &[ts(10 * d).lt(col("ts"))]));
         // No partition value, or a null one: unsure, so filtered.
         assert!(!p.file_passes(None, &whole_days));
+        // No filter: every file passes, whatever its partition.
+        assert!(p.file_passes(None, &[]));
         assert!(!p.file_passes(Some(&Struct::from_iter([None])), &whole_days));
     }
 

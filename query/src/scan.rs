@@ -70,12 +70,11 @@ impl SnapshotTable {
         })
     }
 
-    /// The filters this scan answers exactly (see [`TimePartition`]).
-    fn exact_filters(&self, filters: &[Expr]) -> Vec<Expr> {
-        match &self.time_partition {
-            Some(p) => filters.iter().filter(|f| p.answers(f)).cloned().collect(),
-            None => Vec::new(),
-        }
+    /// Whether this scan answers `filter` exactly (see [`TimePartition`]).
+    fn answers(&self, filter: &Expr) -> bool {
+        self.time_partition
+            .as_ref()
+            .is_some_and(|p| p.answers(filter))
     }
 
     /// Iceberg's own reader, for files DataFusion's scan cannot read here;
@@ -193,9 +192,12 @@ impl TableProvider for SnapshotTable {
         // settle them.
         Ok(filters
             .iter()
-            .map(|f| match &self.time_partition {
-                Some(p) if p.answers(f) => TableProviderFilterPushDown::Exact,
-                _ => TableProviderFilterPushDown::Inexact,
+            .map(|f| {
+                if self.answers(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
             })
             .collect())
     }
@@ -236,7 +238,11 @@ impl TableProvider for SnapshotTable {
         if tasks.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
-        let exact = self.exact_filters(filters);
+        let exact: Vec<Expr> = filters
+            .iter()
+            .filter(|f| self.answers(f))
+            .cloned()
+            .collect();
         // Files whose partition settles the exact filters, and the others.
         let mut whole = Vec::with_capacity(tasks.len());
         let mut residual = Vec::new();
@@ -252,14 +258,11 @@ impl TableProvider for SnapshotTable {
                     if task.deletes.is_empty() && store.as_ref().is_none_or(|s| *s == a.store) =>
                 {
                     let file = PartitionedFile::new(a.path, task.file_size_in_bytes);
-                    let passes = match &self.time_partition {
-                        Some(p) => p.file_passes(task.partition.as_ref(), &exact),
-                        None => true,
-                    };
-                    if passes || exact.is_empty() {
-                        whole.push(file);
-                    } else {
-                        residual.push(file);
+                    match &self.time_partition {
+                        Some(p) if !p.file_passes(task.partition.as_ref(), &exact) => {
+                            residual.push(file)
+                        }
+                        _ => whole.push(file),
                     }
                     store = Some(a.store);
                 }
