@@ -2,16 +2,17 @@
 //! snapshot appended.
 //!
 //! The snapshots after the watermark (oldest first, several at a time up to
-//! [`ROUND_LINES`]) have the data files they added read and indexed into
-//! one split per day of log time (a new one past [`MAX_SPLIT_LINES`], or
-//! when the splits being built outgrow the memory budget); the
+//! [`ROUND_LINES`]) have the data files they added read, a day at a time
+//! (see [`crate::round_files`]), and indexed into one split per day of log
+//! time and core (a new one past [`MAX_SPLIT_LINES`], or when the splits
+//! being built outgrow the memory budget); the
 //! splits are uploaded, then the state (splits + the last snapshot as the
 //! new watermark) is replaced in one put. A crash before that put leaves
 //! unlisted splits (removed when an indexer next starts, see
 //! [`Indexer::collect_garbage`]) and the old watermark, so those snapshots are
 //! indexed again: no line twice, none skipped.
 //! Small splits of the same day are merged in the background, level by
-//! level (see [`merge_groups`]); a split past [`MERGE_BELOW_LINES`] is not
+//! level (see [`crate::merge_policy`]); a split past [`MERGE_BELOW_LINES`] is not
 //! merged again.
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,21 +21,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iceberg::Catalog;
-use iceberg::spec::{DataContentType, ManifestContentType, ManifestStatus, Operation};
 use iceberg::table::Table;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sluice_schema::tables::POD_LOGS;
 use sluice_warehouse::maintain::snapshot::RETAINED_FROM_PROPERTY;
 
+use crate::merge_policy::merge_groups;
+pub use crate::merge_policy::{MERGE_BELOW_LINES, MERGE_LEVEL_LINES};
+use crate::round_files::{BUCKET_MICROS, DataFileRef, added_files, all_files, feeding_order};
 use crate::split::{
     OLDEST_SEARCHABLE_SCHEMA_VERSION, SPLIT_SCHEMA_VERSION, SplitError, SplitMeta, SplitWriter,
 };
 use crate::store::{IndexState, IndexStore, StoreError};
 
-/// Splits hold one day of log time, so a search over a time range opens
-/// the days it touches; finer buckets made many small splits whose term
-/// dictionaries cost more to build and to open than the pruning saves.
-const BUCKET_MICROS: i64 = 86_400_000_000;
 /// A split is closed and another begun past this many lines.
 pub const MAX_SPLIT_LINES: u64 = 8_000_000;
 /// Lines of consecutive snapshots indexed in one round (one save of the
@@ -42,6 +41,9 @@ pub const MAX_SPLIT_LINES: u64 = 8_000_000;
 pub const ROUND_LINES: u64 = 16_000_000;
 /// Memory the splits being built may hold together, by default.
 pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
+/// The share of the memory budget (one in this many bytes) that batches
+/// waiting for the splits' threads may hold.
+const QUEUED_SHARE: usize = 8;
 /// A day's lines in a round past which a second split of that day is
 /// built beside the first (up to [`IndexerSettings::threads`]): below it a
 /// round is one split per day, so live indexing does not make more small
@@ -50,12 +52,6 @@ pub const PARALLEL_FROM_LINES: u64 = 250_000;
 /// How long a split taken out of the index (merged, expired, rebuilt) is
 /// kept: longer than any search that read the index before may run.
 pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
-/// Only splits smaller than this are merged (so big ones are not rewritten
-/// over and over as small ones arrive).
-pub const MERGE_BELOW_LINES: u64 = 1_000_000;
-/// Splits below this many lines are all of the lowest merge level.
-pub const MERGE_LEVEL_LINES: u64 = 10_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("Iceberg: {0}")]
@@ -81,8 +77,9 @@ pub struct IndexerSettings {
     pub threads: usize,
     /// Small splits of one day merged once there are this many.
     pub merge_at: usize,
-    /// Bytes the splits being built may hold in memory together; past it
-    /// the biggest is closed.
+    /// Bytes the splits being built and the batches waiting for them may
+    /// hold in memory together (an eighth for the batches); past it the
+    /// biggest split is closed.
     pub memory_budget: usize,
 }
 
@@ -112,12 +109,6 @@ fn now_micros() -> i64 {
 
 fn new_split_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
-}
-
-/// A data file of the table to index.
-struct DataFileRef {
-    path: String,
-    lines: u64,
 }
 
 /// A split being built, with where it is built.
@@ -210,59 +201,6 @@ impl Indexer {
         Some(out)
     }
 
-    /// Data files with new rows a snapshot added. Compaction's `replace`
-    /// snapshots add files too, but their rows are already indexed.
-    async fn added_files(table: &Table, snapshot_id: i64) -> Result<Vec<DataFileRef>, IndexError> {
-        let Some(snapshot) = table.metadata().snapshot_by_id(snapshot_id) else {
-            return Ok(Vec::new());
-        };
-        if snapshot.summary().operation == Operation::Replace {
-            return Ok(Vec::new());
-        }
-        let list = table.manifest_list_reader(snapshot).load().await?;
-        let mut files = Vec::new();
-        for mf in list.entries() {
-            if mf.added_snapshot_id != snapshot_id || mf.content != ManifestContentType::Data {
-                continue;
-            }
-            let manifest = mf.load_manifest(table.file_io()).await?;
-            for e in manifest.entries() {
-                if e.status() == ManifestStatus::Added
-                    && e.content_type() == DataContentType::Data
-                    && e.snapshot_id().is_none_or(|s| s == snapshot_id)
-                {
-                    files.push(DataFileRef {
-                        path: e.file_path().to_string(),
-                        lines: e.record_count(),
-                    });
-                }
-            }
-        }
-        Ok(files)
-    }
-
-    /// Every live data file of the current snapshot (for a rebuild).
-    async fn all_files(table: &Table) -> Result<Vec<DataFileRef>, IndexError> {
-        use futures::TryStreamExt;
-        if table.metadata().current_snapshot().is_none() {
-            return Ok(Vec::new());
-        }
-        let tasks: Vec<_> = table
-            .scan()
-            .build()?
-            .plan_files()
-            .await?
-            .try_collect()
-            .await?;
-        Ok(tasks
-            .into_iter()
-            .map(|t| DataFileRef {
-                path: t.data_file_path,
-                lines: t.record_count.unwrap_or_default(),
-            })
-            .collect())
-    }
-
     /// Reads `files` and builds one split per day of log time (rows before
     /// `from` skipped); uploads them and returns their metadata.
     async fn build_splits(
@@ -277,9 +215,17 @@ impl Indexer {
             n => n,
         };
         let mut writers: BTreeMap<i64, Vec<SplitInProgress>> = BTreeMap::new();
+        // Batches queued for the splits' threads share one budget (an
+        // eighth of the memory budget, the rest for the splits): the rows
+        // of a file go to one day's split, and a queue per split made the
+        // feeding wait for that split while the others ran dry.
+        let queue_kib =
+            (self.settings.memory_budget / QUEUED_SHARE / 1024).clamp(1, u32::MAX as usize);
+        let split_budget = self.settings.memory_budget - self.settings.memory_budget / QUEUED_SHARE;
+        let queued = Arc::new(tokio::sync::Semaphore::new(queue_kib));
         let mut metas = Vec::new();
         let mut finishing = tokio::task::JoinSet::new();
-        for file in files {
+        for (file, last_of_day) in feeding_order(files) {
             let path = &file.path;
             let bytes = table.file_io().new_input(path)?.read().await?;
             report.bytes += bytes.len() as u64;
@@ -309,7 +255,14 @@ impl Indexer {
                             day.len() - 1
                         }
                     };
-                    day[at].writer.add_batch(&rows)?;
+                    // A batch bigger than the whole budget waits for all of it.
+                    let kib = (rows.get_array_memory_size() / 1024).clamp(1, queue_kib);
+                    let permit = queued
+                        .clone()
+                        .acquire_many_owned(kib as u32)
+                        .await
+                        .map_err(|_| SplitError::Stopped)?;
+                    day[at].writer.add_batch_held(&rows, permit)?;
                     if day[at].writer.lines() >= MAX_SPLIT_LINES {
                         let full = day.swap_remove(at);
                         self.finish_split(full, &mut finishing, threads, &mut metas, report)
@@ -324,7 +277,7 @@ impl Indexer {
                     .flatten()
                     .map(|w| w.writer.mem_usage())
                     .sum();
-                if held > self.settings.memory_budget
+                if held > split_budget
                     && let Some((bucket, at)) = writers
                         .iter()
                         .flat_map(|(b, day)| day.iter().enumerate().map(move |(i, w)| (*b, i, w)))
@@ -334,6 +287,13 @@ impl Indexer {
                 {
                     let full = day.swap_remove(at);
                     self.finish_split(full, &mut finishing, threads, &mut metas, report)
+                        .await?;
+                }
+            }
+            // The day is done: its splits close while the next is fed.
+            if let Some(day) = last_of_day {
+                for w in writers.remove(&day).unwrap_or_default() {
+                    self.finish_split(w, &mut finishing, threads, &mut metas, report)
                         .await?;
                 }
             }
@@ -452,7 +412,7 @@ impl Indexer {
             let mut lines = 0u64;
             while let Some(snapshot) = pending.next_if(|_| group.is_empty() || lines < ROUND_LINES)
             {
-                let added = Self::added_files(&table, snapshot).await?;
+                let added = added_files(&table, snapshot).await?;
                 lines += added.iter().map(|f| f.lines).sum::<u64>();
                 files.extend(added);
                 group.push(snapshot);
@@ -483,7 +443,7 @@ impl Indexer {
         let table = self.table().await?;
         let old = self.store.load_state().await?;
         let mut report = RoundReport::default();
-        let files = Self::all_files(&table).await?;
+        let files = all_files(&table).await?;
         let metas = self.build_splits(&table, &files, from, &mut report).await?;
         let mut state = IndexState {
             version: 1,
@@ -612,45 +572,6 @@ impl Indexer {
     }
 }
 
-/// Ids of the splits to merge: within one day and schema version (tantivy
-/// merges only equal schemas; splits that straddle days are left), the
-/// splits of one size level, once `merge_at` of them are there.
-///
-/// Levels, as Quickwit's stable log merge policy has them: below
-/// [`MERGE_LEVEL_LINES`] lines is level 0, and each level above holds
-/// splits `merge_at` times bigger than the one below. Merging only equals
-/// writes each line about log_merge_at(MERGE_BELOW_LINES / split size)
-/// times; merging every small split of a day together rewrote the day's
-/// growing split each round (at 10x demo load the retired copies reached
-/// 4 GB against a 130 MB index).
-/// Ids, not positions: each merge reshapes the list of splits.
-fn merge_groups(splits: &[SplitMeta], merge_at: usize) -> Vec<Vec<String>> {
-    let factor = merge_at.max(2) as u64;
-    let level = |lines: u64| {
-        let mut level = 0u32;
-        let mut bound = MERGE_LEVEL_LINES;
-        while lines >= bound {
-            level += 1;
-            bound = bound.saturating_mul(factor);
-        }
-        level
-    };
-    let mut groups: BTreeMap<(i64, u32, u32), Vec<String>> = BTreeMap::new();
-    for s in splits {
-        let day = s.min_ts.div_euclid(BUCKET_MICROS);
-        if s.lines < MERGE_BELOW_LINES && day == s.max_ts.div_euclid(BUCKET_MICROS) {
-            groups
-                .entry((day, s.schema_version, level(s.lines)))
-                .or_default()
-                .push(s.id.clone());
-        }
-    }
-    groups
-        .into_values()
-        .filter(|g| g.len() as u64 >= factor)
-        .collect()
-}
-
 /// The rows of `batch` grouped by day of `ts` (rows before `from` left out).
 fn bucket_slices(
     batch: &arrow_array::RecordBatch,
@@ -693,102 +614,6 @@ fn bucket_slices(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn split(id: &str, day: i64, lines: u64, schema_version: u32) -> SplitMeta {
-        SplitMeta {
-            id: id.into(),
-            min_ts: day * BUCKET_MICROS + 1,
-            max_ts: day * BUCKET_MICROS + 2,
-            lines,
-            schema_version,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn only_small_splits_of_one_day_and_schema_merge() {
-        let mut straddles = split("straddles", 3, 10, 2);
-        straddles.max_ts += BUCKET_MICROS;
-        let splits = vec![
-            split("a", 3, 10, 2),
-            split("b", 3, 10, 2),
-            split("old", 3, 10, 1),
-            split("big", 3, MERGE_BELOW_LINES, 2),
-            straddles,
-            split("c", 4, 10, 2),
-            split("d", 4, 10, 2),
-            split("e", 4, 10, 2),
-        ];
-        assert_eq!(
-            merge_groups(&splits, 2),
-            vec![vec!["a", "b"], vec!["c", "d", "e"]]
-        );
-        assert_eq!(merge_groups(&splits, 3), vec![vec!["c", "d", "e"]]);
-        assert_eq!(
-            merge_groups(&splits, 1),
-            merge_groups(&splits, 2),
-            "a lone split is never merged"
-        );
-    }
-
-    #[test]
-    fn splits_merge_with_splits_of_their_own_level() {
-        let l0 = MERGE_LEVEL_LINES - 1;
-        let l1 = MERGE_LEVEL_LINES * 3;
-        let splits = vec![
-            split("small-1", 3, l0, 2),
-            split("merged-1", 3, l1, 2),
-            split("small-2", 3, 100, 2),
-            split("merged-2", 3, l1, 2),
-            split("merged-3", 3, MERGE_LEVEL_LINES * 4 - 1, 2),
-        ];
-        // Three small and three merged: with merge_at 3 only the merged
-        // ones go together; the day's growing split is not rewritten with
-        // every few new small ones.
-        assert_eq!(
-            merge_groups(&splits, 3),
-            vec![vec!["merged-1", "merged-2", "merged-3"]]
-        );
-        assert_eq!(
-            merge_groups(&splits, 2),
-            vec![
-                vec!["small-1", "small-2"],
-                vec!["merged-1", "merged-2", "merged-3"]
-            ]
-        );
-    }
-
-    #[test]
-    fn each_line_is_rewritten_a_few_times_not_once_per_round() {
-        // Live indexing: rounds of 6 000 lines, merge_at 8, until a day
-        // holds a million lines; count the lines each merge rewrites.
-        let mut splits: Vec<SplitMeta> = Vec::new();
-        let mut rewritten = 0u64;
-        let mut next = 0;
-        let mut total = 0u64;
-        while total < MERGE_BELOW_LINES {
-            next += 1;
-            splits.push(split(&format!("s{next}"), 3, 6_000, 2));
-            total += 6_000;
-            for group in merge_groups(&splits, 8) {
-                let lines: u64 = splits
-                    .iter()
-                    .filter(|s| group.contains(&s.id))
-                    .map(|s| s.lines)
-                    .sum();
-                splits.retain(|s| !group.contains(&s.id));
-                next += 1;
-                splits.push(split(&format!("m{next}"), 3, lines, 2));
-                rewritten += lines;
-            }
-        }
-        let per_line = rewritten as f64 / total as f64;
-        assert!(
-            per_line <= 3.0,
-            "each line was rewritten {per_line:.1} times on average"
-        );
-        assert!(splits.len() <= 3 * 7, "{} splits in the day", splits.len());
-    }
 
     #[test]
     fn splits_listed_before_versions_are_version_one() {

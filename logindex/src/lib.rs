@@ -11,15 +11,18 @@
 //! - [`store`]: splits and the index state in the warehouse's object store;
 //! - [`split_directory`], [`range_cache`]: a split read in place, by
 //!   ranges, through a bounded cache;
-//! - [`indexer`]: follows the table's snapshots into splits;
+//! - [`indexer`]: follows the table's snapshots into splits, reading the
+//!   files [`round_files`] lists, merging as [`merge_policy`] says;
 //! - [`search`]: a search over the splits a request can match;
 //!   [`hit_columns`]: the columns hits are read from, kept open.
 
 pub mod hit_columns;
 pub mod indexer;
 pub mod line_match;
+pub mod merge_policy;
 pub mod query_lang;
 pub mod range_cache;
+pub mod round_files;
 pub mod search;
 pub mod split;
 pub mod split_directory;

@@ -288,15 +288,15 @@ fn strings<'a>(
 /// closes (the indexer closes a split once its memory use or line count is
 /// reached, see `indexer`). Several splits build side by side.
 pub struct SplitWriter {
-    batches: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    batches: Option<std::sync::mpsc::Sender<Queued>>,
     worker: Option<std::thread::JoinHandle<Result<SplitMeta, SplitError>>>,
     lines: u64,
     mem_usage: Arc<AtomicUsize>,
 }
 
-/// Batches queued for a split's thread: enough to keep it busy while the
-/// next file is read, few enough to bound what waits in memory.
-const QUEUED_BATCHES: usize = 4;
+/// A batch queued for a split's thread, with what it holds of the
+/// caller's budget for queued batches (released once it is indexed).
+type Queued = (RecordBatch, Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// What tantivy sizes a segment's term hash table from (it grows past
 /// it); the split's memory is bounded by the indexer instead.
@@ -445,11 +445,12 @@ impl SegmentBuilder {
 
     fn run(
         mut self,
-        batches: std::sync::mpsc::Receiver<RecordBatch>,
+        batches: std::sync::mpsc::Receiver<Queued>,
         mem_usage: &AtomicUsize,
     ) -> Result<SplitMeta, SplitError> {
-        for batch in batches {
+        for (batch, held) in batches {
             self.add_batch(&batch)?;
+            drop(held);
             mem_usage.store(self.writer.mem_usage(), AtomicOrdering::Relaxed);
         }
         self.writer.finalize()?;
@@ -483,7 +484,7 @@ impl SplitWriter {
                 ..Default::default()
             },
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_BATCHES);
+        let (tx, rx) = std::sync::mpsc::channel();
         let mem_usage = Arc::new(AtomicUsize::new(0));
         let mem = mem_usage.clone();
         let worker = std::thread::Builder::new()
@@ -497,14 +498,36 @@ impl SplitWriter {
         })
     }
 
-    /// Adds every row of a `pod_logs` batch (the table's Arrow schema).
+    /// Queues every row of a `pod_logs` batch (the table's Arrow schema)
+    /// for the split's thread. The queue itself is unbounded: the caller
+    /// bounds what waits by passing a permit of its budget with each batch
+    /// (see [`SplitWriter::add_batch_held`]), or passes few batches.
     pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<(), SplitError> {
+        self.queue(batch, None)
+    }
+
+    /// [`SplitWriter::add_batch`], holding `permit` until the batch is
+    /// indexed: several splits fed from one budget each get work as it
+    /// comes, and no split's full queue stops the feeding of the others.
+    pub fn add_batch_held(
+        &mut self,
+        batch: &RecordBatch,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), SplitError> {
+        self.queue(batch, Some(permit))
+    }
+
+    fn queue(
+        &mut self,
+        batch: &RecordBatch,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), SplitError> {
         // Checked here too, so a wrong batch fails the call that passed it.
         Columns::of(batch)?;
         let sent = self
             .batches
             .as_ref()
-            .is_some_and(|tx| tx.send(batch.clone()).is_ok());
+            .is_some_and(|tx| tx.send((batch.clone(), permit)).is_ok());
         if !sent {
             // The thread stopped: its error says why.
             return Err(self.join().err().unwrap_or(SplitError::Stopped));
