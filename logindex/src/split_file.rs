@@ -69,10 +69,38 @@ pub enum SplitFileError {
     Format(String),
 }
 
-/// Packs the tantivy index in `dir` into one split file at `out`, with its
-/// hotcache; returns the file's size and where the hotcache begins.
-pub fn pack(dir: &Path, out: &Path) -> Result<(u64, u64), SplitFileError> {
-    use std::io::Write;
+/// A split object to be written: the tantivy files of its directory, in
+/// order, then `trailer` (the hotcache, the footer, its length and the
+/// magic). Read through [`Packed::reader`], so the object is streamed to
+/// the store from the files as they are: packing into a file first wrote
+/// and read every split once more (a copy of the whole index per build).
+#[derive(Debug)]
+pub struct Packed {
+    files: Vec<PathBuf>,
+    trailer: Vec<u8>,
+    /// The object's size.
+    pub len: u64,
+    /// Where the hotcache begins in the object.
+    pub hotcache_offset: u64,
+}
+
+impl Packed {
+    /// The object's bytes, from the files (opened now) and the trailer.
+    pub fn reader(&self) -> Result<Box<dyn io::Read + Send>, SplitFileError> {
+        let mut out: Box<dyn io::Read + Send> = Box::new(io::Cursor::new(self.trailer.clone()));
+        for path in self.files.iter().rev() {
+            let file =
+                std::fs::File::open(path).map_err(|e| SplitFileError::Io(path.clone(), e))?;
+            out = Box::new(io::Read::chain(file, out));
+        }
+        Ok(out)
+    }
+}
+
+/// Packs the tantivy index in `dir` into a split object, with its
+/// hotcache: only the hot ranges are read here.
+pub fn pack(dir: &Path) -> Result<Packed, SplitFileError> {
+    use std::io::{Read, Seek, Write};
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| SplitFileError::Io(p.clone(), e)
@@ -87,57 +115,65 @@ pub fn pack(dir: &Path, out: &Path) -> Result<(u64, u64), SplitFileError> {
         .filter(|n| !n.ends_with(".lock"))
         .collect();
     names.sort();
-    let mut file = std::io::BufWriter::new(std::fs::File::create(out).map_err(io(out))?);
     let mut footer = Footer::default();
     let mut offset = 0u64;
-    let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut files = Vec::with_capacity(names.len());
     for name in names {
         let path = dir.join(&name);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        file.write_all(&bytes).map_err(io(out))?;
-        footer.files.insert(
-            name.clone(),
-            FileEntry {
-                offset,
-                len: bytes.len() as u64,
-            },
-        );
-        offset += bytes.len() as u64;
-        if hot.contains_key(&name) {
-            contents.insert(name, bytes);
-        }
+        let len = std::fs::metadata(&path).map_err(io(&path))?.len();
+        footer.files.insert(name, FileEntry { offset, len });
+        offset += len;
+        files.push(path);
     }
     footer.hotcache_offset = offset;
-    let mut at = 0u64;
+    let mut trailer = Vec::new();
     for (name, ranges) in &hot {
-        let Some(bytes) = contents.get(name) else {
+        let (Some(entry), path) = (footer.files.get(name), dir.join(name)) else {
             continue;
         };
+        let mut file = std::fs::File::open(&path).map_err(io(&path))?;
         for r in ranges {
-            let end = r.end.min(bytes.len());
-            if r.start >= end {
+            let end = (r.end as u64).min(entry.len);
+            if r.start as u64 >= end {
                 continue;
             }
-            file.write_all(&bytes[r.start..end]).map_err(io(out))?;
+            let len = end - r.start as u64;
+            file.seek(io::SeekFrom::Start(r.start as u64))
+                .map_err(io(&path))?;
+            let at = trailer.len() as u64;
+            (&mut file)
+                .take(len)
+                .read_to_end(&mut trailer)
+                .map_err(io(&path))?;
+            if trailer.len() as u64 != at + len {
+                return Err(SplitFileError::Io(
+                    path,
+                    io::Error::from(io::ErrorKind::UnexpectedEof),
+                ));
+            }
             footer.hot.push(HotRange {
                 file: name.clone(),
                 start: r.start as u64,
-                len: (end - r.start) as u64,
+                len,
                 at,
             });
-            at += (end - r.start) as u64;
         }
     }
-    footer.hotcache_len = at;
+    footer.hotcache_len = trailer.len() as u64;
     let json = serde_json::to_vec(&footer)
-        .map_err(|e| SplitFileError::Io(out.to_path_buf(), io::Error::other(e)))?;
-    file.write_all(&json).map_err(io(out))?;
-    file.write_all(&(json.len() as u64).to_le_bytes())
-        .map_err(io(out))?;
-    file.write_all(MAGIC).map_err(io(out))?;
-    file.flush().map_err(io(out))?;
-    let total = offset + at + json.len() as u64 + TRAILER_BYTES as u64;
-    Ok((total, footer.hotcache_offset))
+        .map_err(|e| SplitFileError::Io(dir.to_path_buf(), io::Error::other(e)))?;
+    let io_vec = |e| SplitFileError::Io(dir.to_path_buf(), e);
+    trailer.write_all(&json).map_err(io_vec)?;
+    trailer
+        .write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io_vec)?;
+    trailer.write_all(MAGIC).map_err(io_vec)?;
+    Ok(Packed {
+        files,
+        len: offset + trailer.len() as u64,
+        trailer,
+        hotcache_offset: footer.hotcache_offset,
+    })
 }
 
 /// The footer length a split's last [`TRAILER_BYTES`] give.

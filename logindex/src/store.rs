@@ -189,30 +189,36 @@ impl IndexStore {
         self.path(&format!("splits/{id}.split"))
     }
 
-    /// Packs the split built in `dir` (beside it, `<dir>.split`) and uploads
-    /// it in parts; returns its size and where its hotcache begins.
+    /// Packs the split built in `dir` and streams it to the store from its
+    /// files; returns its size and where its hotcache begins.
     pub async fn upload_split(&self, id: &str, dir: &Path) -> Result<(u64, u64), StoreError> {
-        let packed = dir.with_extension("split");
-        let (len, hotcache_offset) = {
-            let (from, to) = (dir.to_path_buf(), packed.clone());
-            tokio::task::spawn_blocking(move || crate::split_file::pack(&from, &to))
-                .await
-                .map_err(|e| StoreError::Io(dir.to_path_buf(), std::io::Error::other(e)))?
-                .map_err(|e| StoreError::Format(id.to_string(), e))?
-        };
-        let done = self.upload_file(&packed, &self.split_path(id), len).await;
-        let _ = std::fs::remove_file(&packed);
-        done?;
-        Ok((len, hotcache_offset))
+        let from = dir.to_path_buf();
+        let (packed, reader) = tokio::task::spawn_blocking(move || {
+            let packed = crate::split_file::pack(&from)?;
+            let reader = packed.reader()?;
+            Ok::<_, crate::split_file::SplitFileError>((packed, reader))
+        })
+        .await
+        .map_err(|e| StoreError::Io(dir.to_path_buf(), std::io::Error::other(e)))?
+        .map_err(|e| StoreError::Format(id.to_string(), e))?;
+        self.upload(reader, dir, &self.split_path(id), packed.len)
+            .await?;
+        Ok((packed.len, packed.hotcache_offset))
     }
 
-    /// Uploads the file at `from` (`len` bytes): one put up to
-    /// [`UPLOAD_PART_BYTES`], else in parts of that size, a few in flight,
-    /// the file read a part at a time off the runtime (a tokio file would
+    /// Uploads what `file` reads (`len` bytes, from `from`): one put up
+    /// to [`UPLOAD_PART_BYTES`], else in parts of that size, a few in
+    /// flight, read a part at a time off the runtime (a tokio file would
     /// hop to a blocking thread every few KB).
-    async fn upload_file(&self, from: &Path, to: &ObjectPath, len: u64) -> Result<(), StoreError> {
+    async fn upload(
+        &self,
+        file: Box<dyn std::io::Read + Send>,
+        from: &Path,
+        to: &ObjectPath,
+        len: u64,
+    ) -> Result<(), StoreError> {
         let io = |e| StoreError::Io(from.to_path_buf(), e);
-        let read_part = |mut file: std::fs::File| async move {
+        let read_part = |mut file: Box<dyn std::io::Read + Send>| async move {
             tokio::task::spawn_blocking(move || {
                 use std::io::Read;
                 let mut buf = Vec::with_capacity(UPLOAD_PART_BYTES);
@@ -224,9 +230,19 @@ impl IndexStore {
             .await
             .map_err(std::io::Error::other)?
         };
-        let file = std::fs::File::open(from).map_err(io)?;
+        // A file that changed under the upload would make an object its
+        // footer does not describe.
+        let short = |read: u64| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("read {read} bytes of the {len} to upload"),
+            ))
+        };
         if len <= UPLOAD_PART_BYTES as u64 {
             let (_, bytes) = read_part(file).await.map_err(io)?;
+            if bytes.len() as u64 != len {
+                return Err(short(bytes.len() as u64));
+            }
             self.store
                 .put(to, Bytes::from(bytes).into())
                 .await
@@ -241,13 +257,19 @@ impl IndexStore {
         let mut upload =
             object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
         let mut file = file;
+        let mut read = 0u64;
         let sent: Result<(), StoreError> = async {
             loop {
                 let (f, part) = read_part(file).await.map_err(io)?;
                 file = f;
                 if part.is_empty() {
-                    return Ok(());
+                    return if read == len {
+                        Ok(())
+                    } else {
+                        Err(short(read))
+                    };
                 }
+                read += part.len() as u64;
                 upload
                     .wait_for_capacity(UPLOADS_IN_FLIGHT)
                     .await
