@@ -186,13 +186,15 @@ impl TokenStream for LogTokenStream<'_> {
     }
 }
 
-/// How a split is written: the doc store compressed with zstd (level 3),
-/// which holds the message text at about half lz4's size for a little more
-/// CPU per hit read, in blocks of 16 KiB (a hit fetches one block).
+/// How a split is written: the doc store compressed with zstd, which
+/// holds the message text at about half lz4's size for a little more CPU
+/// per hit read, in blocks of 16 KiB (a hit fetches one block). Level 1:
+/// on 16 KiB blocks of generated pod logs it compresses as well as level 3
+/// (ratio 5.03 against 5.02) 14 % faster (`zstd -b1 -e3 -B16384`).
 pub fn split_settings() -> tantivy::IndexSettings {
     tantivy::IndexSettings {
         docstore_compression: tantivy::store::Compressor::Zstd(tantivy::store::ZstdCompressor {
-            compression_level: Some(3),
+            compression_level: Some(1),
         }),
         docstore_blocksize: 16 * 1024,
         ..Default::default()
