@@ -704,15 +704,12 @@ fn search_total(addr: &str, q: &str) -> u64 {
 }
 
 fn count_sql(data_dir: &Path) -> u64 {
-    let out = ok(sluice(
-        data_dir,
-        &[
-            "sql",
-            "SELECT count(*) AS n FROM pod_logs",
-            "--format",
-            "json",
-        ],
-    ));
+    count_sql_where(data_dir, "true")
+}
+
+fn count_sql_where(data_dir: &Path, condition: &str) -> u64 {
+    let sql = format!("SELECT count(*) AS n FROM pod_logs WHERE {condition}");
+    let out = ok(sluice(data_dir, &["sql", &sql, "--format", "json"]));
     let rows: Value = serde_json::from_str(&out).unwrap();
     rows[0]["n"].as_u64().unwrap()
 }
@@ -897,5 +894,54 @@ fn an_index_of_an_older_split_format_is_refused_then_rebuilt() {
             "a retired split's object stays for its grace"
         );
     }
+    drop(serve);
+}
+
+/// `sluice index --rebuild --from T` indexes exactly the lines at or after
+/// T: the day wholly before T is skipped unread (its files' bounds say so),
+/// the day T falls in is cut at T.
+#[test]
+fn a_rebuild_from_a_time_indexes_exactly_the_lines_from_then() {
+    let f = imported(2, 400);
+    let data_dir = f.data_dir.clone();
+    // "rebuilt the log index: L lines from F files in …": (L, F).
+    let rebuild = |extra: &[&str]| -> (u64, u64) {
+        let args: Vec<&str> = ["index", "--once", "--rebuild"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let out = ok(sluice(&data_dir, &args));
+        let number = |after: &str| -> u64 {
+            out.split(after)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no number after {after:?} in {out:?}"))
+        };
+        (number("index: "), number(" from "))
+    };
+    let all = count_sql(&data_dir);
+    let (lines, files) = rebuild(&[]);
+    assert_eq!(lines, all);
+    let from =
+        (until() - chrono::Duration::hours(12)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let since = count_sql_where(&data_dir, &format!("ts >= TIMESTAMP '{from}'"));
+    assert!(
+        since > 0 && since < all / 2,
+        "{since} of {all} lines since {from}"
+    );
+    let (lines_since, files_since) = rebuild(&["--from", &from]);
+    assert_eq!(lines_since, since, "lines indexed since {from}");
+    assert!(
+        files_since < files,
+        "the first day's files are not read: {files_since} of {files}"
+    );
+    let (serve, addr) = spawn_serve(&data_dir, &[], &[]);
+    assert_eq!(
+        search_total(&addr, ""),
+        since,
+        "lines searchable since {from}"
+    );
     drop(serve);
 }

@@ -3,17 +3,17 @@
 //!
 //! The snapshots after the watermark (oldest first, several at a time up to
 //! [`ROUND_LINES`]) have the data files they added read, a day at a time
-//! (see [`crate::round_files`]), and indexed into one split per day of log
-//! time and core (a new one past [`MAX_SPLIT_LINES`], or when the splits
-//! being built outgrow the memory budget); the
-//! splits are uploaded, then the state (splits + the last snapshot as the
-//! new watermark) is replaced in one put. A crash before that put leaves
-//! unlisted splits (removed when an indexer next starts, see
-//! [`Indexer::collect_garbage`]) and the old watermark, so those snapshots are
-//! indexed again: no line twice, none skipped.
+//! (see [`crate::round_files`]), and indexed into a split per day of log
+//! time (one per core for a day with lines enough, a new one past
+//! [`MAX_SPLIT_LINES`] or when the splits being built outgrow the memory
+//! budget); the splits are uploaded, then the state (splits + the last
+//! snapshot as the new watermark) is replaced in one put. A crash before
+//! that put leaves unlisted splits (removed when an indexer next starts,
+//! see [`Indexer::collect_garbage`]) and the old watermark, so those
+//! snapshots are indexed again: no line twice, none skipped.
 //! Small splits of the same day are merged in the background, level by
-//! level (see [`crate::merge_policy`]); a split past [`MERGE_BELOW_LINES`] is not
-//! merged again.
+//! level (see [`crate::merge_policy`]); a split past
+//! [`MERGE_BELOW_LINES`] is not merged again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -52,6 +52,7 @@ pub const PARALLEL_FROM_LINES: u64 = 250_000;
 /// How long a split taken out of the index (merged, expired, rebuilt) is
 /// kept: longer than any search that read the index before may run.
 pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("Iceberg: {0}")]
@@ -226,6 +227,12 @@ impl Indexer {
         let mut metas = Vec::new();
         let mut finishing = tokio::task::JoinSet::new();
         for (file, last_of_day) in feeding_order(files) {
+            // A rebuild from a time skips the days wholly before it unread.
+            if let (Some(day), Some(from)) = (file.day, from)
+                && (day + 1) * BUCKET_MICROS <= from
+            {
+                continue;
+            }
             let path = &file.path;
             let bytes = table.file_io().new_input(path)?.read().await?;
             report.bytes += bytes.len() as u64;
