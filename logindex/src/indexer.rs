@@ -220,9 +220,9 @@ impl Indexer {
         // eighth of the memory budget, the rest for the splits): the rows
         // of a file go to one day's split, and a queue per split made the
         // feeding wait for that split while the others ran dry.
-        let queue_kib =
-            (self.settings.memory_budget / QUEUED_SHARE / 1024).clamp(1, u32::MAX as usize);
-        let split_budget = self.settings.memory_budget - self.settings.memory_budget / QUEUED_SHARE;
+        let queue_bytes = self.settings.memory_budget / QUEUED_SHARE;
+        let queue_kib = (queue_bytes / 1024).clamp(1, u32::MAX as usize);
+        let split_budget = self.settings.memory_budget - queue_bytes;
         let queued = Arc::new(tokio::sync::Semaphore::new(queue_kib));
         let mut metas = Vec::new();
         let mut finishing = tokio::task::JoinSet::new();

@@ -25,7 +25,7 @@ pub const MAX_WORD_BYTES: usize = 128;
 /// word can produce it: it starts with a control character.
 pub const CUT_WORD_MARKER: &str = "\u{1}cut";
 
-fn separates_words(c: char) -> bool {
+const fn separates_words(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
@@ -58,7 +58,7 @@ fn separates_words(c: char) -> bool {
         )
 }
 
-fn joins_parts(c: char) -> bool {
+const fn joins_parts(c: char) -> bool {
     matches!(c, '-' | '.' | '/' | ':' | '_')
 }
 
@@ -125,9 +125,9 @@ fn push_lower(buf: &mut String, text: &str) -> (usize, usize) {
     (start, buf.len())
 }
 
-/// What an ASCII byte is to [`words`]: the separators and joiners above,
-/// looked up in a table (the tokenizer was a tenth of indexing's CPU when
-/// it decoded and classified each char).
+/// What an ASCII byte is to [`words`]: [`separates_words`] and
+/// [`joins_parts`], looked up in a table built from them (the tokenizer was
+/// a tenth of indexing's CPU when it decoded and classified each char).
 const SEPARATES: u8 = 1;
 const JOINS: u8 = 2;
 const ASCII_CLASS: [u8; 128] = {
@@ -135,16 +135,12 @@ const ASCII_CLASS: [u8; 128] = {
     let mut c = 0;
     while c < 128 {
         let ch = c as u8 as char;
-        t[c] = if ch.is_ascii_whitespace() || c == 0x0b {
+        t[c] = if separates_words(ch) {
             SEPARATES
+        } else if joins_parts(ch) {
+            JOINS
         } else {
-            match ch {
-                '"' | '\'' | '`' | ',' | ';' | '=' | '(' | ')' | '[' | ']' | '{' | '}' | '<'
-                | '>' | '|' | '!' | '?' | '*' | '&' | '^' | '~' | '\\' | '$' | '#' | '@' | '%'
-                | '+' => SEPARATES,
-                '-' | '.' | '/' | ':' | '_' => JOINS,
-                _ => 0,
-            }
+            0
         };
         c += 1;
     }
