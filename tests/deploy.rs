@@ -1152,6 +1152,19 @@ fn dockerfile_problems(text: &str) -> Vec<String> {
             .unwrap_or(format!("benches/{name}.rs"));
         needed.push(path.split('/').next().expect("dir").to_string());
     }
+    // Patched dependencies (vendor/README.md).
+    for registry in manifest
+        .get("patch")
+        .and_then(|p| p.as_table())
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for dep in registry.as_table().into_iter().flat_map(|r| r.values()) {
+            if let Some(path) = dep.get("path").and_then(|p| p.as_str()) {
+                needed.push(path.split('/').next().expect("dir").to_string());
+            }
+        }
+    }
     for n in needed {
         if !copied.iter().any(|c| c == &n || c == ".") {
             problems.push(format!("the build stage does not COPY {n}"));
@@ -1310,6 +1323,7 @@ fn dockerfile_builds_the_way_ci_builds() {
             "compiles outside scripts/build-release",
         ),
         ("COPY ingest ingest\n", "", "does not COPY ingest"),
+        ("COPY vendor vendor\n", "", "does not COPY vendor"),
         (
             "ca-certificates libssl3 zlib1g",
             "ca-certificates libssl3",

@@ -29,3 +29,5 @@ pub mod split_directory;
 pub mod split_file;
 pub mod store;
 pub mod terms;
+#[cfg(test)]
+mod zstd_cpuid_tests;
