@@ -83,6 +83,9 @@ fn run_child(mode: &str) -> std::process::ExitStatus {
     Command::new(exe)
         .args(["zstd_cpuid_tests::", "--test-threads", "1", "--nocapture"])
         .env(CHILD, mode)
+        // The harness's lines would mix into the parent's; a failure's
+        // panic message is on stderr.
+        .stdout(std::process::Stdio::null())
         .status()
         .expect("running the test binary again")
 }
